@@ -1,0 +1,66 @@
+# The project's interface: `make help` lists every target.
+# Every target that needs Python builds .venv/ from the pinned requirements on
+# first use, so a fresh clone needs no setup step. Targets honour DATABASE_URL.
+
+ROOT := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
+PYTHON ?= python3
+VENV ?= $(ROOT)/.venv
+BIN := $(VENV)/bin
+ALEMBIC := $(BIN)/alembic -c $(ROOT)/alembic.ini
+RUNTIME := $(VENV)/.runtime-installed
+DEV := $(VENV)/.dev-installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install upgrade downgrade migration check current history sql stamp test lint clean
+
+help: ## List the targets
+	@echo "Usage: make <target> [rev=...] [msg=...]   (DATABASE_URL overrides sqlite:///app.db)"
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+install: $(DEV) ## Create .venv/ with the pinned runtime, test and lint tools
+
+upgrade: $(RUNTIME) ## Apply pending migrations (rev=<target>, default head); creates app.db
+	@$(ALEMBIC) -q upgrade $(or $(rev),head)
+
+downgrade: $(RUNTIME) ## Revert one migration (rev=<target> for any other, e.g. rev=base)
+	@$(ALEMBIC) -q downgrade $(or $(rev),-1)
+
+migration: $(DEV) ## Autogenerate a migration from the models: msg="what changed"
+	@test -n "$$msg" || { echo 'usage: make migration msg="describe the change"' >&2; exit 2; }
+	@$(ALEMBIC) revision --autogenerate -m "$$msg"
+
+check: $(RUNTIME) ## Fail if the models differ from the migrated database
+	@$(ALEMBIC) check
+
+current: $(RUNTIME) ## Show the database's revision
+	@$(ALEMBIC) current
+
+history: $(RUNTIME) ## List the migrations, newest first
+	@$(ALEMBIC) history
+
+sql: $(RUNTIME) ## Print the upgrade SQL without connecting (rev=<target>, default head)
+	@$(ALEMBIC) upgrade $(or $(rev),head) --sql
+
+stamp: $(RUNTIME) ## Adopt a database made without migrations, if it matches the models
+	@cd $(ROOT) && $(BIN)/python -m migrations.adopt
+
+test: $(DEV) ## Run the test suite
+	@cd $(ROOT) && $(BIN)/pytest
+
+lint: $(DEV) ## ruff (lint and format check) and mypy
+	@cd $(ROOT) && $(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
+
+clean: ## Remove .venv/ and caches (never the database)
+	rm -rf $(VENV) $(ROOT)/.pytest_cache $(ROOT)/.mypy_cache $(ROOT)/.ruff_cache
+	find $(ROOT) -name __pycache__ -type d -prune -exec rm -rf {} +
+
+$(RUNTIME): $(ROOT)/requirements.txt
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
+		{ echo "FAILED: Python >= 3.11 is needed as '$(PYTHON)'; install it, or run make PYTHON=python3.12 ..." >&2; exit 1; }
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r $(ROOT)/requirements.txt
+	@touch $@
+
+$(DEV): $(RUNTIME) $(ROOT)/requirements-dev.txt
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r $(ROOT)/requirements-dev.txt
+	@touch $@

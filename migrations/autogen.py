@@ -1,0 +1,45 @@
+"""How autogenerate compares the models with a database and writes scripts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from alembic.autogenerate.api import AutogenContext
+from alembic.operations.ops import MigrationScript
+from alembic.runtime.migration import MigrationContext
+
+from models import UTCDateTime
+
+
+def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | bool:
+    """Render application types as plain SQLAlchemy ones.
+
+    A migration must keep working after the models change, so it must never
+    import application code.
+    """
+    if type_ == "type" and isinstance(obj, UTCDateTime):
+        return "sa.DateTime(timezone=True)"
+    return False
+
+
+def skip_empty_revision(
+    context: MigrationContext,
+    revision: str | Iterable[str | None] | Iterable[str],
+    directives: list[MigrationScript],
+) -> None:
+    """Write no file when the models did not change (Alembic cookbook recipe)."""
+    cmd_opts = context.config.cmd_opts if context.config else None
+    if not getattr(cmd_opts, "autogenerate", False):
+        return
+    script = directives[0]
+    if script.upgrade_ops is not None and script.upgrade_ops.is_empty():
+        directives[:] = []
+        print("No changes detected; no migration written.")
+
+
+COMPARE_OPTIONS: dict[str, Any] = {
+    "compare_type": True,
+    "compare_server_default": True,
+    "render_item": render_item,
+}

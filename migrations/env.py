@@ -1,0 +1,84 @@
+"""Alembic's migration environment: every upgrade, downgrade and autogenerate runs this.
+
+Online, a run is one transaction on every backend, taken with the migration
+lock held before the current revision is read. So a run is all-or-nothing,
+and concurrent runs queue instead of colliding. The helpers live beside this
+file, one job per module.
+"""
+
+from contextlib import nullcontext
+from logging.config import fileConfig
+from pathlib import Path
+
+from alembic import context
+from sqlalchemy.engine import Engine
+
+from migrations import autogen, guards, locking
+from migrations.database import build_engine, check_sqlite_file, resolve_url, sqlite_path
+from migrations.errors import friendly_errors
+from models import Base
+
+config = context.config
+if config.config_file_name is not None:
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+# The models are the source of truth for autogenerate and `alembic check`.
+target_metadata = Base.metadata
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+url = resolve_url(config.get_main_option("sqlalchemy.url"), PROJECT_ROOT)
+
+
+def run_migrations_offline() -> None:
+    """Print the SQL (``--sql``) without connecting to a database."""
+    context.configure(
+        url=url,
+        target_metadata=target_metadata,
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+        transactional_ddl=True,
+        **autogen.COMPARE_OPTIONS,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    # pytest-alembic passes an Engine, `make stamp` a Connection in a transaction.
+    given = config.attributes.get("connection")
+    if given is None:
+        path = sqlite_path(url)
+        if path is not None:
+            check_sqlite_file(path)
+        given = build_engine(url)
+
+    # Entered in order, so connection failures are translated too.
+    with (
+        friendly_errors(url),
+        given.connect() if isinstance(given, Engine) else nullcontext(given) as connection,
+    ):
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=True,  # SQLite can ALTER little; batch mode rebuilds the table.
+            transactional_ddl=True,  # True on SQLite too: the engine really begins a transaction.
+            process_revision_directives=autogen.skip_empty_revision,
+            **autogen.COMPARE_OPTIONS,
+        )
+        with context.begin_transaction():
+            locking.acquire(connection)
+            migration_context = context.get_context()
+            guards.check_database(
+                migration_context,
+                context.script,
+                target_metadata,
+                adopting=bool(config.attributes.get("adopting")),
+            )
+            guards.check_autogenerate_base(config, migration_context, context.script)
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,39 @@
+"""One migration run at a time, per database.
+
+SQLite: the engine opens every transaction with ``BEGIN IMMEDIATE`` (see
+``database.build_engine``), which takes the database's write lock and waits up
+to ``MIGRATION_LOCK_TIMEOUT`` for it. PostgreSQL: a transaction-level advisory
+lock, so it is held for the whole run and released by commit, rollback or a
+dropped connection, whatever happens.
+"""
+
+from __future__ import annotations
+
+from alembic.util import CommandError
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import OperationalError
+
+from migrations.settings import LOCK_TIMEOUT_VAR, ddl_lock_timeout, lock_timeout
+
+# pg_advisory_xact_lock key shared by every migration run on a database.
+# Fixed forever: runs of different versions of this project must exclude each other.
+ADVISORY_LOCK_KEY = 7_362_410_518_202_611
+
+
+def acquire(connection: Connection) -> None:
+    """Wait for the migration lock, then bound how long each statement queues."""
+    if connection.dialect.name != "postgresql":
+        return
+    wait = lock_timeout()
+    connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(wait * 1000)}ms'")
+    try:
+        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) == "55P03":
+            raise CommandError(
+                f"another migration run held the migration lock for longer than "
+                f"{LOCK_TIMEOUT_VAR}={wait:g}s; nothing was changed. Wait for it to finish, "
+                f"or raise {LOCK_TIMEOUT_VAR}"
+            ) from None
+        raise
+    connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(ddl_lock_timeout() * 1000)}ms'")

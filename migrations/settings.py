@@ -1,0 +1,37 @@
+"""Tunables read from the environment, validated once, with safe defaults."""
+
+from __future__ import annotations
+
+import os
+
+from alembic.util import CommandError
+
+LOCK_TIMEOUT_VAR = "MIGRATION_LOCK_TIMEOUT"
+DDL_LOCK_TIMEOUT_VAR = "MIGRATION_DDL_LOCK_TIMEOUT"
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise CommandError(f"{name}={raw!r} is not a positive number of seconds; fix or unset it")
+    return value
+
+
+def lock_timeout() -> float:
+    """How long a run waits for another migration run to finish."""
+    return _seconds(LOCK_TIMEOUT_VAR, 60.0)
+
+
+def ddl_lock_timeout() -> float:
+    """How long one PostgreSQL statement may queue for a table lock.
+
+    Short on purpose: an ALTER waiting behind a long query blocks every query
+    queued after it, so failing fast and retrying is kinder to the application.
+    """
+    return _seconds(DDL_LOCK_TIMEOUT_VAR, 5.0)

@@ -1,0 +1,11 @@
+"""The application's tables: the single source of truth for the schema.
+
+Alembic's autogenerate compares ``Base.metadata`` with the database, so every
+model must be imported here to be seen.
+"""
+
+from models.base import Base
+from models.types import UTCDateTime
+from models.user import User
+
+__all__ = ["Base", "UTCDateTime", "User"]
