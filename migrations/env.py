@@ -11,7 +11,7 @@ from logging.config import fileConfig
 from pathlib import Path
 
 from alembic import context
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection
 
 from migrations import autogen, guards, locking
 from migrations.database import build_engine, check_sqlite_file, resolve_url, sqlite_path
@@ -44,7 +44,8 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    # pytest-alembic passes an Engine, `make stamp` a Connection in a transaction.
+    # pytest-alembic passes an Engine (or one wrapping a connection), `make stamp`
+    # a Connection in its own transaction.
     given = config.attributes.get("connection")
     if given is None:
         path = sqlite_path(url)
@@ -55,7 +56,7 @@ def run_migrations_online() -> None:
     # Entered in order, so connection failures are translated too.
     with (
         friendly_errors(url),
-        given.connect() if isinstance(given, Engine) else nullcontext(given) as connection,
+        nullcontext(given) if isinstance(given, Connection) else given.connect() as connection,
     ):
         context.configure(
             connection=connection,

@@ -8,4 +8,8 @@ from models.base import Base
 from models.types import UTCDateTime
 from models.user import User
 
+# The package-level handle tools look for (pytest-alembic's model-registration
+# test finds the models through it).
+metadata = Base.metadata
+
 __all__ = ["Base", "UTCDateTime", "User"]

@@ -1,0 +1,1 @@
+"""The test suite; a package so helpers import the same way from pytest and .ci/run."""

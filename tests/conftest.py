@@ -1,0 +1,90 @@
+"""Fixtures: one suite, two backends.
+
+Every test that takes ``database_url`` runs on a new SQLite file and on a new
+database of a real PostgreSQL server: ``TEST_DATABASE_URL`` (a superuser
+URL) if given, else a throwaway server started from the local installation.
+With neither, the PostgreSQL leg is skipped and says so, unless
+``REQUIRE_POSTGRESQL=1`` (as in CI) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import URL, Engine, make_url
+
+from migrations.database import build_engine
+from tests import pgserver
+from tests.helpers import ROOT, Project
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[URL]:
+    given = os.environ.get("TEST_DATABASE_URL")
+    if given:
+        yield make_url(given)
+        return
+    if pgserver.bindir() is None:
+        reason = "PostgreSQL leg skipped: no TEST_DATABASE_URL and no local PostgreSQL (initdb) to start"
+        if os.environ.get("REQUIRE_POSTGRESQL") == "1":
+            pytest.fail(reason.replace("skipped", "required (REQUIRE_POSTGRESQL=1)"))
+        pytest.skip(reason)
+    # Not under pytest's temp root: that is private to us, and the server may
+    # run as another user.
+    base = Path(tempfile.mkdtemp(prefix="pgserver-"))
+    try:
+        yield pgserver.start(base)
+    finally:
+        pgserver.stop(base)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[URL]:
+    """A new, empty database on the backend under test."""
+    if backend == "sqlite":
+        yield URL.create("sqlite", database=str(tmp_path / "app.db"))
+        return
+    admin: URL = request.getfixturevalue("pg_admin_url")
+    with pgserver.fresh_database(admin) as url:
+        yield url
+
+
+@pytest.fixture
+def project() -> Project:
+    """The real checkout, for tests that change no file in it."""
+    return Project(ROOT)
+
+
+@pytest.fixture
+def project_copy(tmp_path: Path) -> Project:
+    """A copy of the project that a test may add migrations or models to."""
+    return Project.copy_to(tmp_path / "project")
+
+
+# pytest-alembic: the real migrations, on each backend, through the same
+# engine setup env.py uses (a transaction per run, BEGIN IMMEDIATE on SQLite).
+@pytest.fixture
+def alembic_config() -> dict[str, str]:
+    return {"file": str(ROOT / "alembic.ini")}
+
+
+@pytest.fixture
+def alembic_engine(database_url: URL) -> Iterator[Engine]:
+    engine = build_engine(database_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()

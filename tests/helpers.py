@@ -1,0 +1,160 @@
+"""Drive the project as its users do: the real CLI, on real databases."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+ROOT = Path(__file__).resolve().parent.parent
+# The virtualenv running the tests; copies of the project reuse it.
+VENV = Path(sys.prefix)
+COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "app.db*", "__pycache__", ".*_cache")
+
+
+def url_string(url: URL) -> str:
+    return url.render_as_string(hide_password=False)
+
+
+def base_env(url: URL | None = None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "MAKEFLAGS", "MAKELEVEL")}
+    if url is not None:
+        env["DATABASE_URL"] = url_string(url)
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Project:
+    """A checkout of this project: the real one, or a copy a test may edit."""
+
+    root: Path
+
+    @classmethod
+    def copy_to(cls, target: Path) -> Project:
+        shutil.copytree(ROOT, target, ignore=COPY_IGNORE)
+        return cls(target)
+
+    @property
+    def versions(self) -> Path:
+        return self.root / "migrations" / "versions"
+
+    def alembic(
+        self,
+        *args: str,
+        url: URL | None = None,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        argv = [str(VENV / "bin" / "alembic"), "-c", str(self.root / "alembic.ini"), *args]
+        return run(argv, cwd=cwd or self.root, env={**base_env(url), **(env or {})})
+
+    def make(
+        self, *args: str, url: URL | None = None, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        argv = ["make", "--no-print-directory", "-C", str(self.root), f"VENV={VENV}", *args]
+        return run(argv, cwd=self.root, env={**base_env(url), **(env or {})})
+
+    def heads(self) -> list[str]:
+        from alembic.config import Config
+        from alembic.script import ScriptDirectory
+
+        return list(ScriptDirectory.from_config(Config(str(self.root / "alembic.ini"))).get_heads())
+
+    def add_migration(self, upgrade: str, downgrade: str = "pass", imports: str = "") -> str:
+        """Append a hand-written migration after the current head; return its id."""
+        (down,) = self.heads()
+        rev = uuid.uuid4().hex[:12]
+
+        def block(code: str) -> str:
+            return textwrap.indent(textwrap.dedent(code).strip(), "    ")
+
+        source = (
+            '"""test migration"""\n'
+            f"import sqlalchemy as sa\nfrom alembic import op\n{imports}\n\n"
+            f"revision = {rev!r}\ndown_revision = {down!r}\nbranch_labels = None\ndepends_on = None\n\n\n"
+            f"def upgrade() -> None:\n{block(upgrade)}\n\n\n"
+            f"def downgrade() -> None:\n{block(downgrade)}\n"
+        )
+        (self.versions / f"9999_{rev}_test.py").write_text(source)
+        return rev
+
+
+def run(
+    argv: list[str], *, cwd: Path, env: Mapping[str, str], **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=cwd, env=dict(env), capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def failed_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The single FAILED line of a clean refusal; fails on tracebacks or success."""
+    assert result.returncode != 0, f"expected a failure:\n{result.stdout}\n{result.stderr}"
+    assert "Traceback" not in result.stderr + result.stdout, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("FAILED: ")]
+    assert len(lines) == 1, f"expected one FAILED line on stderr:\n{result.stderr}"
+    return lines[0]
+
+
+def engine_for(url: URL, **kwargs: Any) -> sa.Engine:
+    return sa.create_engine(url, poolclass=sa.pool.NullPool, **kwargs)
+
+
+def dump(url: URL) -> dict[str, Any]:
+    """Everything a migration could change: schema, constraints, rows, revision."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            tables: dict[str, Any] = {}
+            for name in sorted(inspector.get_table_names()):
+                rows = conn.execute(sa.text(f'SELECT * FROM "{name}"')).all()
+                tables[name] = {
+                    "columns": [
+                        (c["name"], str(c["type"]), c["nullable"], str(c.get("default")))
+                        for c in inspector.get_columns(name)
+                    ],
+                    "pk": inspector.get_pk_constraint(name),
+                    "unique": sorted(inspector.get_unique_constraints(name), key=lambda c: str(c["name"])),
+                    "indexes": sorted(inspector.get_indexes(name), key=lambda i: str(i["name"])),
+                    "rows": sorted((tuple(r) for r in rows), key=repr),
+                }
+            if url.get_backend_name() == "sqlite":
+                tables["sqlite_master"] = conn.exec_driver_sql(
+                    "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name"
+                ).all()
+            return tables
+    finally:
+        engine.dispose()
+
+
+def current_revision(url: URL) -> str | None:
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("alembic_version"):
+                return None
+            return conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar()
+    finally:
+        engine.dispose()
+
+
+def insert_users(url: URL, count: int, prefix: str = "user") -> None:
+    engine = engine_for(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("INSERT INTO users (username, email) VALUES (:u, :e)"),
+                [{"u": f"{prefix}{i}", "e": f"{prefix}{i}@example.com"} for i in range(count)],
+            )
+    finally:
+        engine.dispose()

@@ -1,0 +1,142 @@
+"""A throwaway PostgreSQL server for the tests, and the databases they use.
+
+The tests start one with the local installation when ``TEST_DATABASE_URL`` is
+not given; ``.ci/run`` starts one the same way from the command line:
+
+    python -m tests.pgserver start DIR   # prints the admin URL
+    python -m tests.pgserver stop DIR
+
+It listens on 127.0.0.1 only, with password (SCRAM) logins over TCP, so tests
+of wrong passwords mean something. PostgreSQL refuses to run as root; as root
+it runs as the ``postgres`` system user.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+SERVER_USER = "postgres"
+
+
+def bindir() -> Path | None:
+    """Where initdb and pg_ctl live, or None when PostgreSQL is not installed."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+        candidate = Path(out.stdout.strip())
+        if (candidate / "initdb").exists():
+            return candidate
+    return None
+
+
+def _run_as_server_user(argv: list[str]) -> None:
+    if os.geteuid() == 0:
+        argv = ["runuser", "-u", SERVER_USER, "--", *argv]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed ({result.returncode}): {result.stderr.strip()}")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(base: Path) -> URL:
+    """initdb and start a server under ``base``; return its superuser URL."""
+    binaries = bindir()
+    if binaries is None:
+        raise RuntimeError(
+            "no PostgreSQL installation found (initdb is not on PATH, nor in pg_config --bindir)"
+        )
+    base.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(16)
+    (base / "pwfile").write_text(password + "\n")
+    if os.geteuid() == 0:
+        shutil.chown(base, SERVER_USER)
+        shutil.chown(base / "pwfile", SERVER_USER)
+    data = base / "data"
+    _run_as_server_user(
+        [
+            str(binaries / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "--pwfile",
+            str(base / "pwfile"),
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ]
+    )
+    port = _free_port()
+    # Durability settings off: this server holds nothing worth keeping.
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} -c fsync=off -c full_page_writes=off"
+    _run_as_server_user(
+        [str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start"]
+    )
+    url = URL.create("postgresql+psycopg", "postgres", password, "127.0.0.1", port, "postgres")
+    (base / "url").write_text(url.render_as_string(hide_password=False))
+    return url
+
+
+def stop(base: Path) -> None:
+    binaries = bindir()
+    if binaries is None or not (base / "data").exists():
+        return
+    _run_as_server_user([str(binaries / "pg_ctl"), "-D", str(base / "data"), "-m", "immediate", "stop"])
+
+
+@contextmanager
+def fresh_database(admin_url: URL) -> Iterator[URL]:
+    """A new, empty database owned by a new login with a password; dropped after."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    # URL-safe: pytest-alembic puts the URL through ConfigParser, which chokes on
+    # "%". Percent-encoded passwords have their own test (test_errors.py).
+    password = secrets.token_hex(8)
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+        conn.exec_driver_sql(f"CREATE DATABASE {name} OWNER {name}")
+    try:
+        yield admin_url.set(username=name, password=password, database=name)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            conn.exec_driver_sql(f"DROP ROLE IF EXISTS {name}")
+        admin.dispose()
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in ("start", "stop"):
+        print("usage: python -m tests.pgserver start|stop DIR", file=sys.stderr)
+        return 2
+    base = Path(argv[1]).resolve()
+    if argv[0] == "start":
+        print(start(base).render_as_string(hide_password=False))
+    else:
+        stop(base)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

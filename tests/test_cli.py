@@ -1,0 +1,143 @@
+"""The Makefile and the alembic CLI, run as a user runs them."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+from tests.helpers import Project, current_revision, dump, engine_for, insert_users
+
+USERS_DDL = (
+    "CREATE TABLE users (\n\tid INTEGER NOT NULL, \n\tusername VARCHAR(64) NOT NULL, \n"
+    "\temail VARCHAR(320) NOT NULL, \n\tcreated_at DATETIME DEFAULT (CURRENT_TIMESTAMP) NOT NULL, \n"
+    "\tCONSTRAINT pk_users PRIMARY KEY (id), \n\tCONSTRAINT uq_users_email UNIQUE (email), \n"
+    "\tCONSTRAINT uq_users_username UNIQUE (username)\n)"
+)
+
+
+def test_make_upgrade_creates_app_db_in_the_project_root(project_copy: Project) -> None:
+    app_db = project_copy.root / "app.db"
+    assert not app_db.exists()
+    result = project_copy.make("upgrade")
+    assert result.returncode == 0, result.stderr
+    with sqlite3.connect(app_db) as conn:
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'users'").fetchone()
+        (version,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert sql == USERS_DDL
+    assert [version] == project_copy.heads()
+
+
+def test_second_upgrade_is_a_no_op(project: Project, database_url: URL) -> None:
+    assert project.make("upgrade", url=database_url).returncode == 0
+    insert_users(database_url, 3)
+    before = dump(database_url)
+    again = project.make("upgrade", url=database_url)
+    assert again.returncode == 0, again.stderr
+    assert "Running upgrade" not in again.stderr
+    assert dump(database_url) == before
+
+
+def test_make_downgrade_removes_the_table_and_upgrade_restores_it(
+    project: Project, database_url: URL
+) -> None:
+    assert project.make("upgrade", url=database_url).returncode == 0
+    down = project.make("downgrade", url=database_url)
+    assert down.returncode == 0, down.stderr
+    engine = engine_for(database_url)
+    try:
+        assert sa.inspect(engine).get_table_names() == ["alembic_version"]
+    finally:
+        engine.dispose()
+    assert current_revision(database_url) is None
+    assert project.make("upgrade", url=database_url).returncode == 0
+    assert current_revision(database_url) == project.heads()[0]
+
+
+def test_downgrade_to_base_by_name(project: Project, database_url: URL) -> None:
+    assert project.make("upgrade", url=database_url).returncode == 0
+    result = project.make("downgrade", "rev=base", url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert current_revision(database_url) is None
+
+
+def test_alembic_from_another_directory_uses_the_projects_app_db(
+    project_copy: Project, tmp_path: Path
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = project_copy.alembic("upgrade", "head", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+    assert list(elsewhere.iterdir()) == []
+    assert (project_copy.root / "app.db").exists()
+    current = project_copy.alembic("current", cwd=elsewhere)
+    assert f"{project_copy.heads()[0]} (head)" in current.stdout
+
+
+def test_make_migration_without_model_changes_writes_nothing(project_copy: Project) -> None:
+    assert project_copy.make("upgrade").returncode == 0
+    before = sorted(project_copy.versions.iterdir())
+    result = project_copy.make("migration", "msg=nothing changed")
+    assert result.returncode == 0, result.stderr
+    assert "No changes detected" in result.stdout
+    assert sorted(project_copy.versions.iterdir()) == before
+
+
+def test_make_check_passes_on_a_migrated_database(project: Project, database_url: URL) -> None:
+    assert project.make("upgrade", url=database_url).returncode == 0
+    result = project.make("check", url=database_url)
+    assert result.returncode == 0, result.stderr
+    assert "No new upgrade operations detected" in result.stdout
+
+
+def test_make_help_lists_every_target(project: Project) -> None:
+    for args in ([], ["help"]):
+        result = project.make(*args)
+        assert result.returncode == 0
+        listed = {line.split()[0] for line in result.stdout.splitlines() if line.startswith("  ")}
+        assert listed >= {
+            "help",
+            "install",
+            "upgrade",
+            "downgrade",
+            "migration",
+            "check",
+            "current",
+            "history",
+            "sql",
+            "stamp",
+            "test",
+            "lint",
+            "clean",
+        }
+
+
+def test_make_migration_without_msg_prints_usage(project_copy: Project) -> None:
+    result = project_copy.make("migration")
+    assert result.returncode != 0
+    assert 'usage: make migration msg="describe the change"' in result.stderr
+    assert not (project_copy.root / "app.db").exists()
+
+
+def test_make_sql_prints_ddl_without_touching_a_database(project_copy: Project) -> None:
+    sqlite_sql = project_copy.make("sql")
+    assert sqlite_sql.returncode == 0, sqlite_sql.stderr
+    assert "CREATE TABLE users" in sqlite_sql.stdout
+    assert "created_at DATETIME DEFAULT (CURRENT_TIMESTAMP) NOT NULL" in sqlite_sql.stdout
+    assert not (project_copy.root / "app.db").exists()
+    # No server listens there: offline mode only needs the dialect.
+    pg = URL.create("postgresql+psycopg", "nobody", "secret-pw", "127.0.0.1", 9, "nowhere")
+    pg_sql = project_copy.make("sql", url=pg)
+    assert pg_sql.returncode == 0, pg_sql.stderr
+    assert "created_at TIMESTAMP WITH TIME ZONE DEFAULT (CURRENT_TIMESTAMP) NOT NULL" in pg_sql.stdout
+    assert "id SERIAL NOT NULL" in pg_sql.stdout
+    assert "secret-pw" not in pg_sql.stdout + pg_sql.stderr
+
+
+def test_make_current_and_history_show_the_revision(project: Project, database_url: URL) -> None:
+    head = project.heads()[0]
+    assert project.make("upgrade", url=database_url).returncode == 0
+    assert f"{head} (head)" in project.make("current", url=database_url).stdout
+    assert f"<base> -> {head} (head), create users table" in project.make("history").stdout
