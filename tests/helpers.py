@@ -49,31 +49,44 @@ class Project:
     def versions(self) -> Path:
         return self.root / "migrations" / "versions"
 
+    def alembic_argv(self, *args: str) -> list[str]:
+        return [str(VENV / "bin" / "alembic"), "-c", self.ini, *args]
+
     def alembic(
         self,
         *args: str,
         url: URL | None = None,
         cwd: Path | None = None,
         env: Mapping[str, str] | None = None,
+        **kwargs: Any,
     ) -> subprocess.CompletedProcess[str]:
-        argv = [str(VENV / "bin" / "alembic"), "-c", str(self.root / "alembic.ini"), *args]
-        return run(argv, cwd=cwd or self.root, env={**base_env(url), **(env or {})})
+        return run(
+            self.alembic_argv(*args), cwd=cwd or self.root, env={**base_env(url), **(env or {})}, **kwargs
+        )
+
+    def make_argv(self, *args: str) -> list[str]:
+        return ["make", "--no-print-directory", "-C", str(self.root), f"VENV={VENV}", *args]
 
     def make(
         self, *args: str, url: URL | None = None, env: Mapping[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        argv = ["make", "--no-print-directory", "-C", str(self.root), f"VENV={VENV}", *args]
-        return run(argv, cwd=self.root, env={**base_env(url), **(env or {})})
+        return run(self.make_argv(*args), cwd=self.root, env={**base_env(url), **(env or {})})
+
+    @property
+    def ini(self) -> str:
+        return str(self.root / "alembic.ini")
 
     def heads(self) -> list[str]:
         from alembic.config import Config
         from alembic.script import ScriptDirectory
 
-        return list(ScriptDirectory.from_config(Config(str(self.root / "alembic.ini"))).get_heads())
+        return list(ScriptDirectory.from_config(Config(self.ini)).get_heads())
 
-    def add_migration(self, upgrade: str, downgrade: str = "pass", imports: str = "") -> str:
+    def add_migration(
+        self, upgrade: str, downgrade: str = "pass", imports: str = "", down_revision: str | None = None
+    ) -> str:
         """Append a hand-written migration after the current head; return its id."""
-        (down,) = self.heads()
+        down = down_revision or self.heads()[0]
         rev = uuid.uuid4().hex[:12]
 
         def block(code: str) -> str:

@@ -1,0 +1,118 @@
+"""Concurrent runs on one database queue up: all succeed, each migration runs once.
+
+Two extra migrations in a copy of the project make a second application fail
+loudly: one inserts a row under a unique constraint, one creates a table.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+from tests import pgserver, workers
+from tests.helpers import Project, base_env, current_revision, engine_for
+
+PROCESSES = 8
+ROUNDS = 20
+
+
+@pytest.fixture
+def history(project_copy: Project) -> list[str]:
+    """Revisions oldest first: the users table, a data migration, a new table."""
+    first = project_copy.heads()[0]
+    second = project_copy.add_migration(
+        "op.execute(\"INSERT INTO users (username, email) VALUES ('once', 'once@example.com')\")",
+        "op.execute(\"DELETE FROM users WHERE username = 'once'\")",
+    )
+    third = project_copy.add_migration(
+        'op.create_table("audit", sa.Column("id", sa.Integer, primary_key=True))', 'op.drop_table("audit")'
+    )
+    return [first, second, third]
+
+
+@pytest.fixture
+def new_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[object]:
+    """A factory of fresh databases, one per round."""
+    counter = iter(range(1000))
+
+    def make() -> AbstractContextManager[URL]:
+        if backend == "sqlite":
+            return nullcontext(URL.create("sqlite", database=str(tmp_path / f"round{next(counter)}.db")))
+        return pgserver.fresh_database(request.getfixturevalue("pg_admin_url"))
+
+    yield make
+
+
+def assert_applied_once(url: URL, head: str) -> None:
+    assert current_revision(url) == head
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM users WHERE username = 'once'")).scalar() == 1
+            assert sa.inspect(conn).has_table("audit")
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def database_at(new_database: object, project: Project, revision: str | None) -> Iterator[URL]:
+    with new_database() as url:  # type: ignore[operator]
+        if revision is not None:
+            assert workers.run_together(project.ini, url, 1, target=revision) == [0]
+        yield url
+
+
+def test_concurrent_upgrades_apply_each_migration_once(
+    project_copy: Project, history: list[str], new_database: object
+) -> None:
+    starts: list[str | None] = [None, history[0], history[1]]  # new, two behind, one behind
+    for round_ in range(ROUNDS):
+        with database_at(new_database, project_copy, starts[round_ % 3]) as url:
+            assert workers.run_together(project_copy.ini, url, PROCESSES) == [0] * PROCESSES
+            assert_applied_once(url, history[-1])
+
+
+@pytest.mark.parametrize("via", ["make", "alembic"])
+def test_concurrent_cli_upgrades_apply_each_migration_once(
+    project_copy: Project, history: list[str], new_database: object, via: str
+) -> None:
+    start = None if via == "make" else history[0]
+    with database_at(new_database, project_copy, start) as url:
+        argv = (
+            project_copy.make_argv("upgrade")
+            if via == "make"
+            else project_copy.alembic_argv("upgrade", "head")
+        )
+        env = base_env(url)
+        processes = [
+            subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(PROCESSES)
+        ]
+        outputs = [process.communicate(timeout=120) for process in processes]
+        assert [p.returncode for p in processes] == [0] * PROCESSES, outputs
+        assert_applied_once(url, history[-1])
+
+
+def test_concurrent_downgrades_revert_each_migration_once(
+    project_copy: Project, history: list[str], new_database: object
+) -> None:
+    for _ in range(3):
+        with database_at(new_database, project_copy, history[-1]) as url:
+            codes = workers.run_together(
+                project_copy.ini, url, PROCESSES, action="downgrade", target=history[0]
+            )
+            assert codes == [0] * PROCESSES
+            assert current_revision(url) == history[0]
+            engine = engine_for(url)
+            try:
+                with engine.connect() as conn:
+                    assert not sa.inspect(conn).has_table("audit")
+                    assert conn.execute(sa.text("SELECT count(*) FROM users")).scalar() == 0
+            finally:
+                engine.dispose()

@@ -1,0 +1,50 @@
+"""Migration runs in forked processes, for the race and crash tests.
+
+Each CLI process spends most of its half second importing SQLAlchemy and
+Alembic. Forking after those imports makes a run cost tens of milliseconds,
+so the tests can afford many rounds; each still executes env.py and the
+migrations from scratch, as `alembic upgrade` does. A few rounds in each test
+use the real CLI as well.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from multiprocessing.synchronize import Barrier
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import URL
+
+from tests.helpers import url_string
+
+FORK = multiprocessing.get_context("fork")
+
+
+def _run(ini: str, url: str, action: str, target: str, barrier: Barrier | None) -> None:
+    os.environ["DATABASE_URL"] = url
+    code = 1
+    try:
+        if barrier is not None:
+            barrier.wait(timeout=30)
+        getattr(command, action)(Config(ini), target)
+        code = 0
+    finally:
+        os._exit(code)  # skip the parent's atexit handlers and finalizers
+
+
+def start(ini: str, url: URL, action: str = "upgrade", target: str = "head", barrier: Any = None) -> Any:
+    process = FORK.Process(target=_run, args=(ini, url_string(url), action, target, barrier))
+    process.start()
+    return process
+
+
+def run_together(ini: str, url: URL, count: int, action: str = "upgrade", target: str = "head") -> list[int]:
+    """Start ``count`` runs at the same instant; return their exit codes."""
+    barrier = FORK.Barrier(count)
+    processes = [start(ini, url, action, target, barrier) for _ in range(count)]
+    for process in processes:
+        process.join(timeout=120)
+    return [process.exitcode for process in processes]
