@@ -21,7 +21,7 @@ FAULTS = {
     "after-a-batch-table-rebuild": """
         with op.batch_alter_table("users", recreate="always") as batch:
             batch.add_column(sa.Column("nickname", sa.String(20)))
-            batch.alter_column("username", type_=sa.String(100), existing_type=sa.String(64), existing_nullable=False)
+            batch.alter_column("username", type_=sa.String(100), existing_type=sa.String(64))
         raise RuntimeError("injected fault")
     """,
     "after-inserting-rows": """

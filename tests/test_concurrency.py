@@ -7,7 +7,7 @@ loudly: one inserts a row under a unique constraint, one creates a table.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
@@ -36,8 +36,11 @@ def history(project_copy: Project) -> list[str]:
     return [first, second, third]
 
 
+NewDatabase = Callable[[], AbstractContextManager[URL]]
+
+
 @pytest.fixture
-def new_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[object]:
+def new_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> NewDatabase:
     """A factory of fresh databases, one per round."""
     counter = iter(range(1000))
 
@@ -46,7 +49,7 @@ def new_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
             return nullcontext(URL.create("sqlite", database=str(tmp_path / f"round{next(counter)}.db")))
         return pgserver.fresh_database(request.getfixturevalue("pg_admin_url"))
 
-    yield make
+    return make
 
 
 def assert_applied_once(url: URL, head: str) -> None:
@@ -61,15 +64,15 @@ def assert_applied_once(url: URL, head: str) -> None:
 
 
 @contextmanager
-def database_at(new_database: object, project: Project, revision: str | None) -> Iterator[URL]:
-    with new_database() as url:  # type: ignore[operator]
+def database_at(new_database: NewDatabase, project: Project, revision: str | None) -> Iterator[URL]:
+    with new_database() as url:
         if revision is not None:
             assert workers.run_together(project.ini, url, 1, target=revision) == [0]
         yield url
 
 
 def test_concurrent_upgrades_apply_each_migration_once(
-    project_copy: Project, history: list[str], new_database: object
+    project_copy: Project, history: list[str], new_database: NewDatabase
 ) -> None:
     starts: list[str | None] = [None, history[0], history[1]]  # new, two behind, one behind
     for round_ in range(ROUNDS):
@@ -80,7 +83,7 @@ def test_concurrent_upgrades_apply_each_migration_once(
 
 @pytest.mark.parametrize("via", ["make", "alembic"])
 def test_concurrent_cli_upgrades_apply_each_migration_once(
-    project_copy: Project, history: list[str], new_database: object, via: str
+    project_copy: Project, history: list[str], new_database: NewDatabase, via: str
 ) -> None:
     start = None if via == "make" else history[0]
     with database_at(new_database, project_copy, start) as url:
@@ -100,7 +103,7 @@ def test_concurrent_cli_upgrades_apply_each_migration_once(
 
 
 def test_concurrent_downgrades_revert_each_migration_once(
-    project_copy: Project, history: list[str], new_database: object
+    project_copy: Project, history: list[str], new_database: NewDatabase
 ) -> None:
     for _ in range(3):
         with database_at(new_database, project_copy, history[-1]) as url:

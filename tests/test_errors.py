@@ -1,0 +1,284 @@
+"""Every bad input ends in one FAILED line, no traceback, no password, no change."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+from migrations.locking import ADVISORY_LOCK_KEY
+from models import Base
+from tests import pgserver
+from tests.helpers import Project, current_revision, dump, engine_for, failed_line, insert_users, url_string
+
+PR_CAPBSET_DROP = 24
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
+
+
+def as_plain_user() -> None:
+    """Make file permissions bind even for root (CI runs as root).
+
+    Dropping the override capabilities from the bounding set before exec
+    leaves root without them in the new program, like any other user.
+    """
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def sqlite_url(path: Path) -> URL:
+    return URL.create("sqlite", database=str(path))
+
+
+@pytest.fixture
+def migrated(project: Project, database_url: URL) -> URL:
+    assert project.alembic("upgrade", "head", url=database_url).returncode == 0
+    insert_users(database_url, 3)
+    return database_url
+
+
+# --- SQLite files -----------------------------------------------------------
+
+
+def test_missing_directory_fails_clearly_and_creates_nothing(project: Project, tmp_path: Path) -> None:
+    target = tmp_path / "no" / "such" / "dir" / "app.db"
+    line = failed_line(project.make("upgrade", url=sqlite_url(target)))
+    assert f"the directory of the SQLite database {target} does not exist" in line
+    assert "mkdir -p" in line
+    assert not (tmp_path / "no").exists()
+
+
+def test_file_that_is_not_sqlite_is_left_byte_identical(project: Project, tmp_path: Path) -> None:
+    target = tmp_path / "app.db"
+    content = b"name,email\nada,ada@example.com\n" * 100
+    target.write_bytes(content)
+    line = failed_line(project.make("upgrade", url=sqlite_url(target)))
+    assert f"{target} is not a SQLite database" in line
+    assert target.read_bytes() == content
+
+
+@pytest.mark.parametrize("what", ["file", "directory"])
+def test_read_only_database_is_refused_unchanged(project: Project, tmp_path: Path, what: str) -> None:
+    target = tmp_path / "app.db"
+    url = sqlite_url(target)
+    assert project.alembic("upgrade", "base", url=url).returncode == 0  # an empty, unversioned file
+    content = target.read_bytes()
+    locked = target if what == "file" else tmp_path
+    locked.chmod(0o555 if what == "directory" else 0o444)
+    try:
+        result = project.alembic("upgrade", "head", url=url, preexec_fn=as_plain_user)
+    finally:
+        locked.chmod(0o755 if what == "directory" else 0o644)
+    line = failed_line(result)
+    assert "read-only" in line
+    assert str(target if what == "file" else tmp_path) in line
+    assert target.read_bytes() == content
+
+
+def test_database_locked_past_the_timeout_names_the_setting(project: Project, database_url: URL) -> None:
+    holder = engine_for(database_url)
+    with holder.connect() as conn:
+        if database_url.get_backend_name() == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # another writer
+        else:
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({ADVISORY_LOCK_KEY})")  # another run
+        started = time.monotonic()
+        result = project.alembic("upgrade", "head", url=database_url, env={"MIGRATION_LOCK_TIMEOUT": "1"})
+        waited = time.monotonic() - started
+        conn.rollback()
+    holder.dispose()
+    line = failed_line(result)
+    assert "MIGRATION_LOCK_TIMEOUT=1s" in line
+    assert 1 <= waited < 15
+    assert current_revision(database_url) is None
+
+
+def test_ddl_waiting_behind_application_traffic_fails_fast(project_copy: Project, pg_admin_url: URL) -> None:
+    with pgserver.fresh_database(pg_admin_url) as url:
+        assert project_copy.alembic("upgrade", "head", url=url).returncode == 0
+        project_copy.add_migration(
+            'op.add_column("users", sa.Column("bio", sa.Text))', 'op.drop_column("users", "bio")'
+        )
+        before = dump(url)
+        reader = engine_for(url)
+        with reader.connect() as conn:
+            conn.exec_driver_sql("SELECT count(*) FROM users")  # a long read holds its lock
+            result = project_copy.alembic(
+                "upgrade", "head", url=url, env={"MIGRATION_DDL_LOCK_TIMEOUT": "0.5"}
+            )
+            conn.rollback()
+        reader.dispose()
+        line = failed_line(result)
+        assert "MIGRATION_DDL_LOCK_TIMEOUT=0.5s" in line
+        assert dump(url) == before
+
+
+# --- migration history --------------------------------------------------------
+
+
+def test_unknown_revision_in_the_database_is_named(project: Project, migrated: URL) -> None:
+    engine = engine_for(migrated)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'deadbeef1234'")
+    engine.dispose()
+    before = dump(migrated)
+    line = failed_line(project.make("upgrade", url=migrated))
+    assert "'deadbeef1234'" in line
+    assert "Restore that migration file" in line
+    assert dump(migrated) == before
+
+
+def test_unversioned_users_table_is_refused_then_adopted_by_make_stamp(
+    project: Project, database_url: URL
+) -> None:
+    engine = engine_for(database_url)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    insert_users(database_url, 2)
+    before = dump(database_url)
+
+    line = failed_line(project.make("upgrade", url=database_url))
+    assert "already has table(s) users but no migration history" in line
+    assert "make stamp" in line
+    assert dump(database_url) == before
+
+    stamped = project.make("stamp", url=database_url)
+    assert stamped.returncode == 0, stamped.stderr
+    assert current_revision(database_url) == project.heads()[0]
+    again = project.make("upgrade", url=database_url)
+    assert again.returncode == 0, again.stderr
+    assert dump(database_url)["users"] == before["users"]
+
+
+def test_make_stamp_refuses_a_schema_that_differs_from_the_models(
+    project: Project, database_url: URL
+) -> None:
+    engine = engine_for(database_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE users (id INTEGER PRIMARY KEY, username VARCHAR(10))")
+    engine.dispose()
+    before = dump(database_url)
+    line = failed_line(project.make("stamp", url=database_url))
+    assert "differs from the models, so it was not stamped" in line
+    assert dump(database_url) == before
+
+
+def test_make_migration_refuses_a_database_behind_head(project_copy: Project, database_url: URL) -> None:
+    assert project_copy.make("upgrade", url=database_url).returncode == 0
+    project_copy.add_migration('op.create_table("extra", sa.Column("id", sa.Integer, primary_key=True))')
+    before = sorted(project_copy.versions.iterdir())
+    line = failed_line(project_copy.make("migration", "msg=next", url=database_url))
+    assert "run `make upgrade` first" in line
+    assert sorted(project_copy.versions.iterdir()) == before
+
+
+def test_make_migration_refuses_several_heads(project_copy: Project, tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "app.db")
+    base = project_copy.heads()[0]
+    project_copy.add_migration("pass", down_revision=base)
+    project_copy.add_migration("pass", down_revision=base)
+    before = sorted(project_copy.versions.iterdir())
+    line = failed_line(project_copy.make("migration", "msg=next", url=url))
+    assert "2 heads" in line
+    assert "alembic merge heads" in line
+    assert sorted(project_copy.versions.iterdir()) == before
+
+
+# --- DATABASE_URL -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("this is not a url", "DATABASE_URL is not a valid database URL"),
+        ("oracle+nosuch://scott:tiger-secret@host/db", "names an unknown database"),
+        (
+            "mysql+pymysql://scott:tiger-secret@host/db",
+            "driver for 'mysql+pymysql' is not installed (pymysql)",
+        ),
+    ],
+    ids=["malformed", "unknown-dialect", "missing-driver"],
+)
+def test_bad_database_url_fails_clearly_without_the_password(
+    project: Project, raw: str, expected: str
+) -> None:
+    result = project.make("upgrade", env={"DATABASE_URL": raw})
+    line = failed_line(result)
+    assert expected in line
+    assert "tiger-secret" not in result.stdout + result.stderr
+
+
+def test_missing_driver_error_says_how_to_install(project: Project) -> None:
+    line = failed_line(project.make("upgrade", env={"DATABASE_URL": "mysql+pymysql://u@h/db"}))
+    assert "requirements.txt" in line
+    assert "make install" in line
+
+
+@pytest.fixture
+def percent_role(pg_admin_url: URL) -> Iterator[URL]:
+    """A login whose password needs percent-encoding in a URL: p@ss:word%1."""
+    with pgserver.fresh_database(pg_admin_url) as url:
+        admin = engine_for(pg_admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"ALTER ROLE {url.username} PASSWORD 'p@ss:word%%1'")
+        admin.dispose()
+        yield url.set(password="p@ss:word%1")
+
+
+def test_percent_encoded_password_works(project: Project, percent_role: URL) -> None:
+    raw = url_string(percent_role)
+    assert "p%40ss%3Aword%251" in raw
+    for target in ("upgrade", "check", "current"):
+        result = project.make(target, env={"DATABASE_URL": raw})
+        assert result.returncode == 0, result.stderr
+        assert "p@ss:word%1" not in result.stdout + result.stderr
+    assert current_revision(percent_role) == project.heads()[0]
+
+
+def test_wrong_password_fails_clearly_without_printing_it(project: Project, pg_admin_url: URL) -> None:
+    with pgserver.fresh_database(pg_admin_url) as url:
+        wrong = url.set(password="Wrong-Secret-42")
+        result = project.make("upgrade", url=wrong)
+        line = failed_line(result)
+        assert "refused the login" in line
+        assert "***" in line
+        assert "Wrong-Secret-42" not in result.stdout + result.stderr
+        assert current_revision(url) is None
+
+
+def test_unreachable_server_fails_clearly_without_printing_the_password(project: Project) -> None:
+    nowhere = URL.create("postgresql+psycopg", "app", "Hidden-Secret-7", "127.0.0.1", 9, "app")
+    result = project.make("upgrade", url=nowhere)
+    line = failed_line(result)
+    assert "cannot reach the database at postgresql+psycopg://app:***@127.0.0.1:9/app" in line
+    assert "Hidden-Secret-7" not in result.stdout + result.stderr
+
+
+def test_invalid_timeout_setting_is_refused(project: Project, tmp_path: Path) -> None:
+    line = failed_line(
+        project.make("upgrade", url=sqlite_url(tmp_path / "app.db"), env={"MIGRATION_LOCK_TIMEOUT": "soon"})
+    )
+    assert "MIGRATION_LOCK_TIMEOUT='soon' is not a positive number of seconds" in line
+    assert not (tmp_path / "app.db").exists()
+
+
+def test_sqlite_file_is_not_modified_by_a_refused_run(project: Project, tmp_path: Path) -> None:
+    """The plain sqlite3 view: a refused run leaves no journal and no new tables."""
+    target = tmp_path / "app.db"
+    with sqlite3.connect(target) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
+    content = target.read_bytes()
+    failed_line(project.make("upgrade", url=sqlite_url(target)))
+    assert target.read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]
+    assert sa.inspect(engine_for(sqlite_url(target))).get_table_names() == ["users"]
