@@ -50,6 +50,7 @@ def run_migrations_online() -> None:
     if given is None:
         path = sqlite_path(url)
         if path is not None:
+            guards.check_file_exists(config, path)
             check_sqlite_file(path)
         given = build_engine(url)
 

@@ -7,6 +7,8 @@ says what to run instead.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -57,9 +59,19 @@ def check_autogenerate_base(
         )
 
 
+def check_file_exists(config: Config, path: Path) -> None:
+    """Only commands that migrate may create a SQLite file; the others only look."""
+    if _command_name(config) in ("current", "check", "revision") and not path.exists():
+        raise CommandError(f"{path} does not exist yet; run `make upgrade` to create it")
+
+
 def _autogenerating(config: Config) -> bool:
     """Whether this run compares models with the database (revision --autogenerate, check)."""
-    cmd_opts = config.cmd_opts
-    command = getattr(cmd_opts, "cmd", None)
-    name = getattr(command[0], "__name__", "") if command else ""
-    return name == "check" or (name == "revision" and bool(getattr(cmd_opts, "autogenerate", False)))
+    name = _command_name(config)
+    return name == "check" or (name == "revision" and bool(getattr(config.cmd_opts, "autogenerate", False)))
+
+
+def _command_name(config: Config) -> str:
+    """The alembic CLI command running, e.g. "upgrade"; "" when called from Python."""
+    command = getattr(config.cmd_opts, "cmd", None)
+    return str(getattr(command[0], "__name__", "")) if command else ""

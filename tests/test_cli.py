@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from tests.helpers import Project, current_revision, dump, engine_for, insert_users
+from tests.helpers import Project, current_revision, dump, engine_for, failed_line, insert_users
 
 USERS_DDL = (
     "CREATE TABLE users (\n\tid INTEGER NOT NULL, \n\tusername VARCHAR(64) NOT NULL, \n"
@@ -141,3 +142,28 @@ def test_make_current_and_history_show_the_revision(project: Project, database_u
     assert project.make("upgrade", url=database_url).returncode == 0
     assert f"{head} (head)" in project.make("current", url=database_url).stdout
     assert f"<base> -> {head} (head), create users table" in project.make("history").stdout
+
+
+def test_make_clean_removes_the_virtualenv_but_never_the_database(
+    project_copy: Project, tmp_path: Path
+) -> None:
+    venv = tmp_path / "throwaway-venv"
+    (venv / "bin").mkdir(parents=True)
+    cache = project_copy.root / "models" / "__pycache__"
+    cache.mkdir()
+    app_db = project_copy.root / "app.db"
+    app_db.write_bytes(b"")
+    argv = ["make", "--no-print-directory", "-C", str(project_copy.root), f"VENV={venv}", "clean"]
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert not venv.exists()
+    assert not cache.exists()
+    assert app_db.exists()
+
+
+def test_commands_that_only_look_do_not_create_the_database(project_copy: Project) -> None:
+    app_db = project_copy.root / "app.db"
+    for target in ("current", "check"):
+        line = failed_line(project_copy.make(target))
+        assert f"{app_db} does not exist yet; run `make upgrade` to create it" in line
+    assert not app_db.exists()

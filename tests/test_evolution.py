@@ -59,6 +59,10 @@ def test_model_change_autogenerates_a_migration_that_round_trips_with_rows(
         source = source.replace(old, new)
     model.write_text(source)
 
+    drift = project_copy.make("check", url=database_url)
+    assert drift.returncode != 0
+    assert "New upgrade operations detected" in drift.stdout + drift.stderr
+
     made = project_copy.make("migration", "msg=profile fields", url=database_url)
     assert made.returncode == 0, made.stderr
     (script,) = project_copy.versions.glob("*_profile_fields.py")
