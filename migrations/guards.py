@@ -1,4 +1,4 @@
-"""Checks that run under the migration lock, before anything is changed.
+"""Refusals checked before anything is changed, most of them under the migration lock.
 
 Each turns a situation Alembic would mishandle (a stack trace, a half-applied
 history, or a migration written against a stale database) into a refusal that
