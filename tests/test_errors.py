@@ -184,6 +184,7 @@ def test_make_migration_refuses_a_database_behind_head(project_copy: Project, da
 
 def test_make_migration_refuses_several_heads(project_copy: Project, tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "app.db")
+    assert project_copy.make("upgrade", url=url).returncode == 0
     base = project_copy.heads()[0]
     project_copy.add_migration("pass", down_revision=base)
     project_copy.add_migration("pass", down_revision=base)
