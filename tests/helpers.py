@@ -171,3 +171,14 @@ def insert_users(url: URL, count: int, prefix: str = "user") -> None:
             )
     finally:
         engine.dispose()
+
+
+def execute(url: URL, *statements: str) -> None:
+    """Run raw SQL in one committed transaction, as another client would."""
+    engine = engine_for(url)
+    try:
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+    finally:
+        engine.dispose()

@@ -16,7 +16,16 @@ from sqlalchemy.engine import URL
 from migrations.locking import ADVISORY_LOCK_KEY
 from models import Base
 from tests import pgserver
-from tests.helpers import Project, current_revision, dump, engine_for, failed_line, insert_users, url_string
+from tests.helpers import (
+    Project,
+    current_revision,
+    dump,
+    engine_for,
+    execute,
+    failed_line,
+    insert_users,
+    url_string,
+)
 
 PR_CAPBSET_DROP = 24
 CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
@@ -127,10 +136,7 @@ def test_ddl_waiting_behind_application_traffic_fails_fast(project_copy: Project
 
 
 def test_unknown_revision_in_the_database_is_named(project: Project, migrated: URL) -> None:
-    engine = engine_for(migrated)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'deadbeef1234'")
-    engine.dispose()
+    execute(migrated, "UPDATE alembic_version SET version_num = 'deadbeef1234'")
     before = dump(migrated)
     line = failed_line(project.make("upgrade", url=migrated))
     assert "'deadbeef1234'" in line
@@ -163,10 +169,7 @@ def test_unversioned_users_table_is_refused_then_adopted_by_make_stamp(
 def test_make_stamp_refuses_a_schema_that_differs_from_the_models(
     project: Project, database_url: URL
 ) -> None:
-    engine = engine_for(database_url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE users (id INTEGER PRIMARY KEY, username VARCHAR(10))")
-    engine.dispose()
+    execute(database_url, "CREATE TABLE users (id INTEGER PRIMARY KEY, username VARCHAR(10))")
     before = dump(database_url)
     line = failed_line(project.make("stamp", url=database_url))
     assert "differs from the models, so it was not stamped" in line
