@@ -11,7 +11,7 @@ RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install upgrade downgrade migration check current history sql stamp test lint clean
+.PHONY: help install upgrade downgrade migration check status verify repair current history sql stamp schema test lint clean
 
 help: ## List the targets
 	@echo "Usage: make <target> [rev=...] [msg=...]   (DATABASE_URL overrides sqlite:///app.db)"
@@ -32,6 +32,15 @@ migration: $(DEV) ## Autogenerate a migration from the models: msg="what changed
 check: $(RUNTIME) ## Fail if the models differ from the migrated database
 	@$(ALEMBIC) check
 
+status: $(RUNTIME) ## Every migration, applied or pending, its checksum, and model drift
+	@cd $(ROOT) && $(BIN)/python -m migrations status
+
+verify: $(RUNTIME) ## Fail if an applied migration was edited, deleted or never recorded
+	@cd $(ROOT) && $(BIN)/python -m migrations verify
+
+repair: $(RUNTIME) ## Show how applied migrations differ from their files, then re-record them
+	@cd $(ROOT) && $(BIN)/python -m migrations repair
+
 current: $(RUNTIME) ## Show the database's revision
 	@$(ALEMBIC) current
 
@@ -42,13 +51,17 @@ sql: $(RUNTIME) ## Print the upgrade SQL without connecting (rev=<target>, defau
 	@$(ALEMBIC) upgrade $(or $(rev),head) --sql
 
 stamp: $(RUNTIME) ## Adopt a database made without migrations, if it matches the models
-	@cd $(ROOT) && $(BIN)/python -m migrations.adopt
+	@cd $(ROOT) && $(BIN)/python -m migrations stamp
+
+schema: $(RUNTIME) ## Rewrite schema/*.sql, the DDL at head (starts a throwaway PostgreSQL)
+	@cd $(ROOT) && $(BIN)/python -m migrations.snapshot
 
 test: $(DEV) ## Run the test suite
 	@cd $(ROOT) && $(BIN)/pytest
 
-lint: $(DEV) ## ruff (lint and format check) and mypy
+lint: $(DEV) ## ruff, mypy, and the destructive-change check of every migration
 	@cd $(ROOT) && $(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
+	@cd $(ROOT) && $(BIN)/python -m migrations.destructive
 
 clean: ## Remove .venv/ and caches (never the database)
 	rm -rf $(VENV) $(ROOT)/.pytest_cache $(ROOT)/.mypy_cache $(ROOT)/.ruff_cache

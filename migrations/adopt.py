@@ -8,7 +8,6 @@ the migration lock, in one transaction.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from alembic import command
@@ -51,18 +50,3 @@ def adopt(config: Config) -> str:
         config.attributes.update(connection=connection, adopting=True)
         command.stamp(config, "head")
         return mask(url)
-
-
-def main() -> int:
-    config = Config(str(PROJECT_ROOT / "alembic.ini"))
-    try:
-        where = adopt(config)
-    except CommandError as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        return 1
-    print(f"Adopted {where}: its schema matches the models; stamped at head.")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

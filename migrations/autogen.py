@@ -9,6 +9,7 @@ from alembic.autogenerate.api import AutogenContext
 from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
 
+from migrations.integrity import TABLE_NAME as CHECKSUM_TABLE
 from models import UTCDateTime
 
 
@@ -38,8 +39,14 @@ def skip_empty_revision(
         print("No changes detected; no migration written.")
 
 
+def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
+    """The checksum table is bookkeeping beside alembic_version, not part of the models."""
+    return not (type_ == "table" and name == CHECKSUM_TABLE)
+
+
 COMPARE_OPTIONS: dict[str, Any] = {
     "compare_type": True,
     "compare_server_default": True,
     "render_item": render_item,
+    "include_name": include_name,
 }

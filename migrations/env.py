@@ -13,7 +13,7 @@ from pathlib import Path
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from migrations import autogen, guards, locking
+from migrations import autogen, guards, integrity, locking
 from migrations.database import build_engine, check_sqlite_file, resolve_url, sqlite_path
 from migrations.errors import friendly_errors
 from models import Base
@@ -44,6 +44,7 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
+    integrity.check_history(context.script)  # A missing file fails here, not as a KeyError.
     # pytest-alembic passes an Engine (or one wrapping a connection), `make stamp`
     # a Connection in its own transaction.
     given = config.attributes.get("connection")
@@ -65,6 +66,7 @@ def run_migrations_online() -> None:
             render_as_batch=True,  # SQLite can ALTER little; batch mode rebuilds the table.
             transactional_ddl=True,  # True on SQLite too: the engine really begins a transaction.
             process_revision_directives=autogen.skip_empty_revision,
+            on_version_apply=integrity.on_version_apply,  # Checksums, in the same transaction.
             **autogen.COMPARE_OPTIONS,
         )
         with context.begin_transaction():
@@ -77,6 +79,8 @@ def run_migrations_online() -> None:
                 adopting=bool(config.attributes.get("adopting")),
             )
             guards.check_autogenerate_base(config, migration_context, context.script)
+            if guards.runs_migrations(config):
+                integrity.verify(connection, context.script, migration_context.get_current_heads())
             context.run_migrations()
 
 

@@ -65,6 +65,17 @@ def check_file_exists(config: Config, path: Path) -> None:
         raise CommandError(f"{path} does not exist yet; run `make upgrade` to create it")
 
 
+def runs_migrations(config: Config) -> bool:
+    """Whether this run may apply or revert migrations, so the applied history must be intact.
+
+    Python callers (pytest-alembic) count too; `make stamp` adopts a database
+    with no history, and autogenerate and `current` only look.
+    """
+    if config.attributes.get("adopting"):
+        return False
+    return _command_name(config) in ("upgrade", "downgrade", "")
+
+
 def _autogenerating(config: Config) -> bool:
     """Whether this run compares models with the database (revision --autogenerate, check)."""
     name = _command_name(config)

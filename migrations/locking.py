@@ -9,10 +9,15 @@ dropped connection, whatever happens.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from alembic.util import CommandError
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import OperationalError
 
+from migrations.database import build_engine
+from migrations.errors import friendly_errors
 from migrations.settings import LOCK_TIMEOUT_VAR, ddl_lock_timeout, lock_timeout
 
 # pg_advisory_xact_lock key shared by every migration run on a database.
@@ -37,3 +42,11 @@ def acquire(connection: Connection) -> None:
             ) from None
         raise
     connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(ddl_lock_timeout() * 1000)}ms'")
+
+
+@contextmanager
+def locked(url: URL) -> Iterator[Connection]:
+    """A transaction on ``url`` holding the migration lock, for commands beside Alembic's."""
+    with friendly_errors(url), build_engine(url).connect() as connection, connection.begin():
+        acquire(connection)
+        yield connection

@@ -18,6 +18,11 @@ down_revision: str | Sequence[str] | None = ${repr(down_revision)}
 branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
 
+# `make lint` refuses an upgrade() that drops a table, column or constraint, or
+# narrows a column's type or nullability. If losing that data is intended,
+# uncomment this and say why, for the reviewer:
+# acknowledge_destructive = "why losing this data is intended"
+
 
 def upgrade() -> None:
     ${upgrades if upgrades else "pass"}

@@ -161,6 +161,19 @@ def current_revision(url: URL) -> str | None:
         engine.dispose()
 
 
+def recorded_checksums(url: URL) -> dict[str, str]:
+    """The checksum table's rows; empty when the table does not exist."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            if not sa.inspect(conn).has_table("alembic_checksums"):
+                return {}
+            rows = conn.exec_driver_sql("SELECT revision, checksum FROM alembic_checksums")
+            return {revision: checksum for revision, checksum in rows}
+    finally:
+        engine.dispose()
+
+
 def insert_users(url: URL, count: int, prefix: str = "user") -> None:
     engine = engine_for(url)
     try:

@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -124,6 +125,23 @@ def fresh_database(admin_url: URL) -> Iterator[URL]:
             conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
             conn.exec_driver_sql(f"DROP ROLE IF EXISTS {name}")
         admin.dispose()
+
+
+@contextmanager
+def throwaway_database() -> Iterator[URL]:
+    """A fresh database on TEST_DATABASE_URL's server, else on a server started for it."""
+    given = os.environ.get("TEST_DATABASE_URL")
+    if given:
+        with fresh_database(sa.make_url(given)) as url:
+            yield url
+        return
+    base = Path(tempfile.mkdtemp(prefix="pgserver-"))
+    try:
+        with fresh_database(start(base)) as url:
+            yield url
+    finally:
+        stop(base)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def main(argv: list[str]) -> int:

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from tests import pgserver, workers
-from tests.helpers import Project, base_env, current_revision, engine_for
+from tests.helpers import Project, base_env, current_revision, engine_for, recorded_checksums
 
 PROCESSES = 8
 ROUNDS = 20
@@ -52,8 +52,9 @@ def new_database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
     return make
 
 
-def assert_applied_once(url: URL, head: str) -> None:
-    assert current_revision(url) == head
+def assert_applied_once(url: URL, history: list[str]) -> None:
+    assert current_revision(url) == history[-1]
+    assert set(recorded_checksums(url)) == set(history)
     engine = engine_for(url)
     try:
         with engine.connect() as conn:
@@ -78,7 +79,7 @@ def test_concurrent_upgrades_apply_each_migration_once(
     for round_ in range(ROUNDS):
         with database_at(new_database, project_copy, starts[round_ % 3]) as url:
             assert workers.run_together(project_copy.ini, url, PROCESSES) == [0] * PROCESSES
-            assert_applied_once(url, history[-1])
+            assert_applied_once(url, history)
 
 
 @pytest.mark.parametrize("via", ["make", "alembic"])
@@ -99,7 +100,7 @@ def test_concurrent_cli_upgrades_apply_each_migration_once(
         ]
         outputs = [process.communicate(timeout=120) for process in processes]
         assert [p.returncode for p in processes] == [0] * PROCESSES, outputs
-        assert_applied_once(url, history[-1])
+        assert_applied_once(url, history)
 
 
 def test_concurrent_downgrades_revert_each_migration_once(
@@ -112,6 +113,7 @@ def test_concurrent_downgrades_revert_each_migration_once(
             )
             assert codes == [0] * PROCESSES
             assert current_revision(url) == history[0]
+            assert set(recorded_checksums(url)) == {history[0]}
             engine = engine_for(url)
             try:
                 with engine.connect() as conn:

@@ -1,0 +1,237 @@
+"""Flag migrations whose ``upgrade()`` can lose data, unless they say it is intended.
+
+In the spirit of Atlas's lint and django-migration-linter: dropping a table,
+column or constraint, or narrowing a column's type or nullability, is refused
+by ``make lint`` unless the migration carries the marker
+
+    acknowledge_destructive = "why losing this is intended"
+
+It reads the operations from the script's syntax tree (``op.*`` and
+``batch_op.*`` calls, helpers that ``upgrade()`` calls, and literal SQL given
+to ``op.execute``), so comments and the downgrade never trip it. SQL built at
+run time is beyond it.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+MARKER = "acknowledge_destructive"
+VERSIONS = Path(__file__).resolve().parent / "versions"
+
+# Integer and text types that only ever widen within their family.
+INTEGER_RANK = {"SmallInteger": 0, "SMALLINT": 0, "Integer": 1, "INTEGER": 1, "BigInteger": 2, "BIGINT": 2}
+BOUNDED_TEXT = {"String", "VARCHAR", "Unicode", "NVARCHAR", "CHAR", "NCHAR"}
+UNBOUNDED_TEXT = {"Text", "TEXT", "UnicodeText", "CLOB"}
+DESTRUCTIVE_SQL = re.compile(
+    r"^(DROP\s+(TABLE|VIEW)\b|TRUNCATE\b|ALTER\s+TABLE\s+\S+\s+DROP\b)", re.IGNORECASE
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    path: Path
+    line: int
+    what: str
+
+    def __str__(self) -> str:
+        shown = self.path.relative_to(Path.cwd()) if self.path.is_relative_to(Path.cwd()) else self.path
+        return f"{shown}:{self.line}: upgrade() {self.what}"
+
+
+def acknowledgement(tree: ast.Module) -> str | None:
+    """The marker's reason, when the module sets it to a non-empty string."""
+    for node in tree.body:
+        value: ast.expr | None
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign):
+            targets, value = [node.target], node.value
+        else:
+            continue
+        named = any(isinstance(target, ast.Name) and target.id == MARKER for target in targets)
+        if named and isinstance(value, ast.Constant) and isinstance(value.value, str) and value.value.strip():
+            return value.value
+    return None
+
+
+def scan(path: Path) -> tuple[list[Finding], str | None]:
+    """Every destructive operation ``upgrade()`` runs, and the acknowledgement if any."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    if "upgrade" not in functions:
+        return [], acknowledgement(tree)
+    visitor = _Upgrade(path, functions)
+    visitor.visit(functions["upgrade"])
+    return visitor.findings, acknowledgement(tree)
+
+
+class _Upgrade(ast.NodeVisitor):
+    def __init__(self, path: Path, functions: dict[str, ast.FunctionDef]) -> None:
+        self.path = path
+        self.functions = functions
+        self.seen = {"upgrade"}
+        self.batch_tables: dict[str, str] = {}  # batch_op alias -> table
+        self.findings: list[Finding] = []
+
+    def visit_With(self, node: ast.With) -> None:
+        for item in node.items:
+            call = item.context_expr
+            if _method(call) == "batch_alter_table" and isinstance(item.optional_vars, ast.Name):
+                assert isinstance(call, ast.Call)
+                self.batch_tables[item.optional_vars.id] = _literal(_arg(call, 0, "table_name"))
+        self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func = node.func
+        if isinstance(func, ast.Name) and func.id in self.functions and func.id not in self.seen:
+            self.seen.add(func.id)  # a helper upgrade() calls: its operations count too
+            self.visit(self.functions[func.id])
+        elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
+            table = self.batch_tables.get(func.value.id)
+            what = self._operation(func.attr, node, table) if table or func.value.id == "op" else None
+            if what:
+                self.findings.append(Finding(self.path, node.lineno, what))
+        self.generic_visit(node)
+
+    def _operation(self, name: str, call: ast.Call, batch_table: str | None) -> str | None:
+        # In a batch, the table comes from the `with`, so every argument shifts left by one.
+        shift = 0 if batch_table else 1
+
+        def table() -> str:
+            return batch_table or _literal(_arg(call, 0, "table_name"))
+
+        if name == "drop_table" and not batch_table:
+            return f"drops table {table()}"
+        if name == "drop_column":
+            return f"drops column {table()}.{_literal(_arg(call, shift, 'column_name'))}"
+        if name == "drop_constraint":
+            constraint = _literal(_arg(call, 0, "constraint_name"))
+            on = batch_table or _literal(_arg(call, 1, "table_name"))
+            return f"drops constraint {constraint} on {on}"
+        if name == "alter_column":
+            return _narrowing(call, f"{table()}.{_literal(_arg(call, shift, 'column_name'))}")
+        if name == "execute" and not batch_table:
+            return _destructive_sql(_arg(call, 0, "sqltext"))
+        return None
+
+
+def _narrowing(call: ast.Call, column: str) -> str | None:
+    keywords = {kw.arg: kw.value for kw in call.keywords if kw.arg}
+    nullable, existing_nullable = keywords.get("nullable"), keywords.get("existing_nullable")
+    if _is_false(nullable) and not _is_false(existing_nullable):
+        return f"makes column {column} NOT NULL"
+    new_type, old_type = keywords.get("type_"), keywords.get("existing_type")
+    if new_type is None:
+        return None
+    if old_type is None:
+        return f"changes the type of {column} without existing_type, so it cannot be shown to widen"
+    if _widens(old_type, new_type):
+        return None
+    return f"narrows column {column} from {ast.unparse(old_type)} to {ast.unparse(new_type)}"
+
+
+def _widens(old: ast.expr, new: ast.expr) -> bool:
+    if ast.dump(old) == ast.dump(new):
+        return True
+    (old_name, old_args), (new_name, new_args) = _type(old), _type(new)
+    if old_name in INTEGER_RANK and new_name in INTEGER_RANK:
+        return INTEGER_RANK[new_name] >= INTEGER_RANK[old_name]
+    if old_name in BOUNDED_TEXT | UNBOUNDED_TEXT and new_name in UNBOUNDED_TEXT:
+        return True
+    if old_name in BOUNDED_TEXT and new_name in BOUNDED_TEXT:
+        old_length, new_length = old_args.get("length"), new_args.get("length")
+        return new_length is None or (old_length is not None and new_length >= old_length)
+    if old_name in ("Numeric", "NUMERIC", "DECIMAL") and new_name == old_name:
+        old_p, old_s = old_args.get("precision"), old_args.get("scale", 0)
+        new_p, new_s = new_args.get("precision"), new_args.get("scale", 0)
+        if new_p is None:
+            return True
+        return old_p is not None and new_p - new_s >= old_p - old_s and new_s >= old_s
+    return False
+
+
+def _type(node: ast.expr) -> tuple[str, dict[str, int]]:
+    """``sa.String(length=64)`` -> ("String", {"length": 64}); positional sizes too."""
+    call = node if isinstance(node, ast.Call) else None
+    func = call.func if call else node
+    name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+    args: dict[str, int] = {}
+    if call:
+        positional = ("precision", "scale") if name in ("Numeric", "NUMERIC", "DECIMAL") else ("length",)
+        for key, value in zip(positional, call.args, strict=False):
+            if isinstance(value, ast.Constant) and isinstance(value.value, int):
+                args[key] = value.value
+        for kw in call.keywords:
+            if kw.arg and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, int):
+                args[kw.arg] = kw.value.value
+    return name, args
+
+
+def _destructive_sql(node: ast.expr | None) -> str | None:
+    if isinstance(node, ast.Call) and node.args and _method(node) == "text":
+        node = node.args[0]  # sa.text("...")
+    if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+        return None
+    for statement in node.value.split(";"):
+        if DESTRUCTIVE_SQL.match(" ".join(statement.split())):
+            return f"runs destructive SQL: {' '.join(statement.split())[:60]}"
+    return None
+
+
+def _method(node: ast.expr) -> str:
+    if isinstance(node, ast.Call):
+        func = node.func
+        return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+    return ""
+
+
+def _arg(call: ast.Call, index: int, keyword: str) -> ast.expr | None:
+    for kw in call.keywords:
+        if kw.arg == keyword:
+            return kw.value
+    return call.args[index] if len(call.args) > index else None
+
+
+def _literal(node: ast.expr | None) -> str:
+    if isinstance(node, ast.Call) and _method(node) == "f" and node.args:
+        node = node.args[0]  # op.f("name")
+    if isinstance(node, ast.Constant):
+        return str(node.value)
+    return ast.unparse(node) if node is not None else "?"
+
+
+def _is_false(node: ast.expr | None) -> bool:
+    return isinstance(node, ast.Constant) and node.value is False
+
+
+def main(argv: list[str] | None = None) -> int:
+    paths = [Path(arg) for arg in (sys.argv[1:] if argv is None else argv)] or [VERSIONS]
+    files = sorted(f for p in paths for f in (p.glob("*.py") if p.is_dir() else [p]))
+    unacknowledged = []
+    for path in files:
+        found, reason = scan(path)
+        if found and reason:
+            print(f"{path.name}: destructive, acknowledged ({reason})")
+        elif found:
+            unacknowledged.extend(found)
+    for finding in unacknowledged:
+        print(finding, file=sys.stderr)
+    if unacknowledged:
+        print(
+            f"FAILED: {len(unacknowledged)} destructive operation(s) in upgrade() without "
+            f'`{MARKER} = "<reason>"` in the migration; make them safe, or add the marker '
+            "saying why the data loss is intended",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"Destructive-change check: {len(files)} migration(s), nothing unacknowledged.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""Checksums of applied migrations: refuse to build on a history that was rewritten.
+
+Alembic records only a revision id, so a migration edited after it ran (or a
+file deleted) goes unnoticed, and databases built from "the same" history
+silently differ. Like Flyway and Prisma, every applied revision's script
+checksum is recorded in ``alembic_checksums``, in the run's own transaction,
+and every migrating run compares before it changes anything.
+
+The table lives exactly as long as some revision is applied: a downgrade to
+base drops it, so a database at base holds nothing but ``alembic_version``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic.runtime.migration import MigrationContext, MigrationInfo
+from alembic.script import Script, ScriptDirectory
+from alembic.script.revision import RevisionMap
+from alembic.util import CommandError
+from sqlalchemy import Column, MetaData, String, Table, Text, delete, insert, inspect, select, update
+from sqlalchemy.engine import Connection
+
+TABLE_NAME = "alembic_checksums"
+REPAIR_HINT = "If the edit was intended, `make repair` shows the differences and re-records the checksums"
+
+checksums = Table(
+    TABLE_NAME,
+    MetaData(),
+    Column("revision", String(32), primary_key=True),
+    Column("checksum", String(64), nullable=False),
+    # The script as applied, so `make repair` can show what was edited since.
+    Column("source", Text, nullable=False),
+)
+
+
+def read_script(path: str | Path) -> str:
+    """The script's text, line endings normalised so a CRLF checkout still matches."""
+    return Path(path).read_bytes().replace(b"\r\n", b"\n").decode("utf-8", errors="replace")
+
+
+def checksum_of(source: str) -> str:
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()
+
+
+def file_checksum(path: str | Path) -> str:
+    return checksum_of(read_script(path))
+
+
+@dataclass(frozen=True)
+class Problem:
+    revision: str
+    kind: str  # "changed", "missing", "unrecorded"
+    recorded: str | None = None
+    actual: str | None = None
+
+    def describe(self) -> str:
+        if self.kind == "changed":
+            return f"applied migration {self.revision} was edited after it was applied (checksum differs)"
+        if self.kind == "missing":
+            return f"applied migration {self.revision} has no file in migrations/versions any more"
+        return f"applied migration {self.revision} has no recorded checksum"
+
+
+def check_history(script: ScriptDirectory) -> RevisionMap:
+    """The revision map, or one clear error when a file in the chain is missing.
+
+    Alembic warns and then fails with a bare KeyError when a migration names a
+    down_revision whose file is gone.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            script.revision_map.heads  # noqa: B018 - builds the map, or fails
+        except KeyError as exc:
+            detail = "; ".join(str(w.message) for w in caught) or f"Revision {exc.args[0]} is not present"
+            raise CommandError(
+                f"the migration history is broken: {detail}; nothing was changed. "
+                "Restore the missing migration file (e.g. from git)"
+            ) from None
+    return script.revision_map
+
+
+def applied_revisions(revision_map: RevisionMap, heads: Iterable[str]) -> list[Script]:
+    """Every revision applied when the database is at ``heads``, oldest first."""
+    heads = tuple(heads)
+    if not heads:
+        return []
+    found = revision_map.iterate_revisions(heads, "base")
+    return [rev for rev in reversed(list(found)) if isinstance(rev, Script)]
+
+
+def recorded(connection: Connection) -> dict[str, str]:
+    if not inspect(connection).has_table(TABLE_NAME):
+        return {}
+    rows = connection.execute(select(checksums.c.revision, checksums.c.checksum))
+    return {revision: checksum for revision, checksum in rows}
+
+
+def problems(connection: Connection, script: ScriptDirectory, heads: Iterable[str]) -> list[Problem]:
+    """How the applied history differs from the files, oldest revision first."""
+    revision_map = check_history(script)
+    heads = tuple(heads)
+    found: list[Problem] = [
+        Problem(head, "missing") for head in heads if revision_map.get_revision(head) is None
+    ]
+    if found:
+        return found
+    record = recorded(connection)
+    for rev in applied_revisions(revision_map, heads):
+        actual = file_checksum(str(rev.path))
+        if rev.revision not in record:
+            found.append(Problem(rev.revision, "unrecorded", actual=actual))
+        elif record[rev.revision] != actual:
+            found.append(Problem(rev.revision, "changed", record[rev.revision], actual))
+    return found
+
+
+def verify(connection: Connection, script: ScriptDirectory, heads: Iterable[str]) -> None:
+    """Refuse, before anything changes, when the applied history was rewritten."""
+    found = problems(connection, script, heads)
+    if not found:
+        return
+    listing = "; ".join(problem.describe() for problem in found)
+    hint = REPAIR_HINT
+    if all(problem.kind == "unrecorded" for problem in found):
+        hint = (
+            "The database was migrated before checksums were recorded, or stamped by hand; "
+            "`make repair` records them after showing what it records"
+        )
+    elif any(problem.kind == "missing" for problem in found):
+        hint = "Restore the file (e.g. from git), or point DATABASE_URL at the right database"
+    raise CommandError(f"{listing}; nothing was changed. {hint}")
+
+
+def sync(connection: Connection, revision_map: RevisionMap, heads: Iterable[str]) -> None:
+    """Record every newly applied revision and forget every unapplied one.
+
+    Existing records are never overwritten here: only ``repair`` re-records.
+    """
+    applied = {rev.revision: rev for rev in applied_revisions(revision_map, heads)}
+    record = recorded(connection)
+    if not applied:
+        if inspect(connection).has_table(TABLE_NAME):
+            checksums.drop(connection)
+        return
+    if not inspect(connection).has_table(TABLE_NAME):
+        checksums.create(connection)
+    gone = [revision for revision in record if revision not in applied]
+    if gone:
+        connection.execute(delete(checksums).where(checksums.c.revision.in_(gone)))
+    new = [
+        {"revision": revision, "checksum": checksum_of(source), "source": source}
+        for revision, rev in applied.items()
+        if revision not in record
+        for source in [read_script(str(rev.path))]
+    ]
+    if new:
+        connection.execute(insert(checksums), new)
+
+
+def on_version_apply(
+    ctx: MigrationContext, step: MigrationInfo, heads: Collection[str], run_args: Mapping[str, Any]
+) -> None:
+    """Alembic calls this after each step, inside the run's transaction."""
+    assert ctx.connection is not None
+    sync(ctx.connection, step.revision_map, heads)
+
+
+def recorded_source(connection: Connection, revision: str) -> str:
+    query = select(checksums.c.source).where(checksums.c.revision == revision)
+    return str(connection.execute(query).scalar_one())
+
+
+def repair(connection: Connection, script: ScriptDirectory, heads: Iterable[str]) -> list[Problem]:
+    """Re-record the applied files as they are now; return what differed."""
+    heads = tuple(heads)
+    found = problems(connection, script, heads)
+    missing = [problem for problem in found if problem.kind == "missing"]
+    if missing:
+        raise CommandError(
+            f"{missing[0].describe()}; nothing was recorded. Restore the file (e.g. from git) first"
+        )
+    for problem in found:
+        if problem.kind == "changed":
+            rev = script.revision_map.get_revision(problem.revision)
+            assert isinstance(rev, Script)
+            source = read_script(str(rev.path))
+            values = {"checksum": checksum_of(source), "source": source}
+            connection.execute(
+                update(checksums).where(checksums.c.revision == problem.revision).values(**values)
+            )
+    sync(connection, script.revision_map, heads)
+    return found

@@ -1,0 +1,39 @@
+"""Migrate a database nobody uses, for views that must not touch the real one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import make_url
+from sqlalchemy.engine import Connection, Engine
+
+from migrations import autogen
+from migrations.database import build_engine
+
+
+def upgrade(connection: Connection, script: ScriptDirectory, destination: str = "head") -> MigrationContext:
+    """Run the migrations up to ``destination`` in one transaction, as env.py would.
+
+    env.py's locks, guards and checksums are for real databases; a scratch one
+    needs only the migrations themselves.
+    """
+
+    def steps(revision: Sequence[str], _context: MigrationContext) -> Any:
+        # As alembic.command.upgrade does; its annotation says str, it takes the heads.
+        return script._upgrade_revs(destination, revision)  # type: ignore[arg-type]
+
+    context = MigrationContext.configure(
+        connection, opts={"fn": steps, "script": script, "transactional_ddl": True, **autogen.COMPARE_OPTIONS}
+    )
+    with connection.begin(), Operations.context(context):
+        context.run_migrations()
+    return context
+
+
+def memory_engine() -> Engine:
+    """An in-memory SQLite database that lives as long as its one connection."""
+    return build_engine(make_url("sqlite://"))

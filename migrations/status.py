@@ -1,0 +1,123 @@
+"""``make status``: applied and pending migrations, checksums and model drift in one view.
+
+Modelled on Django's ``showmigrations``: one line per revision, oldest first,
+then a summary. It only reads: a missing SQLite file is shown as a database
+with everything pending, and is not created.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import URL, Connection
+
+from migrations import autogen, integrity, scratch
+from migrations.database import check_sqlite_file, mask, sqlite_path
+from migrations.locking import locked
+from models import Base
+
+CHECKSUM_WORDS = {
+    "changed": "EDITED since applied",
+    "missing": "FILE MISSING",
+    "unrecorded": "checksum not recorded",
+}
+
+
+@dataclass
+class Status:
+    where: str
+    revisions: list[tuple[str, str]]  # (revision, message), oldest first
+    heads: tuple[str, ...]
+    applied: set[str]
+    problems: dict[str, integrity.Problem]
+    drift: list[str]
+    drift_checked_on: str
+
+    def lines(self) -> list[str]:
+        out = [f"Migrations for {self.where}, oldest first:"]
+        width = max((len(message) for _, message in self.revisions), default=0)
+        for revision, message in self.revisions:
+            if revision in self.applied:
+                problem = self.problems.get(revision)
+                note = CHECKSUM_WORDS[problem.kind] if problem else "checksum ok"
+                mark = "[X]"
+            else:
+                note, mark = "pending", "[ ]"
+            current = "  <- current" if revision in self.heads else ""
+            out.append(f"{mark} {revision}  {message:<{width}}  {note}{current}")
+        for head in self.heads:
+            if head in self.problems and head not in dict(self.revisions):
+                out.append(f"[X] {head}  (no such file)  FILE MISSING  <- current")
+        out.append(self.summary())
+        return out
+
+    def summary(self) -> str:
+        pending = len(self.revisions) - len(self.applied & {rev for rev, _ in self.revisions})
+        current = ", ".join(self.heads) or "none (empty database)"
+        checks = "all match" if not self.problems else f"{len(self.problems)} problem(s), see `make verify`"
+        if self.drift:
+            models = f"DIFFER from migrations ({'; '.join(self.drift)}); run `make migration msg=...`"
+        else:
+            models = "in sync with migrations"
+        return (
+            f"{len(self.applied)} applied, {pending} pending; current: {current}; "
+            f"checksums: {checks}; models: {models} (checked on {self.drift_checked_on})."
+        )
+
+
+def collect(config: Config, url: URL) -> Status:
+    script = ScriptDirectory.from_config(config)
+    revision_map = integrity.check_history(script)
+    revisions = [(rev.revision, rev.doc) for rev in reversed(list(script.walk_revisions()))]
+    heads: tuple[str, ...] = ()
+    problems: list[integrity.Problem] = []
+    drift: list[str] | None = None
+    path = sqlite_path(url)
+    if path is None or path.exists():
+        if path is not None:
+            check_sqlite_file(path)
+        with locked(url) as connection:
+            heads = tuple(MigrationContext.configure(connection).get_current_heads())
+            problems = integrity.problems(connection, script, heads)
+            if set(heads) == set(script.get_heads()):
+                drift = _drift(connection)
+    missing = any(problem.kind == "missing" for problem in problems)
+    applied = set() if missing else {r.revision for r in integrity.applied_revisions(revision_map, heads)}
+    if missing:
+        applied = set(heads)
+    checked_on = "this database, at head"
+    if drift is None:
+        engine = scratch.memory_engine()
+        with engine.connect() as connection:
+            scratch.upgrade(connection, script)
+            drift = _drift(connection)
+        checked_on = "a scratch SQLite database migrated to head"
+    return Status(
+        where=mask(url),
+        revisions=revisions,
+        heads=heads,
+        applied=applied,
+        problems={problem.revision: problem for problem in problems},
+        drift=drift,
+        drift_checked_on=checked_on,
+    )
+
+
+def _drift(connection: Connection) -> list[str]:
+    """What `make check` would find, one short phrase per difference."""
+    context = MigrationContext.configure(connection, opts=autogen.COMPARE_OPTIONS)
+    return [_describe(diff) for diff in compare_metadata(context, Base.metadata)]
+
+
+def _describe(diff: Any) -> str:
+    if isinstance(diff, list):  # modify_* come grouped per column
+        diff = diff[0]
+        return f"{diff[0]} {diff[2]}.{diff[3]}"
+    kind, *rest = diff
+    names = [getattr(item, "name", None) or str(item) for item in rest if item is not None]
+    return " ".join([kind, *names[:2]])

@@ -1,0 +1,160 @@
+"""The destructive-change check fires on data-losing upgrades and passes safe ones."""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT, VENV, Project
+
+HEADER = 'import sqlalchemy as sa\nfrom alembic import op\n\nrevision = "r1"\ndown_revision = None\n\n'
+
+DESTRUCTIVE = {
+    "drop table": ('op.drop_table("users")', "drops table users"),
+    "drop column": ('op.drop_column("users", "email")', "drops column users.email"),
+    "drop column in a batch": (
+        'with op.batch_alter_table("users") as batch_op:\n    batch_op.drop_column("email")',
+        "drops column users.email",
+    ),
+    "drop constraint": (
+        'op.drop_constraint(op.f("uq_users_email"), "users", type_="unique")',
+        "drops constraint uq_users_email on users",
+    ),
+    "drop constraint in a batch": (
+        'with op.batch_alter_table("users") as b:\n    b.drop_constraint("uq_users_email", type_="unique")',
+        "drops constraint uq_users_email on users",
+    ),
+    "narrow a string": (
+        'op.alter_column("users", "username", existing_type=sa.String(length=64), type_=sa.String(32))',
+        "narrows column users.username from sa.String(length=64) to sa.String(32)",
+    ),
+    "integer to smaller integer": (
+        'with op.batch_alter_table("users") as batch_op:\n'
+        '    batch_op.alter_column("id", existing_type=sa.BigInteger(), type_=sa.Integer())',
+        "narrows column users.id",
+    ),
+    "text to string": (
+        'op.alter_column("users", "bio", existing_type=sa.Text(), type_=sa.String(200))',
+        "narrows column users.bio",
+    ),
+    "type change without existing type": (
+        'op.alter_column("users", "email", type_=sa.String(500))',
+        "changes the type of users.email without existing_type",
+    ),
+    "not null": (
+        'op.alter_column("users", "email", existing_type=sa.String(320), nullable=False)',
+        "makes column users.email NOT NULL",
+    ),
+    "raw drop table": ('op.execute("DROP TABLE users")', "runs destructive SQL: DROP TABLE users"),
+    "raw drop column in text()": (
+        'op.execute(sa.text("UPDATE users SET a = 1; ALTER TABLE users DROP COLUMN a"))',
+        "runs destructive SQL: ALTER TABLE users DROP COLUMN a",
+    ),
+    "in a helper upgrade calls": ("_cleanup()", "drops table old_users"),
+}
+
+SAFE = {
+    "add a column": 'op.add_column("users", sa.Column("nickname", sa.String(32)))',
+    "widen a string": (
+        'op.alter_column("users", "username", existing_type=sa.String(length=64), type_=sa.String(128))'
+    ),
+    "string to text": 'op.alter_column("users", "bio", existing_type=sa.String(200), type_=sa.Text())',
+    "integer to big integer": (
+        'op.alter_column("users", "id", existing_type=sa.Integer(), type_=sa.BigInteger())'
+    ),
+    "allow nulls": 'op.alter_column("users", "email", existing_type=sa.String(320), nullable=True)',
+    "already not null": (
+        'op.alter_column("users", "email", existing_nullable=False, nullable=False, server_default="x")'
+    ),
+    "drop only in downgrade, words in comments and strings": (
+        '# op.drop_table("users") is what downgrade() does\n'
+        "op.execute(\"INSERT INTO log (note) VALUES ('we never DROP TABLE here')\")"
+    ),
+    "data migration": 'op.execute("UPDATE users SET email = lower(email)")',
+}
+
+
+def write_migration(folder: Path, name: str, upgrade: str, extra: str = "") -> Path:
+    body = textwrap.indent(upgrade, "    ")
+    helper = '\n\ndef _cleanup() -> None:\n    op.drop_table("old_users")\n'
+    source = (
+        f"{HEADER}{extra}\n\ndef upgrade() -> None:\n{body}\n{helper}\n\n"
+        'def downgrade() -> None:\n    op.drop_table("users")\n'
+    )
+    path = folder / f"{name.replace(' ', '_').replace(',', '')}.py"
+    path.write_text(source)
+    return path
+
+
+def check(*paths: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV / "bin" / "python"), "-m", "migrations.destructive", *map(str, paths)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("case", DESTRUCTIVE)
+def test_fires_on_a_destructive_upgrade(tmp_path: Path, case: str) -> None:
+    upgrade, expected = DESTRUCTIVE[case]
+    path = write_migration(tmp_path, case, upgrade)
+
+    result = check(path)
+
+    assert result.returncode == 1
+    assert f"{path}:" in result.stderr
+    assert expected in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("FAILED: 1 destructive operation(s) in upgrade()")
+
+
+@pytest.mark.parametrize("case", SAFE)
+def test_passes_a_safe_upgrade(tmp_path: Path, case: str) -> None:
+    result = check(write_migration(tmp_path, case, SAFE[case]))
+    assert result.returncode == 0, result.stderr
+    assert "nothing unacknowledged" in result.stdout
+
+
+def test_the_marker_acknowledges_and_is_reported(tmp_path: Path) -> None:
+    marker = 'acknowledge_destructive = "email moved to the accounts table in r0"'
+    path = write_migration(tmp_path, "ack", 'op.drop_column("users", "email")', extra=marker)
+    result = check(path)
+    assert result.returncode == 0, result.stderr
+    assert "ack.py: destructive, acknowledged (email moved to the accounts table in r0)" in result.stdout
+
+    empty = write_migration(
+        tmp_path, "empty", 'op.drop_column("users", "email")', extra="acknowledge_destructive = ''"
+    )
+    assert check(empty).returncode == 1
+
+
+def test_the_project_migrations_pass() -> None:
+    result = check()
+    assert result.returncode == 0, result.stderr
+
+
+def test_an_autogenerated_drop_is_caught_until_the_template_marker_is_filled(project_copy: Project) -> None:
+    assert project_copy.make("upgrade").returncode == 0
+    model = project_copy.root / "models" / "user.py"
+    source = model.read_text()
+    email = "    email: Mapped[str] = mapped_column(String(320), unique=True)\n"
+    model.write_text(source.replace(email, ""))
+    assert project_copy.make("migration", "msg=drop email").returncode == 0
+    (script,) = project_copy.versions.glob("*_drop_email.py")
+
+    caught = check(script)
+    assert caught.returncode == 1
+    assert "drops column users.email" in caught.stderr
+    assert "drops constraint uq_users_email on users" in caught.stderr
+    assert "FAILED: 2 destructive operation(s)" in caught.stderr
+
+    slot = '# acknowledge_destructive = "why losing this data is intended"'
+    assert slot in script.read_text()
+    script.write_text(
+        script.read_text().replace(slot, 'acknowledge_destructive = "emails now live in accounts"')
+    )
+    assert check(script).returncode == 0

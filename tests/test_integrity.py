@@ -1,0 +1,150 @@
+"""Checksums of applied migrations: an edited, deleted or unrecorded one is refused untouched."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from sqlalchemy.engine import URL
+
+from tests.helpers import Project, current_revision, dump, execute, failed_line, recorded_checksums
+
+
+def sha256(project: Project, revision: str) -> str:
+    (path,) = project.versions.glob(f"*{revision}*.py")
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def script_of(project: Project, revision: str) -> str:
+    (path,) = project.versions.glob(f"*{revision}*.py")
+    return str(path)
+
+
+@pytest.fixture
+def two_revisions(project_copy: Project) -> list[str]:
+    first = project_copy.heads()[0]
+    second = project_copy.add_migration(
+        'op.add_column("users", sa.Column("nickname", sa.String(32)))', 'op.drop_column("users", "nickname")'
+    )
+    return [first, second]
+
+
+def test_each_applied_revision_is_recorded_and_a_downgrade_removes_its_record(
+    project_copy: Project, two_revisions: list[str], database_url: URL
+) -> None:
+    first = two_revisions[0]
+    assert project_copy.make("upgrade", url=database_url).returncode == 0
+    assert recorded_checksums(database_url) == {rev: sha256(project_copy, rev) for rev in two_revisions}
+
+    assert project_copy.make("downgrade", url=database_url).returncode == 0
+    assert recorded_checksums(database_url) == {first: sha256(project_copy, first)}
+
+    # At base nothing is applied, so the table itself goes: only alembic_version is left.
+    assert project_copy.make("downgrade", "rev=base", url=database_url).returncode == 0
+    assert set(dump(database_url)) - {"sqlite_master"} == {"alembic_version"}
+
+
+@pytest.mark.parametrize("command", ["upgrade", "downgrade", "verify"])
+def test_an_edited_applied_migration_is_refused_and_nothing_changes(
+    project_copy: Project, two_revisions: list[str], database_url: URL, command: str
+) -> None:
+    first, _ = two_revisions
+    assert project_copy.make("upgrade", f"rev={first}", url=database_url).returncode == 0
+    with open(script_of(project_copy, first), "a") as script:
+        script.write("# edited after it was applied\n")
+    before = dump(database_url)
+
+    result = project_copy.make(command, url=database_url)
+
+    line = failed_line(result)
+    assert f"applied migration {first} was edited after it was applied" in line
+    assert "make repair" in line
+    assert dump(database_url) == before
+
+
+def test_a_deleted_applied_migration_is_refused_by_name(
+    project_copy: Project, two_revisions: list[str], database_url: URL
+) -> None:
+    first, second = two_revisions
+    assert project_copy.make("upgrade", url=database_url).returncode == 0
+    before = dump(database_url)
+
+    # The file of an applied revision in the middle of the chain.
+    (path,) = project_copy.versions.glob(f"*{first}*.py")
+    path.unlink()
+    for command in ("upgrade", "downgrade", "verify"):
+        line = failed_line(project_copy.make(command, url=database_url))
+        assert first in line, line
+        assert "missing migration file" in line
+    assert dump(database_url) == before
+
+    # The file of the revision the database is at.
+    (path,) = project_copy.versions.glob(f"*{second}*.py")
+    path.rename(project_copy.root / "moved-away.py")
+    line = failed_line(project_copy.make("downgrade", url=database_url))
+    assert second in line
+    assert dump(database_url) == before
+
+
+def test_an_unrecorded_revision_is_refused_until_make_repair_records_it(
+    project_copy: Project, two_revisions: list[str], database_url: URL
+) -> None:
+    first, second = two_revisions
+    assert project_copy.make("upgrade", f"rev={first}", url=database_url).returncode == 0
+    # As left by a run from before checksums existed, or by a hand-made stamp.
+    execute(database_url, "DELETE FROM alembic_checksums")
+
+    line = failed_line(project_copy.make("upgrade", url=database_url))
+    assert f"applied migration {first} has no recorded checksum" in line
+    assert "make repair" in line
+    assert current_revision(database_url) == first
+
+    repaired = project_copy.make("repair", url=database_url)
+    assert repaired.returncode == 0, repaired.stderr
+    assert f"Recorded {first}" in repaired.stdout
+    assert project_copy.make("verify", url=database_url).returncode == 0
+    assert project_copy.make("upgrade", url=database_url).returncode == 0
+    assert current_revision(database_url) == second
+
+
+def test_make_repair_shows_the_edit_then_accepts_it(
+    project_copy: Project, two_revisions: list[str], database_url: URL
+) -> None:
+    first, second = two_revisions
+    assert project_copy.make("upgrade", f"rev={first}", url=database_url).returncode == 0
+    with open(script_of(project_copy, first), "a") as script:
+        script.write("# reviewed: a comment only\n")
+
+    repaired = project_copy.make("repair", url=database_url)
+
+    assert repaired.returncode == 0, repaired.stderr
+    assert f"--- {first} as applied" in repaired.stdout
+    assert "+# reviewed: a comment only" in repaired.stdout
+    assert f"Re-recorded {first}" in repaired.stdout
+    assert recorded_checksums(database_url)[first] == sha256(project_copy, first)
+    verified = project_copy.make("verify", url=database_url)
+    assert verified.returncode == 0, verified.stderr
+    assert "OK: all 1 applied migration(s)" in verified.stdout
+    assert project_copy.make("upgrade", url=database_url).returncode == 0
+    assert current_revision(database_url) == second
+    again = project_copy.make("repair", url=database_url)
+    assert "Nothing to repair" in again.stdout
+
+
+def test_make_verify_without_a_database_creates_none(project_copy: Project) -> None:
+    result = project_copy.make("verify")
+    assert result.returncode == 0, result.stderr
+    assert "nothing to verify" in result.stdout
+    assert not (project_copy.root / "app.db").exists()
+
+
+def test_make_stamp_records_the_checksums_of_what_it_adopts(project: Project, database_url: URL) -> None:
+    assert project.make("upgrade", url=database_url).returncode == 0
+    execute(database_url, "DROP TABLE alembic_checksums", "DROP TABLE alembic_version")
+
+    stamped = project.make("stamp", url=database_url)
+
+    assert stamped.returncode == 0, stamped.stderr
+    head = project.heads()[0]
+    assert recorded_checksums(database_url) == {head: sha256(project, head)}
+    assert project.make("verify", url=database_url).returncode == 0

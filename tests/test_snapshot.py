@@ -1,0 +1,60 @@
+"""The committed schema snapshot matches the migrations; `make schema` rewrites it."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import URL
+
+from migrations import snapshot
+from tests import pgserver
+from tests.helpers import ROOT, VENV, Project, base_env, url_string
+
+SCRIPT = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini")))
+
+
+def fresh_snapshot(backend: str, request: pytest.FixtureRequest) -> str:
+    if backend == "sqlite":
+        return snapshot.sqlite_schema(SCRIPT)
+    with pgserver.fresh_database(request.getfixturevalue("pg_admin_url")) as url:
+        return snapshot.postgresql_schema(SCRIPT, url)
+
+
+def test_committed_snapshot_is_up_to_date(backend: str, request: pytest.FixtureRequest) -> None:
+    path = ROOT / "schema" / f"{backend}.sql"
+    diff = snapshot.stale(path, fresh_snapshot(backend, request))
+    assert not diff, f"schema/{backend}.sql is stale; run `make schema` and commit it:\n{diff}"
+
+
+def test_snapshot_is_the_same_on_every_run(backend: str, request: pytest.FixtureRequest) -> None:
+    assert fresh_snapshot(backend, request) == fresh_snapshot(backend, request)
+
+
+def test_a_new_migration_makes_the_snapshot_stale_until_make_schema(
+    project_copy: Project, pg_admin_url: URL
+) -> None:
+    project_copy.add_migration('op.add_column("users", sa.Column("nickname", sa.String(32)))')
+    env = base_env(TEST_DATABASE_URL=url_string(pg_admin_url))
+    check = subprocess.run(
+        [str(VENV / "bin" / "python"), "-m", "migrations.snapshot", "--check"],
+        cwd=project_copy.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert check.returncode == 1
+    assert "+\tnickname VARCHAR(32),\n" in check.stdout
+    assert "+    nickname character varying(32)" in check.stdout
+    assert "FAILED: the schema snapshot is stale; run `make schema`" in check.stderr
+
+    written = project_copy.make("schema", env={"TEST_DATABASE_URL": url_string(pg_admin_url)})
+
+    assert written.returncode == 0, written.stderr
+    assert "Wrote schema/sqlite.sql." in written.stdout
+    assert "nickname character varying(32)" in (project_copy.root / "schema" / "postgresql.sql").read_text()
+    again = project_copy.make("schema", env={"TEST_DATABASE_URL": url_string(pg_admin_url)})
+    assert "schema/postgresql.sql is up to date." in again.stdout
