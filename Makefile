@@ -11,7 +11,7 @@ RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install upgrade downgrade migration check status verify repair current history sql stamp schema test lint clean
+.PHONY: help install upgrade downgrade migration check status verify repair rehearse restore current history sql stamp schema test lint clean
 
 help: ## List the targets
 	@echo "Usage: make <target> [rev=...] [msg=...]   (DATABASE_URL overrides sqlite:///app.db)"
@@ -40,6 +40,12 @@ verify: $(RUNTIME) ## Fail if an applied migration was edited, deleted or never 
 
 repair: $(RUNTIME) ## Show how applied migrations differ from their files, then re-record them
 	@cd $(ROOT) && $(BIN)/python -m migrations repair
+
+rehearse: $(RUNTIME) ## Run pending migrations (rev=<target>) for real, time each, roll back
+	@cd $(ROOT) && $(BIN)/python -m migrations rehearse $(rev)
+
+restore: $(RUNTIME) ## Replace the SQLite database with its newest backup (file=<backup>)
+	@cd $(ROOT) && $(BIN)/python -m migrations restore $(if $(file),"$(abspath $(file))")
 
 current: $(RUNTIME) ## Show the database's revision
 	@$(ALEMBIC) current

@@ -1,6 +1,7 @@
 """``python -m migrations <command>``: the project's commands beside Alembic's.
 
-The Makefile calls these (``make stamp``, ``verify``, ``repair``, ``status``).
+The Makefile calls these (``make stamp``, ``verify``, ``repair``, ``status``,
+``restore``, ``rehearse``).
 Each expected failure is one ``FAILED:`` line on stderr and exit status 1.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic.config import Config
@@ -17,7 +19,7 @@ from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import URL
 
-from migrations import integrity, status
+from migrations import integrity, rehearse, restore, status
 from migrations.adopt import adopt
 from migrations.database import check_sqlite_file, mask, resolve_url, sqlite_path
 from migrations.locking import locked
@@ -25,12 +27,12 @@ from migrations.locking import locked
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
-def stamp(config: Config) -> None:
+def stamp(config: Config, _: str | None = None) -> None:
     where = adopt(config)
     print(f"Adopted {where}: its schema matches the models; stamped at head.")
 
 
-def verify(config: Config) -> None:
+def verify(config: Config, _: str | None = None) -> None:
     url = resolve_url(config.get_main_option("sqlalchemy.url"), PROJECT_ROOT)
     script = ScriptDirectory.from_config(config)
     integrity.check_history(script)
@@ -44,7 +46,7 @@ def verify(config: Config) -> None:
     print(f"OK: all {count} applied migration(s) of {mask(url)} match their files.")
 
 
-def repair(config: Config) -> None:
+def repair(config: Config, _: str | None = None) -> None:
     url = resolve_url(config.get_main_option("sqlalchemy.url"), PROJECT_ROOT)
     script = ScriptDirectory.from_config(config)
     integrity.check_history(script)
@@ -78,16 +80,40 @@ def repair(config: Config) -> None:
     print(f"Repaired {len(found)} record(s) in {mask(url)}.")
 
 
-def show_status(config: Config) -> None:
+def show_status(config: Config, _: str | None = None) -> None:
     url = resolve_url(config.get_main_option("sqlalchemy.url"), PROJECT_ROOT)
     print("\n".join(status.collect(config, url).lines()))
 
 
-COMMANDS = {
+def restore_backup(config: Config, file: str | None) -> None:
+    url = resolve_url(config.get_main_option("sqlalchemy.url"), PROJECT_ROOT)
+    database = sqlite_path(url)
+    if database is None:
+        raise CommandError(
+            f"make restore restores SQLite backups; {mask(url)} is not a SQLite file. "
+            "Use your server's backups (pg_dump / pg_restore) for PostgreSQL"
+        )
+    script = ScriptDirectory.from_config(config)
+    source = restore.choose(database, file)
+    revision, kept = restore.restore(database, source, script)
+    if kept is not None:
+        print(f"Kept the replaced database as {kept}.")
+    print(f"Restored {database} from {source}; it is at revision {revision}.")
+
+
+def rehearse_upgrade(config: Config, rev: str | None) -> None:
+    url = resolve_url(config.get_main_option("sqlalchemy.url"), PROJECT_ROOT)
+    print("\n".join(rehearse.rehearse(config, url, rev or "head").lines()))
+
+
+Command = Callable[[Config, str | None], None]
+COMMANDS: dict[str, tuple[Command, str]] = {
     "stamp": (stamp, "adopt a database built without migrations, if it matches the models"),
     "verify": (verify, "check every applied migration against its recorded checksum"),
     "repair": (repair, "show what differs, then re-record the checksums of the applied files"),
     "status": (show_status, "applied and pending migrations, checksums and model drift"),
+    "restore": (restore_backup, "replace the SQLite database with a backup (the newest, or FILE)"),
+    "rehearse": (rehearse_upgrade, "run the pending migrations (up to REV), time them, roll back"),
 }
 
 
@@ -107,10 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "command", choices=COMMANDS, help="; ".join(f"{k}: {v[1]}" for k, v in COMMANDS.items())
     )
+    parser.add_argument("target", nargs="?", help="restore: the backup FILE; rehearse: the REV to reach")
     args = parser.parse_args(argv)
     config = Config(str(PROJECT_ROOT / "alembic.ini"))
     try:
-        COMMANDS[args.command][0](config)
+        COMMANDS[args.command][0](config, args.target)
     except CommandError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1

@@ -6,16 +6,20 @@ and concurrent runs queue instead of colliding. The helpers live beside this
 file, one job per module.
 """
 
+from collections.abc import Collection, Mapping
 from contextlib import nullcontext
 from logging.config import fileConfig
 from pathlib import Path
+from typing import Any
 
 from alembic import context
+from alembic.runtime.migration import MigrationContext, MigrationInfo
 from sqlalchemy.engine import Connection
 
-from migrations import autogen, guards, integrity, locking
+from migrations import autogen, backup, guards, integrity, locking
 from migrations.database import build_engine, check_sqlite_file, resolve_url, sqlite_path
 from migrations.errors import friendly_errors
+from migrations.timing import StepTimer
 from models import Base
 
 config = context.config
@@ -55,6 +59,15 @@ def run_migrations_online() -> None:
             check_sqlite_file(path)
         given = build_engine(url)
 
+    # `make rehearse` reads the timings and rolls the run back.
+    timer = config.attributes.setdefault("timer", StepTimer())
+
+    def after_each_step(
+        ctx: MigrationContext, step: MigrationInfo, heads: Collection[str], run_args: Mapping[str, Any]
+    ) -> None:
+        integrity.on_version_apply(ctx, step, heads, run_args)  # in the step's transaction
+        timer.on_version_apply(ctx, step, heads, run_args)
+
     # Entered in order, so connection failures are translated too.
     with (
         friendly_errors(url),
@@ -66,7 +79,7 @@ def run_migrations_online() -> None:
             render_as_batch=True,  # SQLite can ALTER little; batch mode rebuilds the table.
             transactional_ddl=True,  # True on SQLite too: the engine really begins a transaction.
             process_revision_directives=autogen.skip_empty_revision,
-            on_version_apply=integrity.on_version_apply,  # Checksums, in the same transaction.
+            on_version_apply=after_each_step,
             **autogen.COMPARE_OPTIONS,
         )
         with context.begin_transaction():
@@ -81,6 +94,9 @@ def run_migrations_online() -> None:
             guards.check_autogenerate_base(config, migration_context, context.script)
             if guards.runs_migrations(config):
                 integrity.verify(connection, context.script, migration_context.get_current_heads())
+                if not config.attributes.get("rehearsing"):
+                    backup.before_change(connection, migration_context)  # SQLite files only
+            timer.start()
             context.run_migrations()
 
 

@@ -7,6 +7,7 @@ import os
 from alembic.util import CommandError
 
 LOCK_TIMEOUT_VAR = "MIGRATION_LOCK_TIMEOUT"
+BACKUP_KEEP_VAR = "MIGRATION_BACKUP_KEEP"
 DDL_LOCK_TIMEOUT_VAR = "MIGRATION_DDL_LOCK_TIMEOUT"
 
 
@@ -35,3 +36,15 @@ def ddl_lock_timeout() -> float:
     queued after it, so failing fast and retrying is kinder to the application.
     """
     return _seconds(DDL_LOCK_TIMEOUT_VAR, 5.0)
+
+
+def backup_keep() -> int:
+    """How many SQLite backups to keep per database; 0 turns backups off."""
+    raw = os.environ.get(BACKUP_KEEP_VAR, "").strip()
+    if not raw:
+        return 5
+    if not raw.isdigit():
+        raise CommandError(
+            f"{BACKUP_KEEP_VAR}={raw!r} is not a whole number (0 turns backups off); fix or unset it"
+        )
+    return int(raw)

@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.engine import URL, Engine, make_url
@@ -21,6 +22,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from migrations.database import build_engine
 from tests import pgserver
 from tests.helpers import ROOT, Project
+from tests.revision_data import REVISION_DATA
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -76,9 +78,10 @@ def project_copy(tmp_path: Path) -> Project:
 
 # pytest-alembic: the real migrations, on each backend, through the same
 # engine setup env.py uses (a transaction per run, BEGIN IMMEDIATE on SQLite).
+# Every migration runs with realistic rows in its tables (tests/revision_data.py).
 @pytest.fixture
-def alembic_config() -> dict[str, str]:
-    return {"file": str(ROOT / "alembic.ini")}
+def alembic_config() -> dict[str, Any]:
+    return {"file": str(ROOT / "alembic.ini"), "at_revision_data": REVISION_DATA}
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import traceback
 from multiprocessing.synchronize import Barrier
 from typing import Any
 
@@ -31,6 +32,8 @@ def _run(ini: str, url: str, action: str, target: str, barrier: Barrier | None) 
             barrier.wait(timeout=30)
         getattr(command, action)(Config(ini), target)
         code = 0
+    except BaseException:
+        traceback.print_exc()  # os._exit below would swallow it
     finally:
         os._exit(code)  # skip the parent's atexit handlers and finalizers
 

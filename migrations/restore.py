@@ -1,0 +1,132 @@
+"""``make restore``: put a backup back in place of a SQLite database, atomically.
+
+The live file is not swapped on disk: an application holding it open would go
+on writing to the replaced file. Instead, one transaction on the live database
+(the migration lock, taken without waiting) drops its objects and recreates
+them, rows included, from the attached backup. Other connections see the old
+database or the restored one, never a mix, and a crash rolls back.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+
+from migrations import backup
+from migrations.database import SQLITE_HEADER, check_sqlite_file
+
+INTERNAL = ("sqlite_sequence", "sqlite_stat1", "sqlite_stat4")
+
+
+def choose(database: Path, given: str | None) -> Path:
+    if given:
+        path = Path(given)
+        if not path.is_file():
+            raise CommandError(f"{path} is not a file; pick one of `ls {backup.folder(database)}`")
+        return path
+    found = backup.existing(database)
+    if not found:
+        raise CommandError(f"no backups of {database} in {backup.folder(database)}; nothing to restore")
+    return found[0].path
+
+
+def check_backup(path: Path, script: ScriptDirectory) -> str:
+    """Refuse a file that is damaged or not a database of this project; return its revision."""
+    with path.open("rb") as handle:
+        if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+            raise CommandError(f"{path} is not a SQLite database; nothing was restored")
+    with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+        try:
+            result = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+            has_version = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+            ).fetchone()
+            versions = (
+                [row[0] for row in conn.execute("SELECT version_num FROM alembic_version")]
+                if has_version
+                else []
+            )
+        except sqlite3.DatabaseError as exc:
+            raise CommandError(
+                f"{path} is damaged ({exc}); nothing was restored. Pick another backup"
+            ) from None
+    if result != ["ok"]:
+        raise CommandError(
+            f"{path} fails PRAGMA integrity_check ({'; '.join(result[:3])}); nothing was restored. "
+            "Pick another backup"
+        )
+    known = {rev.revision for rev in script.walk_revisions()}
+    if not versions or not set(versions) <= known:
+        raise CommandError(
+            f"{path} is not a database of this project (its revision is "
+            f"{', '.join(versions) or 'missing'}); nothing was restored"
+        )
+    return "+".join(versions)
+
+
+def restore(database: Path, source: Path, script: ScriptDirectory) -> tuple[str, Path | None]:
+    """Replace ``database`` with ``source``; return the restored revision and the kept old copy."""
+    revision = check_backup(source, script)
+    check_sqlite_file(database)
+    # timeout=0: refuse at once if a migration (or any writer) holds the lock.
+    with closing(sqlite3.connect(database, timeout=0, isolation_level=None)) as live:
+        # SQLite attaches only outside a transaction; the backup is only read.
+        live.execute("ATTACH DATABASE ? AS restored", (str(source.resolve()),))
+        try:
+            live.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc):
+                raise CommandError(
+                    f"{database} is locked by another process (a migration or a writer); "
+                    "nothing was restored. Retry when it is done"
+                ) from None
+            raise
+        try:
+            kept = _keep_current(database, live)
+            _replace_contents(live)
+            live.execute("COMMIT")
+        except BaseException:
+            live.execute("ROLLBACK")
+            raise
+    return revision, kept
+
+
+def _keep_current(database: Path, live: sqlite3.Connection) -> Path | None:
+    """The database being replaced becomes a backup too (if it holds anything)."""
+    if not live.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone():
+        return None
+    has_version = live.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+    ).fetchone()
+    heads = [row[0] for row in live.execute("SELECT version_num FROM alembic_version")] if has_version else []
+    return backup.take(database, heads, prune=False)
+
+
+def _replace_contents(live: sqlite3.Connection) -> None:
+    """Inside the caller's transaction: make ``live`` hold exactly what the attached backup holds."""
+    for kind, name in live.execute(
+        "SELECT type, name FROM main.sqlite_master WHERE name NOT LIKE 'sqlite_%' "
+        "AND type IN ('view', 'trigger', 'table') ORDER BY type = 'table'"
+    ).fetchall():
+        live.execute(f"DROP {kind.upper()} IF EXISTS main.{_quote(name)}")
+    objects = live.execute(
+        "SELECT type, name, sql FROM restored.sqlite_master WHERE sql IS NOT NULL "
+        "AND name NOT LIKE 'sqlite_%' ORDER BY type != 'table', rowid"
+    ).fetchall()
+    for kind, name, sql in objects:
+        live.execute(sql)
+        if kind == "table":
+            live.execute(f"INSERT INTO main.{_quote(name)} SELECT * FROM restored.{_quote(name)}")
+    if live.execute("SELECT 1 FROM restored.sqlite_master WHERE name = 'sqlite_sequence'").fetchone():
+        live.execute("DELETE FROM main.sqlite_sequence")
+        live.execute("INSERT INTO main.sqlite_sequence SELECT * FROM restored.sqlite_sequence")
+    (user_version,) = live.execute("PRAGMA restored.user_version").fetchone()
+    live.execute(f"PRAGMA main.user_version = {int(user_version)}")
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
