@@ -64,6 +64,16 @@ class Project:
             self.alembic_argv(*args), cwd=cwd or self.root, env={**base_env(url), **(env or {})}, **kwargs
         )
 
+    def migrate(self, url: URL, target: str = "head", action: str = "upgrade") -> None:
+        """Bring a database to ``target`` as a test's starting point.
+
+        The same Alembic command and env.py as the CLI, in a forked process:
+        a CLI process spends half a second importing, and setup steps are many.
+        """
+        from tests import workers
+
+        assert workers.run_together(self.ini, url, 1, action=action, target=target) == [0]
+
     def make_argv(self, *args: str) -> list[str]:
         return ["make", "--no-print-directory", "-C", str(self.root), f"VENV={VENV}", *args]
 

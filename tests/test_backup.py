@@ -45,7 +45,7 @@ def integrity(path: Path) -> str:
 
 def test_upgrade_backs_up_the_database_as_it_was(project_copy: Project, history: list[str], db: URL) -> None:
     first, second = history
-    assert project_copy.make("upgrade", f"rev={first}", url=db).returncode == 0
+    project_copy.migrate(db, first)
     assert backups(db) == []  # a new database has nothing to lose
     insert_users(db, 25)
     before = dump(db)
@@ -69,7 +69,7 @@ def test_downgrades_are_backed_up_and_only_the_newest_are_kept(
     project_copy: Project, history: list[str], db: URL
 ) -> None:
     keep = {"MIGRATION_BACKUP_KEEP": "2"}
-    assert project_copy.make("upgrade", url=db).returncode == 0
+    project_copy.migrate(db)
     for _ in range(2):
         assert project_copy.make("downgrade", url=db, env=keep).returncode == 0
         assert project_copy.make("upgrade", url=db, env=keep).returncode == 0
@@ -81,7 +81,7 @@ def test_downgrades_are_backed_up_and_only_the_newest_are_kept(
 
 
 def test_backups_can_be_switched_off(project_copy: Project, history: list[str], db: URL) -> None:
-    assert project_copy.make("upgrade", f"rev={history[0]}", url=db).returncode == 0
+    project_copy.migrate(db, history[0])
     assert project_copy.make("upgrade", url=db, env={"MIGRATION_BACKUP_KEEP": "0"}).returncode == 0
     assert backups(db) == []
     line = failed_line(project_copy.make("upgrade", url=db, env={"MIGRATION_BACKUP_KEEP": "many"}))
@@ -141,10 +141,10 @@ def test_restore_round_trip_keeps_the_replaced_database(
     project_copy: Project, history: list[str], db: URL
 ) -> None:
     first, second = history
-    assert project_copy.make("upgrade", f"rev={first}", url=db).returncode == 0
+    project_copy.migrate(db, first)
     insert_users(db, 40)
     before = dump(db)
-    assert project_copy.make("upgrade", url=db).returncode == 0
+    project_copy.migrate(db)
     execute(db, "DELETE FROM users WHERE id % 2 = 0", "UPDATE users SET nickname = 'oops'")
     damaged = dump(db)
 
@@ -160,7 +160,7 @@ def test_restore_round_trip_keeps_the_replaced_database(
     assert len(replaced) == 1
     assert dump(URL.create("sqlite", database=str(replaced[0]))) == damaged
     assert project_copy.make("verify", url=db).returncode == 0
-    assert project_copy.make("upgrade", url=db).returncode == 0
+    project_copy.migrate(db)
     assert current_revision(db) == second
 
     undo = project_copy.make("restore", f"file={replaced[0]}", url=db)
@@ -172,11 +172,11 @@ def test_restore_round_trip_keeps_the_replaced_database(
 def test_restore_refuses_and_changes_nothing(
     project_copy: Project, history: list[str], db: URL, tmp_path: Path, problem: str
 ) -> None:
-    assert project_copy.make("upgrade", f"rev={history[0]}", url=db).returncode == 0
+    project_copy.migrate(db, history[0])
     insert_users(db, 200)
     args: list[str] = []
     if problem != "none":
-        assert project_copy.make("upgrade", url=db).returncode == 0
+        project_copy.migrate(db)
     if problem == "corrupt":
         (backup,) = backups(db)
         with closing(sqlite3.connect(backup)) as conn:

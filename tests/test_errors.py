@@ -51,7 +51,7 @@ def sqlite_url(path: Path) -> URL:
 
 @pytest.fixture
 def migrated(project: Project, database_url: URL) -> URL:
-    assert project.alembic("upgrade", "head", url=database_url).returncode == 0
+    project.migrate(database_url)
     insert_users(database_url, 3)
     return database_url
 
@@ -114,7 +114,7 @@ def test_database_locked_past_the_timeout_names_the_setting(project: Project, da
 
 def test_ddl_waiting_behind_application_traffic_fails_fast(project_copy: Project, pg_admin_url: URL) -> None:
     with pgserver.fresh_database(pg_admin_url) as url:
-        assert project_copy.alembic("upgrade", "head", url=url).returncode == 0
+        project_copy.migrate(url)
         project_copy.add_migration(
             'op.add_column("users", sa.Column("bio", sa.Text))', 'op.drop_column("users", "bio")'
         )
@@ -177,7 +177,7 @@ def test_make_stamp_refuses_a_schema_that_differs_from_the_models(
 
 
 def test_make_migration_refuses_a_database_behind_head(project_copy: Project, database_url: URL) -> None:
-    assert project_copy.make("upgrade", url=database_url).returncode == 0
+    project_copy.migrate(database_url)
     project_copy.add_migration('op.create_table("extra", sa.Column("id", sa.Integer, primary_key=True))')
     before = sorted(project_copy.versions.iterdir())
     line = failed_line(project_copy.make("migration", "msg=next", url=database_url))
@@ -187,7 +187,7 @@ def test_make_migration_refuses_a_database_behind_head(project_copy: Project, da
 
 def test_make_migration_refuses_several_heads(project_copy: Project, tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "app.db")
-    assert project_copy.make("upgrade", url=url).returncode == 0
+    project_copy.migrate(url)
     base = project_copy.heads()[0]
     project_copy.add_migration("pass", down_revision=base)
     project_copy.add_migration("pass", down_revision=base)

@@ -33,7 +33,7 @@ def test_each_applied_revision_is_recorded_and_a_downgrade_removes_its_record(
     project_copy: Project, two_revisions: list[str], database_url: URL
 ) -> None:
     first = two_revisions[0]
-    assert project_copy.make("upgrade", url=database_url).returncode == 0
+    project_copy.migrate(database_url)
     assert recorded_checksums(database_url) == {rev: sha256(project_copy, rev) for rev in two_revisions}
 
     assert project_copy.make("downgrade", url=database_url).returncode == 0
@@ -49,7 +49,7 @@ def test_an_edited_applied_migration_is_refused_and_nothing_changes(
     project_copy: Project, two_revisions: list[str], database_url: URL, command: str
 ) -> None:
     first, _ = two_revisions
-    assert project_copy.make("upgrade", f"rev={first}", url=database_url).returncode == 0
+    project_copy.migrate(database_url, first)
     with open(script_of(project_copy, first), "a") as script:
         script.write("# edited after it was applied\n")
     before = dump(database_url)
@@ -66,7 +66,7 @@ def test_a_deleted_applied_migration_is_refused_by_name(
     project_copy: Project, two_revisions: list[str], database_url: URL
 ) -> None:
     first, second = two_revisions
-    assert project_copy.make("upgrade", url=database_url).returncode == 0
+    project_copy.migrate(database_url)
     before = dump(database_url)
 
     # The file of an applied revision in the middle of the chain.
@@ -90,7 +90,7 @@ def test_an_unrecorded_revision_is_refused_until_make_repair_records_it(
     project_copy: Project, two_revisions: list[str], database_url: URL
 ) -> None:
     first, second = two_revisions
-    assert project_copy.make("upgrade", f"rev={first}", url=database_url).returncode == 0
+    project_copy.migrate(database_url, first)
     # As left by a run from before checksums existed, or by a hand-made stamp.
     execute(database_url, "DELETE FROM alembic_checksums")
 
@@ -103,7 +103,7 @@ def test_an_unrecorded_revision_is_refused_until_make_repair_records_it(
     assert repaired.returncode == 0, repaired.stderr
     assert f"Recorded {first}" in repaired.stdout
     assert project_copy.make("verify", url=database_url).returncode == 0
-    assert project_copy.make("upgrade", url=database_url).returncode == 0
+    project_copy.migrate(database_url)
     assert current_revision(database_url) == second
 
 
@@ -111,7 +111,7 @@ def test_make_repair_shows_the_edit_then_accepts_it(
     project_copy: Project, two_revisions: list[str], database_url: URL
 ) -> None:
     first, second = two_revisions
-    assert project_copy.make("upgrade", f"rev={first}", url=database_url).returncode == 0
+    project_copy.migrate(database_url, first)
     with open(script_of(project_copy, first), "a") as script:
         script.write("# reviewed: a comment only\n")
 
@@ -125,7 +125,7 @@ def test_make_repair_shows_the_edit_then_accepts_it(
     verified = project_copy.make("verify", url=database_url)
     assert verified.returncode == 0, verified.stderr
     assert "OK: all 1 applied migration(s)" in verified.stdout
-    assert project_copy.make("upgrade", url=database_url).returncode == 0
+    project_copy.migrate(database_url)
     assert current_revision(database_url) == second
     again = project_copy.make("repair", url=database_url)
     assert "Nothing to repair" in again.stdout
@@ -139,7 +139,7 @@ def test_make_verify_without_a_database_creates_none(project_copy: Project) -> N
 
 
 def test_make_stamp_records_the_checksums_of_what_it_adopts(project: Project, database_url: URL) -> None:
-    assert project.make("upgrade", url=database_url).returncode == 0
+    project.migrate(database_url)
     execute(database_url, "DROP TABLE alembic_checksums", "DROP TABLE alembic_version")
 
     stamped = project.make("stamp", url=database_url)

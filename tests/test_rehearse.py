@@ -33,7 +33,7 @@ def test_rehearsal_times_each_pending_migration_and_changes_nothing(
     project_copy: Project, history: list[str], database_url: URL
 ) -> None:
     first, second, third = history
-    assert project_copy.make("upgrade", f"rev={first}", url=database_url).returncode == 0
+    project_copy.migrate(database_url, first)
     insert_users(database_url, 500)
     before = dump(database_url)
     checksums = recorded_checksums(database_url)
@@ -62,7 +62,7 @@ def test_rehearsal_times_each_pending_migration_and_changes_nothing(
     assert timed_lines(partial.stdout) == [second]
 
     # The real run then does what the rehearsal did.
-    assert project_copy.make("upgrade", url=database_url).returncode == 0
+    project_copy.migrate(database_url)
     nothing = project_copy.make("rehearse", url=database_url)
     assert "Nothing to rehearse" in nothing.stdout
 
@@ -70,7 +70,7 @@ def test_rehearsal_times_each_pending_migration_and_changes_nothing(
 def test_rehearsal_refuses_an_edited_applied_migration(
     project_copy: Project, history: list[str], database_url: URL
 ) -> None:
-    assert project_copy.make("upgrade", f"rev={history[0]}", url=database_url).returncode == 0
+    project_copy.migrate(database_url, history[0])
     (path,) = project_copy.versions.glob(f"*{history[0]}*.py")
     path.write_text(path.read_text() + "# edited\n")
     result = project_copy.make("rehearse", url=database_url)

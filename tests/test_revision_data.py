@@ -102,16 +102,14 @@ MANGLING = (
 )
 
 
-def cli_round_trip(project: Project, url: URL, revision: str, previous: str) -> None:
+def project_round_trip(project: Project, url: URL, revision: str, previous: str) -> None:
     engine = engine_for(url)
     try:
-
-        def run(*args: str) -> None:
-            result = project.alembic("-q", *args, url=url)
-            assert result.returncode == 0, result.stderr
-
         assert_round_trip(
-            engine, revision, lambda: run("upgrade", revision), lambda: run("downgrade", previous)
+            engine,
+            revision,
+            lambda: project.migrate(url, revision),
+            lambda: project.migrate(url, previous, action="downgrade"),
         )
     finally:
         engine.dispose()
@@ -130,19 +128,19 @@ def populate(url: URL) -> None:
 
 def test_safe_sample_migrations_keep_every_value(project_copy: Project, database_url: URL) -> None:
     previous = project_copy.heads()[0]
-    assert project_copy.alembic("-q", "upgrade", "head", url=database_url).returncode == 0
+    project_copy.migrate(database_url)
     populate(database_url)
     for upgrade, downgrade in SAFE.values():
         revision = project_copy.add_migration(upgrade, downgrade)
-        cli_round_trip(project_copy, database_url, revision, previous)
-        assert project_copy.alembic("-q", "upgrade", revision, url=database_url).returncode == 0
+        project_round_trip(project_copy, database_url, revision, previous)
+        project_copy.migrate(database_url, revision)
         previous = revision
 
 
 def test_a_migration_that_mangles_values_is_caught(project_copy: Project, database_url: URL) -> None:
     previous = project_copy.heads()[0]
-    assert project_copy.alembic("-q", "upgrade", "head", url=database_url).returncode == 0
+    project_copy.migrate(database_url)
     populate(database_url)
     revision = project_copy.add_migration(*MANGLING)
     with pytest.raises(AssertionError, match=f"{revision} upgrade changed users"):
-        cli_round_trip(project_copy, database_url, revision, previous)
+        project_round_trip(project_copy, database_url, revision, previous)
