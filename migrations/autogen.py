@@ -10,7 +10,6 @@ from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
 
 from migrations.integrity import TABLE_NAME as CHECKSUM_TABLE
-from models import UTCDateTime
 
 
 def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | bool:
@@ -19,6 +18,8 @@ def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | 
     A migration must keep working after the models change, so it must never
     import application code.
     """
+    from models import UTCDateTime  # only autogenerate renders, so only it loads the models
+
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
     return False

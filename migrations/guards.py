@@ -7,6 +7,7 @@ says what to run instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic.config import Config
@@ -17,7 +18,11 @@ from sqlalchemy import MetaData, inspect
 
 
 def check_database(
-    migration_context: MigrationContext, script: ScriptDirectory, metadata: MetaData, *, adopting: bool
+    migration_context: MigrationContext,
+    script: ScriptDirectory,
+    models: Callable[[], MetaData],
+    *,
+    adopting: bool,
 ) -> None:
     current = migration_context.get_current_heads()
     known = {rev.revision for rev in script.walk_revisions()}
@@ -30,7 +35,7 @@ def check_database(
             )
     if current or adopting:
         return
-    existing = sorted(set(inspect(migration_context.connection).get_table_names()) & set(metadata.tables))
+    existing = sorted(set(inspect(migration_context.connection).get_table_names()) & set(models().tables))
     if existing:
         raise CommandError(
             f"the database already has table(s) {', '.join(existing)} but no migration history; "
@@ -63,6 +68,11 @@ def check_file_exists(config: Config, path: Path) -> None:
     """Only commands that migrate may create a SQLite file; the others only look."""
     if _command_name(config) in ("current", "check", "revision") and not path.exists():
         raise CommandError(f"{path} does not exist yet; run `make upgrade` to create it")
+
+
+def only_migrates(config: Config) -> bool:
+    """An `alembic upgrade` or `downgrade` from the CLI: the models are not compared."""
+    return _command_name(config) in ("upgrade", "downgrade")
 
 
 def runs_migrations(config: Config) -> bool:
