@@ -11,7 +11,7 @@ RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install upgrade downgrade migration check status verify repair rehearse restore current history sql stamp schema test lint clean
+.PHONY: help install upgrade downgrade migration check status verify repair rehearse restore current history sql stamp schema test lint bench clean
 
 help: ## List the targets
 	@echo "Usage: make <target> [rev=...] [msg=...]   (DATABASE_URL overrides sqlite:///app.db)"
@@ -68,6 +68,9 @@ test: $(DEV) ## Run the test suite
 lint: $(DEV) ## ruff, mypy, and the destructive-change check of every migration
 	@cd $(ROOT) && $(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 	@cd $(ROOT) && $(BIN)/python -m migrations.destructive
+
+bench: $(DEV) ## Measure costs against their floors (n=rows, default 1000000; repeat=5; tests=0)
+	@cd $(ROOT) && $(BIN)/python -m bench --rows $(or $(n),1000000) --repeat $(or $(repeat),5) --tests $(or $(tests),1)
 
 clean: ## Remove .venv/ and caches (never the database)
 	rm -rf $(VENV) $(ROOT)/.pytest_cache $(ROOT)/.mypy_cache $(ROOT)/.ruff_cache

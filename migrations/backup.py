@@ -42,11 +42,13 @@ def folder(database: Path) -> Path:
     return database.parent / "backups"
 
 
-def copy(source: Path, target: Path) -> None:
+def copy(source: Path, target: Path, *, durable: bool = True) -> None:
     """Copy a live database page by page, consistently, to a new file.
 
-    Written under a temporary name and renamed, so a failed copy never looks
-    like a backup.
+    Written under a temporary name, flushed to disk, then renamed: a failed or
+    interrupted copy never looks like a backup, and a finished one survives a
+    power cut that follows the migration (``durable``). The partial file needs
+    no journal and no syncs of its own (bench/ measures the difference).
     """
     partial = target.with_name(target.name + ".partial")
     try:
@@ -54,14 +56,28 @@ def copy(source: Path, target: Path) -> None:
             closing(sqlite3.connect(f"{source.as_uri()}?mode=ro", uri=True)) as src,
             closing(sqlite3.connect(partial)) as dst,
         ):
+            dst.execute("PRAGMA journal_mode = OFF")
+            dst.execute("PRAGMA synchronous = OFF")
             src.backup(dst)
+        if durable:
+            _fsync(partial)
         os.replace(partial, target)
+        if durable:
+            _fsync(target.parent)
     except (OSError, sqlite3.Error) as exc:
         partial.unlink(missing_ok=True)
         raise CommandError(
             f"could not back up {source} to {target} ({exc}); nothing was changed. "
             f"Free some space, or set {BACKUP_KEEP_VAR}=0 to migrate without a backup"
         ) from None
+
+
+def _fsync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def take(database: Path, heads: Iterable[str], *, prune: bool = True) -> Path:

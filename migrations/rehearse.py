@@ -82,5 +82,5 @@ def _target(url: URL, path: Path | None) -> Iterator[tuple[URL, str]]:
     check_sqlite_file(path)
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.rehearsal-", dir=path.parent) as scratch:
         copy = Path(scratch) / path.name
-        backup.copy(path, copy)
+        backup.copy(path, copy, durable=False)  # thrown away afterwards
         yield url.set(database=str(copy)), f"a copy of {path}, deleted afterwards"

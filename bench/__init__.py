@@ -1,0 +1,1 @@
+"""make bench: the benchmark (not part of make test)."""
