@@ -33,9 +33,7 @@ def stamp(config: Config, _: str | None = None) -> None:
 
 
 def verify(config: Config, _: str | None = None) -> None:
-    url = resolve_url(config.get_main_option("sqlalchemy.url"), PROJECT_ROOT)
-    script = ScriptDirectory.from_config(config)
-    integrity.check_history(script)
+    url, script = _database_and_history(config)
     if not _exists(url):
         print(f"{mask(url)} does not exist yet: nothing is applied, so nothing to verify.")
         return
@@ -47,9 +45,7 @@ def verify(config: Config, _: str | None = None) -> None:
 
 
 def repair(config: Config, _: str | None = None) -> None:
-    url = resolve_url(config.get_main_option("sqlalchemy.url"), PROJECT_ROOT)
-    script = ScriptDirectory.from_config(config)
-    integrity.check_history(script)
+    url, script = _database_and_history(config)
     if not _exists(url):
         raise CommandError(f"{mask(url)} does not exist; there is nothing to repair")
     with locked(url) as connection:
@@ -81,12 +77,12 @@ def repair(config: Config, _: str | None = None) -> None:
 
 
 def show_status(config: Config, _: str | None = None) -> None:
-    url = resolve_url(config.get_main_option("sqlalchemy.url"), PROJECT_ROOT)
+    url = _url(config)
     print("\n".join(status.collect(config, url).lines()))
 
 
 def restore_backup(config: Config, file: str | None) -> None:
-    url = resolve_url(config.get_main_option("sqlalchemy.url"), PROJECT_ROOT)
+    url = _url(config)
     database = sqlite_path(url)
     if database is None:
         raise CommandError(
@@ -102,7 +98,7 @@ def restore_backup(config: Config, file: str | None) -> None:
 
 
 def rehearse_upgrade(config: Config, rev: str | None) -> None:
-    url = resolve_url(config.get_main_option("sqlalchemy.url"), PROJECT_ROOT)
+    url = _url(config)
     print("\n".join(rehearse.rehearse(config, url, rev or "head").lines()))
 
 
@@ -115,6 +111,17 @@ COMMANDS: dict[str, tuple[Command, str]] = {
     "restore": (restore_backup, "replace the SQLite database with a backup (the newest, or FILE)"),
     "rehearse": (rehearse_upgrade, "run the pending migrations (up to REV), time them, roll back"),
 }
+
+
+def _url(config: Config) -> URL:
+    return resolve_url(config.get_main_option("sqlalchemy.url"), PROJECT_ROOT)
+
+
+def _database_and_history(config: Config) -> tuple[URL, ScriptDirectory]:
+    """The configured database, and the migration history once it is known to be whole."""
+    script = ScriptDirectory.from_config(config)
+    integrity.check_history(script)
+    return _url(config), script
 
 
 def _exists(url: URL) -> bool:
