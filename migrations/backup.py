@@ -52,6 +52,7 @@ def copy(source: Path, target: Path, *, durable: bool = True) -> None:
     """
     partial = target.with_name(target.name + ".partial")
     try:
+        target.parent.mkdir(exist_ok=True)
         with (
             closing(sqlite3.connect(f"{source.as_uri()}?mode=ro", uri=True)) as src,
             closing(sqlite3.connect(partial)) as dst,
@@ -82,11 +83,9 @@ def _fsync(path: Path) -> None:
 
 def take(database: Path, heads: Iterable[str], *, prune: bool = True) -> Path:
     """Back ``database`` up, named after its revision; keep only the newest few."""
-    directory = folder(database)
-    directory.mkdir(exist_ok=True)
     revision = "+".join(sorted(heads)) or "base"
     stamp = datetime.now(UTC).strftime(STAMP_FORMAT)
-    target = directory / f"{database.stem}-{revision}-{stamp}.db"
+    target = folder(database) / f"{database.stem}-{revision}-{stamp}.db"
     copy(database, target)
     log.info("Backed up %s to %s", database.name, target)
     if prune:

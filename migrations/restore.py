@@ -70,6 +70,8 @@ def check_backup(path: Path, script: ScriptDirectory) -> str:
 
 def restore(database: Path, source: Path, script: ScriptDirectory) -> tuple[str, Path | None]:
     """Replace ``database`` with ``source``; return the restored revision and the kept old copy."""
+    if database.exists() and source.resolve() == database.resolve():
+        raise CommandError(f"{source} is the database itself, not a backup; nothing was restored")
     revision = check_backup(source, script)
     check_sqlite_file(database)
     # timeout=0: refuse at once if a migration (or any writer) holds the lock.
@@ -89,6 +91,11 @@ def restore(database: Path, source: Path, script: ScriptDirectory) -> tuple[str,
             kept = _keep_current(database, live)
             _replace_contents(live)
             live.execute("COMMIT")
+        except sqlite3.Error as exc:
+            live.execute("ROLLBACK")
+            raise CommandError(
+                f"restoring {database} failed ({exc}); it was rolled back, unchanged"
+            ) from None
         except BaseException:
             live.execute("ROLLBACK")
             raise

@@ -168,7 +168,9 @@ def test_restore_round_trip_keeps_the_replaced_database(
     assert dump(db)["users"]["rows"] == damaged["users"]["rows"]
 
 
-@pytest.mark.parametrize("problem", ["corrupt", "not this project", "locked", "none", "postgresql"])
+@pytest.mark.parametrize(
+    "problem", ["corrupt", "not this project", "the database itself", "locked", "none", "postgresql"]
+)
 def test_restore_refuses_and_changes_nothing(
     project_copy: Project, history: list[str], db: URL, tmp_path: Path, problem: str
 ) -> None:
@@ -193,6 +195,8 @@ def test_restore_refuses_and_changes_nothing(
             conn.execute("INSERT INTO alembic_version VALUES ('0123456789ab')")
             conn.commit()
         args = [f"file={other}"]
+    elif problem == "the database itself":
+        args = [f"file={db.database}"]
     before = dump(db)
     holder = sqlite3.connect(str(db.database), isolation_level=None)
     if problem == "locked":
@@ -209,6 +213,7 @@ def test_restore_refuses_and_changes_nothing(
     expected = {
         "corrupt": "nothing was restored",
         "not this project": "is not a database of this project (its revision is 0123456789ab)",
+        "the database itself": "is the database itself, not a backup",
         "locked": "is locked by another process",
         "none": "no backups of",
         "postgresql": "is not a SQLite file",
