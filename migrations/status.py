@@ -35,7 +35,7 @@ class Status:
     heads: tuple[str, ...]
     applied: set[str]
     problems: dict[str, integrity.Problem]
-    drift: list[str]
+    drift: list[str] | None  # None: could not be checked
     drift_checked_on: str
 
     def lines(self) -> list[str]:
@@ -60,13 +60,17 @@ class Status:
         pending = len(self.revisions) - len(self.applied & {rev for rev, _ in self.revisions})
         current = ", ".join(self.heads) or "none (empty database)"
         checks = "all match" if not self.problems else f"{len(self.problems)} problem(s), see `make verify`"
-        if self.drift:
+        if self.drift is None:
+            models = f"unknown ({self.drift_checked_on}); run `make upgrade`, then `make check`"
+        elif self.drift:
             models = f"DIFFER from migrations ({'; '.join(self.drift)}); run `make migration msg=...`"
         else:
             models = "in sync with migrations"
+        if self.drift is not None:
+            models += f" (checked on {self.drift_checked_on})"
         return (
             f"{len(self.applied)} applied, {pending} pending; current: {current}; "
-            f"checksums: {checks}; models: {models} (checked on {self.drift_checked_on})."
+            f"checksums: {checks}; models: {models}."
         )
 
 
@@ -86,17 +90,21 @@ def collect(config: Config, url: URL) -> Status:
             problems = integrity.problems(connection, script, heads)
             if set(heads) == set(script.get_heads()):
                 drift = _drift(connection)
-    missing = any(problem.kind == "missing" for problem in problems)
-    applied = set() if missing else {r.revision for r in integrity.applied_revisions(revision_map, heads)}
-    if missing:
-        applied = set(heads)
+    if any(problem.kind == "missing" for problem in problems):
+        applied = set(heads)  # the history behind a missing file cannot be walked
+    else:
+        applied = {rev.revision for rev in integrity.applied_revisions(revision_map, heads)}
     checked_on = "this database, at head"
     if drift is None:
-        engine = scratch.memory_engine()
-        with engine.connect() as connection:
-            scratch.upgrade(connection, script)
-            drift = _drift(connection)
         checked_on = "a scratch SQLite database migrated to head"
+        try:
+            with scratch.memory_engine().connect() as connection:
+                scratch.upgrade(connection, script)
+                drift = _drift(connection)
+        except Exception as exc:  # e.g. a migration written for PostgreSQL only
+            drift = None
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:80]
+            checked_on = f"not checked: the migrations do not run on SQLite ({reason})"
     return Status(
         where=mask(url),
         revisions=revisions,

@@ -79,3 +79,14 @@ def test_at_head_drift_is_checked_on_the_database_itself(project_copy: Project, 
     assert summary.startswith("1 applied, 0 pending")
     assert "models: DIFFER from migrations (add_column users nickname)" in summary
     assert "checked on this database, at head" in summary
+
+
+def test_migrations_that_only_run_on_postgresql_leave_drift_unknown(project_copy: Project) -> None:
+    project_copy.add_migration("op.execute(\"COMMENT ON TABLE users IS 'people'\")")
+
+    result = project_copy.make("status")
+
+    assert result.returncode == 0, result.stderr
+    summary = result.stdout.splitlines()[-1]
+    assert "models: unknown (not checked: the migrations do not run on SQLite" in summary
+    assert "run `make upgrade`, then `make check`" in summary
