@@ -94,11 +94,15 @@ def write_until(path: Path, stop: Any) -> None:
     Not back-to-back: SQLite's busy handler polls, so a writer that never
     pauses could starve the migration of the lock.
     """
-    with closing(sqlite3.connect(path, timeout=30)) as conn:
+    with closing(sqlite3.connect(path, timeout=30, isolation_level=None)) as conn:
         i = 0
         while not stop.is_set():
+            # BEGIN IMMEDIATE, as a careful application does: a deferred transaction
+            # that holds a read lock when it asks for the write lock gets SQLITE_BUSY
+            # at once (SQLite's deadlock avoidance), without waiting.
+            conn.execute("BEGIN IMMEDIATE")
             conn.execute("INSERT INTO users (username, email) VALUES (?, ?)", (f"w{i}", f"w{i}@x"))
-            conn.commit()
+            conn.execute("COMMIT")
             i += 1
             time.sleep(0.002)
 
