@@ -109,8 +109,15 @@ def test_make_help_lists_every_target(project: Project) -> None:
             "history",
             "sql",
             "stamp",
+            "status",
+            "verify",
+            "repair",
+            "rehearse",
+            "restore",
+            "schema",
             "test",
             "lint",
+            "bench",
             "clean",
         }
 
