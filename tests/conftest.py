@@ -76,6 +76,17 @@ def project_copy(tmp_path: Path) -> Project:
     return Project.copy_to(tmp_path / "project")
 
 
+@pytest.fixture
+def nickname_history(project_copy: Project) -> list[str]:
+    """The real head, then a migration adding a nullable column: [head, new]."""
+    return project_copy.extend_history(
+        (
+            'op.add_column("users", sa.Column("nickname", sa.String(32)))',
+            'with op.batch_alter_table("users") as batch_op:\n    batch_op.drop_column("nickname")',
+        )
+    )
+
+
 # pytest-alembic: the real migrations, on each backend, through the same
 # engine setup env.py uses (a transaction per run, BEGIN IMMEDIATE on SQLite).
 # Every migration runs with realistic rows in its tables (tests/revision_data.py).

@@ -92,6 +92,13 @@ class Project:
 
         return list(ScriptDirectory.from_config(Config(self.ini)).get_heads())
 
+    def extend_history(self, *migrations: tuple[str, str]) -> list[str]:
+        """Append (upgrade, downgrade) migrations after head; return every revision, oldest first."""
+        history = [self.heads()[0]]
+        for upgrade, downgrade in migrations:
+            history.append(self.add_migration(upgrade, downgrade))
+        return history
+
     def add_migration(
         self, upgrade: str, downgrade: str = "pass", imports: str = "", down_revision: str | None = None
     ) -> str:

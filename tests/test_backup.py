@@ -23,16 +23,6 @@ def db(tmp_path: Path) -> URL:
     return URL.create("sqlite", database=str(tmp_path / "app.db"))
 
 
-@pytest.fixture
-def history(project_copy: Project) -> list[str]:
-    first = project_copy.heads()[0]
-    second = project_copy.add_migration(
-        'op.add_column("users", sa.Column("nickname", sa.String(32)))',
-        'with op.batch_alter_table("users") as batch_op:\n    batch_op.drop_column("nickname")',
-    )
-    return [first, second]
-
-
 def backups(db: URL) -> list[Path]:
     folder = Path(str(db.database)).parent / "backups"
     return sorted(folder.iterdir()) if folder.exists() else []
@@ -43,8 +33,10 @@ def integrity(path: Path) -> str:
         return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
 
 
-def test_upgrade_backs_up_the_database_as_it_was(project_copy: Project, history: list[str], db: URL) -> None:
-    first, second = history
+def test_upgrade_backs_up_the_database_as_it_was(
+    project_copy: Project, nickname_history: list[str], db: URL
+) -> None:
+    first, second = nickname_history
     project_copy.migrate(db, first)
     assert backups(db) == []  # a new database has nothing to lose
     insert_users(db, 25)
@@ -66,7 +58,7 @@ def test_upgrade_backs_up_the_database_as_it_was(project_copy: Project, history:
 
 
 def test_downgrades_are_backed_up_and_only_the_newest_are_kept(
-    project_copy: Project, history: list[str], db: URL
+    project_copy: Project, nickname_history: list[str], db: URL
 ) -> None:
     keep = {"MIGRATION_BACKUP_KEEP": "2"}
     project_copy.migrate(db)
@@ -77,11 +69,11 @@ def test_downgrades_are_backed_up_and_only_the_newest_are_kept(
     kept = backups(db)
     assert len(kept) == 2
     # The newest two: before the last downgrade (at head), then before the last upgrade.
-    assert [NAME.match(path.name)["rev"] for path in kept] == [history[1], history[0]]  # type: ignore[index]
+    assert [NAME.match(path.name)["rev"] for path in kept] == [nickname_history[1], nickname_history[0]]  # type: ignore[index]
 
 
-def test_backups_can_be_switched_off(project_copy: Project, history: list[str], db: URL) -> None:
-    project_copy.migrate(db, history[0])
+def test_backups_can_be_switched_off(project_copy: Project, nickname_history: list[str], db: URL) -> None:
+    project_copy.migrate(db, nickname_history[0])
     assert project_copy.make("upgrade", url=db, env={"MIGRATION_BACKUP_KEEP": "0"}).returncode == 0
     assert backups(db) == []
     line = failed_line(project_copy.make("upgrade", url=db, env={"MIGRATION_BACKUP_KEEP": "many"}))
@@ -142,9 +134,9 @@ def test_no_write_slips_in_between_the_backup_and_the_migration(
 
 
 def test_restore_round_trip_keeps_the_replaced_database(
-    project_copy: Project, history: list[str], db: URL
+    project_copy: Project, nickname_history: list[str], db: URL
 ) -> None:
-    first, second = history
+    first, second = nickname_history
     project_copy.migrate(db, first)
     insert_users(db, 40)
     before = dump(db)
@@ -176,9 +168,9 @@ def test_restore_round_trip_keeps_the_replaced_database(
     "problem", ["corrupt", "not this project", "the database itself", "locked", "none", "postgresql"]
 )
 def test_restore_refuses_and_changes_nothing(
-    project_copy: Project, history: list[str], db: URL, tmp_path: Path, problem: str
+    project_copy: Project, nickname_history: list[str], db: URL, tmp_path: Path, problem: str
 ) -> None:
-    project_copy.migrate(db, history[0])
+    project_copy.migrate(db, nickname_history[0])
     insert_users(db, 200)
     args: list[str] = []
     if problem != "none":

@@ -25,15 +25,13 @@ ROUNDS = 20
 @pytest.fixture
 def history(project_copy: Project) -> list[str]:
     """Revisions oldest first: the users table, a data migration, a new table."""
-    first = project_copy.heads()[0]
-    second = project_copy.add_migration(
-        "op.execute(\"INSERT INTO users (username, email) VALUES ('once', 'once@example.com')\")",
-        "op.execute(\"DELETE FROM users WHERE username = 'once'\")",
+    return project_copy.extend_history(
+        (
+            "op.execute(\"INSERT INTO users (username, email) VALUES ('once', 'once@example.com')\")",
+            "op.execute(\"DELETE FROM users WHERE username = 'once'\")",
+        ),
+        ('op.create_table("audit", sa.Column("id", sa.Integer, primary_key=True))', 'op.drop_table("audit")'),
     )
-    third = project_copy.add_migration(
-        'op.create_table("audit", sa.Column("id", sa.Integer, primary_key=True))', 'op.drop_table("audit")'
-    )
-    return [first, second, third]
 
 
 NewDatabase = Callable[[], AbstractContextManager[URL]]

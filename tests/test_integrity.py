@@ -20,21 +20,12 @@ def script_of(project: Project, revision: str) -> str:
     return str(path)
 
 
-@pytest.fixture
-def two_revisions(project_copy: Project) -> list[str]:
-    first = project_copy.heads()[0]
-    second = project_copy.add_migration(
-        'op.add_column("users", sa.Column("nickname", sa.String(32)))', 'op.drop_column("users", "nickname")'
-    )
-    return [first, second]
-
-
 def test_each_applied_revision_is_recorded_and_a_downgrade_removes_its_record(
-    project_copy: Project, two_revisions: list[str], database_url: URL
+    project_copy: Project, nickname_history: list[str], database_url: URL
 ) -> None:
-    first = two_revisions[0]
+    first = nickname_history[0]
     project_copy.migrate(database_url)
-    assert recorded_checksums(database_url) == {rev: sha256(project_copy, rev) for rev in two_revisions}
+    assert recorded_checksums(database_url) == {rev: sha256(project_copy, rev) for rev in nickname_history}
 
     assert project_copy.make("downgrade", url=database_url).returncode == 0
     assert recorded_checksums(database_url) == {first: sha256(project_copy, first)}
@@ -46,9 +37,9 @@ def test_each_applied_revision_is_recorded_and_a_downgrade_removes_its_record(
 
 @pytest.mark.parametrize("command", ["upgrade", "downgrade", "verify"])
 def test_an_edited_applied_migration_is_refused_and_nothing_changes(
-    project_copy: Project, two_revisions: list[str], database_url: URL, command: str
+    project_copy: Project, nickname_history: list[str], database_url: URL, command: str
 ) -> None:
-    first, _ = two_revisions
+    first, _ = nickname_history
     project_copy.migrate(database_url, first)
     with open(script_of(project_copy, first), "a") as script:
         script.write("# edited after it was applied\n")
@@ -63,9 +54,9 @@ def test_an_edited_applied_migration_is_refused_and_nothing_changes(
 
 
 def test_a_deleted_applied_migration_is_refused_by_name(
-    project_copy: Project, two_revisions: list[str], database_url: URL
+    project_copy: Project, nickname_history: list[str], database_url: URL
 ) -> None:
-    first, second = two_revisions
+    first, second = nickname_history
     project_copy.migrate(database_url)
     before = dump(database_url)
 
@@ -87,9 +78,9 @@ def test_a_deleted_applied_migration_is_refused_by_name(
 
 
 def test_an_unrecorded_revision_is_refused_until_make_repair_records_it(
-    project_copy: Project, two_revisions: list[str], database_url: URL
+    project_copy: Project, nickname_history: list[str], database_url: URL
 ) -> None:
-    first, second = two_revisions
+    first, second = nickname_history
     project_copy.migrate(database_url, first)
     # As left by a run from before checksums existed, or by a hand-made stamp.
     execute(database_url, "DELETE FROM alembic_checksums")
@@ -108,9 +99,9 @@ def test_an_unrecorded_revision_is_refused_until_make_repair_records_it(
 
 
 def test_make_repair_shows_the_edit_then_accepts_it(
-    project_copy: Project, two_revisions: list[str], database_url: URL
+    project_copy: Project, nickname_history: list[str], database_url: URL
 ) -> None:
-    first, second = two_revisions
+    first, second = nickname_history
     project_copy.migrate(database_url, first)
     with open(script_of(project_copy, first), "a") as script:
         script.write("# reviewed: a comment only\n")

@@ -13,16 +13,14 @@ from tests.helpers import Project, current_revision, dump, insert_users, recorde
 
 @pytest.fixture
 def history(project_copy: Project) -> list[str]:
-    first = project_copy.heads()[0]
-    second = project_copy.add_migration(
-        'op.add_column("users", sa.Column("nickname", sa.String(32), server_default="anon", nullable=False))',
-        'with op.batch_alter_table("users") as batch_op:\n    batch_op.drop_column("nickname")',
+    return project_copy.extend_history(
+        (
+            'op.add_column("users", sa.Column("nickname", sa.String(32), server_default="anon", '
+            "nullable=False))",
+            'with op.batch_alter_table("users") as batch_op:\n    batch_op.drop_column("nickname")',
+        ),
+        ('op.execute("UPDATE users SET nickname = substr(username, 1, 3) WHERE id % 2 = 0")', "pass"),
     )
-    third = project_copy.add_migration(
-        'op.execute("UPDATE users SET nickname = substr(username, 1, 3) WHERE id % 2 = 0")',
-        "pass",
-    )
-    return [first, second, third]
 
 
 def timed_lines(output: str) -> list[str]:
