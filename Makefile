@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV ?= $(ROOT)/.venv
 BIN := $(VENV)/bin
 ALEMBIC := $(BIN)/alembic -c $(ROOT)/alembic.ini
+# The project's commands (dbtools/commands/), one per target that opens a database.
+CLI := cd $(ROOT) && $(BIN)/python -m dbtools
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 
@@ -20,35 +22,35 @@ help: ## List the targets
 install: $(DEV) ## Create .venv/ with the pinned runtime, test and lint tools
 
 upgrade: $(RUNTIME) ## Apply pending migrations (rev=<target>, default head); creates app.db
-	@$(ALEMBIC) -q upgrade $(or $(rev),head)
+	@$(CLI) upgrade $(or $(rev),head)
 
 downgrade: $(RUNTIME) ## Revert one migration (rev=<target> for any other, e.g. rev=base)
-	@$(ALEMBIC) -q downgrade $(or $(rev),-1)
+	@$(CLI) downgrade $(or $(rev),-1)
 
 migration: $(DEV) ## Autogenerate a migration from the models: msg="what changed"
 	@test -n "$$msg" || { echo 'usage: make migration msg="describe the change"' >&2; exit 2; }
-	@$(ALEMBIC) revision --autogenerate -m "$$msg"
+	@$(CLI) migration --message="$$msg"
 
 check: $(RUNTIME) ## Fail if the models differ from the migrated database
-	@$(ALEMBIC) check
+	@$(CLI) check
 
 status: $(RUNTIME) ## Every migration, applied or pending, its checksum, and model drift
-	@cd $(ROOT) && $(BIN)/python -m migrations status
+	@$(CLI) status
 
 verify: $(RUNTIME) ## Fail if an applied migration was edited, deleted or never recorded
-	@cd $(ROOT) && $(BIN)/python -m migrations verify
+	@$(CLI) verify
 
 repair: $(RUNTIME) ## Show how applied migrations differ from their files, then re-record them
-	@cd $(ROOT) && $(BIN)/python -m migrations repair
+	@$(CLI) repair
 
 rehearse: $(RUNTIME) ## Run pending migrations (rev=<target>) for real, time each, roll back
-	@cd $(ROOT) && $(BIN)/python -m migrations rehearse $(rev)
+	@$(CLI) rehearse $(rev)
 
 restore: $(RUNTIME) ## Replace the SQLite database with its newest backup (file=<backup>)
-	@cd $(ROOT) && $(BIN)/python -m migrations restore $(if $(file),"$(abspath $(file))")
+	@$(CLI) restore $(if $(file),"$(abspath $(file))")
 
 current: $(RUNTIME) ## Show the database's revision
-	@$(ALEMBIC) current
+	@$(CLI) current
 
 history: $(RUNTIME) ## List the migrations, newest first
 	@$(ALEMBIC) history
@@ -57,17 +59,17 @@ sql: $(RUNTIME) ## Print the upgrade SQL without connecting (rev=<target>, defau
 	@$(ALEMBIC) upgrade $(or $(rev),head) --sql
 
 stamp: $(RUNTIME) ## Adopt a database made without migrations, if it matches the models
-	@cd $(ROOT) && $(BIN)/python -m migrations stamp
+	@$(CLI) stamp
 
 schema: $(RUNTIME) ## Rewrite schema/*.sql, the DDL at head (starts a throwaway PostgreSQL)
-	@cd $(ROOT) && $(BIN)/python -m migrations.snapshot
+	@$(CLI) schema
 
 test: $(DEV) ## Run the test suite
 	@cd $(ROOT) && $(BIN)/pytest
 
 lint: $(DEV) ## ruff, mypy, and the destructive-change check of every migration
 	@cd $(ROOT) && $(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
-	@cd $(ROOT) && $(BIN)/python -m migrations.destructive
+	@$(CLI) lint
 
 bench: $(DEV) ## Measure costs against their floors (n=rows, default 1000000; repeat=5; tests=0)
 	@cd $(ROOT) && $(BIN)/python -m bench --rows $(or $(n),1000000) --repeat $(or $(repeat),5) --tests $(or $(tests),1)

@@ -29,10 +29,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from contextlib import ExitStack, closing
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
 
 from bench.harness import Series, compare, in_child, machine, timed_command
 
@@ -164,8 +167,6 @@ class Workspace:
         ]
         revision = re.search(r'^revision: str = "(\w+)"', script.read_text(), re.M)
         assert revision is not None
-        self.scripts = getattr(self, "scripts", {})
-        self.scripts[message] = script.read_text()
         return revision[1]
 
     def drop_migration(self) -> None:
@@ -184,29 +185,32 @@ def warm_imports() -> None:
     import sqlalchemy.dialects.postgresql.psycopg
     import sqlalchemy.dialects.sqlite.pysqlite  # noqa: F401
 
-    import migrations.autogen
-    import migrations.backup
-    import migrations.guards
-    import migrations.locking
-    import migrations.timing  # noqa: F401
+    import dbtools.autogen
+    import dbtools.backup
+    import dbtools.commands.upgrade
+    import dbtools.guards
+    import dbtools.locking
+    import dbtools.run  # noqa: F401
 
 
 def upgrade_in_process(ini: str, db: str, revision: str) -> Callable[[], str | None]:
-    """`alembic upgrade` as the CLI runs it (env.py, lock, checksums, commit), minus start-up."""
+    """`make upgrade` as the CLI runs it (env.py, lock, checksums, commit), minus start-up."""
 
     def step() -> str:
         import logging
 
-        from alembic.config import main
+        from alembic.config import Config
         from sqlalchemy import event
         from sqlalchemy.engine import Engine
+
+        from dbtools.commands.upgrade import upgrade
 
         statements: list[str] = []
         event.listen(Engine, "before_cursor_execute", lambda *a: statements.append(str(a[2])))
         os.environ["DATABASE_URL"] = db
         os.environ["MIGRATION_BACKUP_KEEP"] = "0"  # measured on its own, in d
         logging.disable(logging.INFO)
-        main(argv=["-c", ini, "-q", "upgrade", revision])
+        upgrade(Config(ini), revision)
         return "rebuilt the table" if any("_alembic_tmp_" in s for s in statements) else "no rebuild"
 
     return step
@@ -252,56 +256,50 @@ def fixed_cost(ws: Workspace, db: str, repeat: int) -> Series:
 
 
 def sqlite_rows(ws: Workspace, base: Path, repeat: int) -> list[Row]:
-    rows: list[Row] = []
-    work, raw = ws.base / "work.db", ws.base / "raw.db"
+    work = ws.base / "work.db"
     shutil.copyfile(base, work)
     fixed = fixed_cost(ws, f"sqlite:///{work}", repeat)
     bare_fixed = compare(repeat, {"bare": (lambda: None, bare_noop_in_process(ws.base / "bare"))})["bare"]
+    rows = []
     for what, (old, new, statement, _undo) in CHANGES.items():
-        revision = ws.migration_for(old, new, what)
-        result = compare(
-            repeat,
-            {
-                "ours": (copier(base, work), upgrade_in_process(ws.ini, f"sqlite:///{work}", revision)),
-                "raw": (copier(base, raw), raw_sqlite(raw, [statement])),
-            },
-        )
+        ours, raw = sqlite_change(ws, base, repeat, ws.migration_for(old, new, what), [statement])
         rows.append(
             Row(
                 "b. SQLite",
                 what,
-                result["ours"],
-                result["raw"],
+                ours,
+                raw,
                 "the same statement in sqlite3",
                 1.0,
                 fixed=fixed,
                 bare_fixed=bare_fixed,
             )
         )
-        ws.drop_migration()
-    revision = ws.migration_for(*REBUILD, "widen username")
-    result = compare(
-        repeat,
-        {
-            "ours": (copier(base, work), upgrade_in_process(ws.ini, f"sqlite:///{work}", revision)),
-            "raw": (copier(base, raw), raw_sqlite(raw, HAND_REBUILD)),
-        },
-    )
-    rows.append(
-        Row(
-            "c. SQLite",
-            "change a column's type (rebuild)",
-            result["ours"],
-            result["raw"],
-            "hand-written rebuild",
-            1.2,
-        )
-    )
-    ws.drop_migration()
+    ours, raw = sqlite_change(ws, base, repeat, ws.migration_for(*REBUILD, "widen username"), HAND_REBUILD)
+    rows.append(Row("c. SQLite", "change a column's type (rebuild)", ours, raw, "hand-written rebuild", 1.2))
     return rows
 
 
-def noop_rows(ws: Workspace, base: Path, repeat: int) -> list[Row]:
+def sqlite_change(
+    ws: Workspace, base: Path, repeat: int, revision: str, statements: list[str]
+) -> tuple[Series, Series]:
+    """Our migration to ``revision`` against ``statements`` in sqlite3, each on a fresh copy of ``base``."""
+    work, raw = ws.base / "work.db", ws.base / "raw.db"
+    try:
+        result = compare(
+            repeat,
+            {
+                "ours": (copier(base, work), upgrade_in_process(ws.ini, f"sqlite:///{work}", revision)),
+                "raw": (copier(base, raw), raw_sqlite(raw, statements)),
+            },
+        )
+    finally:
+        ws.drop_migration()
+    return result["ours"], result["raw"]
+
+
+def bare_project(ws: Workspace, base: Path) -> Path:
+    """A bare `alembic init` project holding our first migration and the same database."""
     bare = ws.base / "bare"
     bare.mkdir()
     subprocess.run([str(BIN / "alembic"), "init", "alembic"], cwd=bare, check=True, capture_output=True)
@@ -312,28 +310,25 @@ def noop_rows(ws: Workspace, base: Path, repeat: int) -> list[Row]:
     (first,) = (ws.project / "migrations" / "versions").glob(f"*{ws.head}*.py")
     shutil.copy(first, bare / "alembic" / "versions" / first.name)
     shutil.copyfile(base, bare / "app.db")
+    return bare
+
+
+def noop_rows(ws: Workspace, base: Path, repeat: int) -> list[Row]:
+    bare = bare_project(ws, base)
     ours_db = ws.base / "noop.db"
     shutil.copyfile(base, ours_db)
+    make = ["make", "-s", "-C", str(ws.project), f"VENV={sys.prefix}", "upgrade"]
+    alembic = [str(BIN / "alembic"), "-c", ws.ini, "upgrade", "head"]
     nothing = lambda: None  # noqa: E731
-    bare_run = timed_command([str(BIN / "alembic"), "upgrade", "head"], bare, dict(os.environ))
     result = compare(
         repeat * 3,
         {
-            "make": (
+            "make": (nothing, timed_command(make, ws.project, ws.env(ours_db))),
+            "bare": (
                 nothing,
-                timed_command(
-                    ["make", "-s", "-C", str(ws.project), f"VENV={sys.prefix}", "upgrade"],
-                    ws.project,
-                    ws.env(ours_db),
-                ),
+                timed_command([str(BIN / "alembic"), "upgrade", "head"], bare, dict(os.environ)),
             ),
-            "bare": (nothing, bare_run),
-            "alembic": (
-                nothing,
-                timed_command(
-                    [str(BIN / "alembic"), "-c", ws.ini, "upgrade", "head"], ws.project, ws.env(ours_db)
-                ),
-            ),
+            "alembic": (nothing, timed_command(alembic, ws.project, ws.env(ours_db))),
         },
     )
     floor = "bare `alembic init` project, `alembic upgrade head`"
@@ -348,17 +343,17 @@ def noop_rows(ws: Workspace, base: Path, repeat: int) -> list[Row]:
         ),
         Row(
             "a. no-op upgrade",
-            "`alembic upgrade head`, every safety layer on",
+            "`alembic upgrade head`, every safety layer on (loads the models)",
             result["alembic"],
             result["bare"],
             floor,
-            1.1,
+            None,
         ),
     ]
 
 
 def backup_rows(base: Path, repeat: int, scratch: Path) -> list[Row]:
-    from migrations import backup
+    from dbtools import backup
 
     target, copy = scratch / "backup.db", scratch / "cp.db"
 
@@ -392,71 +387,72 @@ def backup_rows(base: Path, repeat: int, scratch: Path) -> list[Row]:
 
 
 def postgresql_rows(ws: Workspace, repeat: int) -> tuple[list[Row], str]:
-    from tests import pgserver
+    from dbtools import pgserver
 
     if not os.environ.get("TEST_DATABASE_URL") and pgserver.bindir() is None:
         return [], "PostgreSQL: skipped, no server (set TEST_DATABASE_URL, or install PostgreSQL)"
-    import sqlalchemy as sa
-
     rows: list[Row] = []
     with pgserver.throwaway_database() as url:
         db = url.render_as_string(hide_password=False)
         ws.alembic("upgrade", "head", db=db)
-
-        def run_sql(*statements: str) -> Callable[[], None]:
-            def step() -> None:
-                engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-                with engine.begin() as conn:
-                    for statement in statements:
-                        conn.exec_driver_sql(statement)
-                engine.dispose()
-
-            return step
-
-        run_sql(
-            "INSERT INTO users (username, email, created_at) SELECT 'user' || x, 'user' || x || "
-            f"'@example.com', to_timestamp(1700000000 + x * 37) FROM generate_series(1, {ws.rows}) x"
-        )()
-        engine = sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.exec_driver_sql("VACUUM ANALYZE users")
-            version = conn.exec_driver_sql("SHOW server_version").scalar()
-        engine.dispose()
+        version = fill_postgresql(url, ws.rows)
         fixed = fixed_cost(ws, db, repeat)
-
         for what, (old, new, statement, undo) in CHANGES.items():
-            revision = ws.migration_for(old, new, what)
-            undo_raw = run_sql(
-                undo.replace("DROP COLUMN", "DROP COLUMN IF EXISTS").replace("INDEX", "INDEX IF EXISTS")
-            )
-
-            def clean_for_ours(undo_raw: Callable[[], None] = undo_raw) -> None:
-                undo_raw()
-
-            def clean_for_raw() -> None:
-                ws.alembic("downgrade", ws.head, db=db)
-
-            result = compare(
-                repeat,
-                {
-                    "ours": (clean_for_ours, upgrade_in_process(ws.ini, db, revision)),
-                    "raw": (clean_for_raw, run_sql(statement.replace("DEFAULT '0'", "DEFAULT 0"))),
-                },
-            )
-            undo_raw()
-            rows.append(
-                Row(
-                    "e. PostgreSQL",
-                    what,
-                    result["ours"],
-                    result["raw"],
-                    "the same statement, raw",
-                    1.0,
-                    fixed=fixed,
-                )
-            )
-            ws.drop_migration()
+            ours, raw = postgresql_change(ws, url, repeat, ws.migration_for(old, new, what), statement, undo)
+            rows.append(Row("e. PostgreSQL", what, ours, raw, "the same statement, raw", 1.0, fixed=fixed))
     return rows, f"PostgreSQL {version}"
+
+
+def run_sql(url: URL, *statements: str) -> Callable[[], None]:
+    def step() -> None:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        with engine.begin() as conn:
+            for statement in statements:
+                conn.exec_driver_sql(statement)
+        engine.dispose()
+
+    return step
+
+
+def fill_postgresql(url: URL, rows: int) -> str:
+    """The same N users as the SQLite file, analysed; return the server's version."""
+    run_sql(
+        url,
+        "INSERT INTO users (username, email, created_at) SELECT 'user' || x, 'user' || x || "
+        f"'@example.com', to_timestamp(1700000000 + x * 37) FROM generate_series(1, {rows}) x",
+    )()
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql("VACUUM ANALYZE users")
+        version = str(conn.exec_driver_sql("SHOW server_version").scalar())
+    engine.dispose()
+    return version
+
+
+def postgresql_change(
+    ws: Workspace, url: URL, repeat: int, revision: str, statement: str, undo: str
+) -> tuple[Series, Series]:
+    """Our migration to ``revision`` against ``statement`` run raw, each undoing the other first."""
+    db = url.render_as_string(hide_password=False)
+    undo_raw = run_sql(
+        url, undo.replace("DROP COLUMN", "DROP COLUMN IF EXISTS").replace("INDEX", "INDEX IF EXISTS")
+    )
+
+    def undo_ours() -> None:
+        ws.alembic("downgrade", ws.head, db=db)
+
+    try:
+        result = compare(
+            repeat,
+            {
+                "ours": (undo_raw, upgrade_in_process(ws.ini, db, revision)),
+                "raw": (undo_ours, run_sql(url, statement.replace("DEFAULT '0'", "DEFAULT 0"))),
+            },
+        )
+        undo_raw()
+    finally:
+        ws.drop_migration()
+    return result["ours"], result["raw"]
 
 
 def suite_time() -> str:
@@ -510,23 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     context = {"when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "rows": f"{args.rows:,}"}
     context |= machine()
     context["repeats"] = f"{args.repeat} (no-op: {args.repeat * 3}), median reported, sides alternated"
-    with ExitStack() as stack:
-        base_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-")))
-        print(f"Building a {args.rows:,}-row users table in {base_dir} ...", file=sys.stderr)
-        ws = Workspace(base_dir, args.rows)
-        base = ws.build_sqlite()
-        context["SQLite file"] = f"{base.stat().st_size / 1024 / 1024:.0f} MiB"
-        warm_imports()
-        baseline_mb = in_child(lambda: None).peak_rss_mb
-        rows = noop_rows(ws, base, args.repeat)
-        print("a. done", file=sys.stderr)
-        rows += sqlite_rows(ws, base, args.repeat)
-        print("b, c. done", file=sys.stderr)
-        rows += backup_rows(base, args.repeat, base_dir)
-        print("d. done", file=sys.stderr)
-        pg_rows, pg = postgresql_rows(ws, args.repeat)
-        rows += pg_rows
-        context["PostgreSQL"] = pg
+    rows, baseline_mb = measure(args.rows, args.repeat, context)
     if args.tests:
         print("timing make test ...", file=sys.stderr)
         context["make test (both backends)"] = suite_time()
@@ -536,6 +516,25 @@ def main(argv: list[str] | None = None) -> int:
     args.output.write_text(_document(table, args.output))
     print(f"Wrote {args.output.relative_to(ROOT) if args.output.is_relative_to(ROOT) else args.output}.")
     return 0
+
+
+def measure(row_count: int, repeat: int, context: dict[str, str]) -> tuple[list[Row], float]:
+    """Every row of the table, in a temporary workspace; and an idle fork's peak RSS."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as base_dir:
+        print(f"Building a {row_count:,}-row users table in {base_dir} ...", file=sys.stderr)
+        ws = Workspace(Path(base_dir), row_count)
+        base = ws.build_sqlite()
+        context["SQLite file"] = f"{base.stat().st_size / 1024 / 1024:.0f} MiB"
+        warm_imports()
+        baseline_mb = in_child(lambda: None).peak_rss_mb
+        rows = noop_rows(ws, base, repeat)
+        print("a. done", file=sys.stderr)
+        rows += sqlite_rows(ws, base, repeat)
+        print("b, c. done", file=sys.stderr)
+        rows += backup_rows(base, repeat, Path(base_dir))
+        print("d. done", file=sys.stderr)
+        pg_rows, context["PostgreSQL"] = postgresql_rows(ws, repeat)
+    return rows + pg_rows, baseline_mb
 
 
 def _document(table: str, output: Path) -> str:

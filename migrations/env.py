@@ -2,14 +2,14 @@
 
 Online, a run is one transaction on every backend, taken with the migration
 lock held before the current revision is read. So a run is all-or-nothing,
-and concurrent runs queue instead of colliding. The helpers live beside this
-file, one job per module.
+and concurrent runs queue instead of colliding. What differs between runs
+(a connection handed in, adopting, rehearsing) is decided by whoever starts
+the run (``dbtools.run``); the helpers live in the ``dbtools`` package.
 """
 
 from collections.abc import Collection, Mapping
 from contextlib import nullcontext
 from logging.config import fileConfig
-from pathlib import Path
 from typing import Any
 
 from alembic import context
@@ -17,14 +17,16 @@ from alembic.runtime.migration import MigrationContext, MigrationInfo
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 
-from migrations import autogen, backup, guards, integrity, locking
-from migrations.database import build_engine, check_sqlite_file, resolve_url, sqlite_path
-from migrations.errors import friendly_errors
-from migrations.timing import StepTimer
+from dbtools import autogen, backup, guards, integrity, locking, project, run
+from dbtools.database import build_engine, check_before_opening
+from dbtools.dberrors import friendly_errors
 
 config = context.config
 if config.config_file_name is not None:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+this_run = run.of(config)
+url = project.database_url(config)
 
 
 def load_models() -> MetaData:
@@ -33,13 +35,10 @@ def load_models() -> MetaData:
     return Base.metadata
 
 
-# The models are the source of truth for autogenerate and `alembic check`. Loading
-# them loads the ORM, a sixth of a no-op `make upgrade` (bench/), so upgrade and
-# downgrade from the CLI load them only if a guard needs them.
-target_metadata = None if guards.only_migrates(config) else load_models()
-
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-url = resolve_url(config.get_main_option("sqlalchemy.url"), PROJECT_ROOT)
+# The models are the source of truth for autogenerate and `alembic check`.
+# Loading them loads the ORM, a sixth of a no-op `make upgrade` (bench/), so a
+# run that only migrates loads them only if a guard needs them.
+target_metadata = load_models() if this_run.needs_models else None
 
 
 def run_migrations_offline() -> None:
@@ -58,24 +57,16 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     integrity.check_history(context.script)  # A missing file fails here, not as a KeyError.
-    # pytest-alembic passes an Engine (or one wrapping a connection), `make stamp`
-    # a Connection in its own transaction.
-    given = config.attributes.get("connection")
+    given = this_run.connection
     if given is None:
-        path = sqlite_path(url)
-        if path is not None:
-            guards.check_file_exists(config, path)
-            check_sqlite_file(path)
+        check_before_opening(url, may_create=this_run.creates_database)
         given = build_engine(url)
-
-    # `make rehearse` reads the timings and rolls the run back.
-    timer = config.attributes.setdefault("timer", StepTimer())
 
     def after_each_step(
         ctx: MigrationContext, step: MigrationInfo, heads: Collection[str], run_args: Mapping[str, Any]
     ) -> None:
         integrity.on_version_apply(ctx, step, heads, run_args)  # in the step's transaction
-        timer.on_version_apply(ctx, step, heads, run_args)
+        this_run.timer.on_version_apply(ctx, step, heads, run_args)
 
     # Entered in order, so connection failures are translated too.
     with (
@@ -87,7 +78,6 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             render_as_batch=True,  # SQLite can ALTER little; batch mode rebuilds the table.
             transactional_ddl=True,  # True on SQLite too: the engine really begins a transaction.
-            process_revision_directives=autogen.skip_empty_revision,
             on_version_apply=after_each_step,
             **autogen.COMPARE_OPTIONS,
         )
@@ -98,14 +88,15 @@ def run_migrations_online() -> None:
                 migration_context,
                 context.script,
                 lambda: target_metadata or load_models(),
-                adopting=bool(config.attributes.get("adopting")),
+                adopting=this_run.adopting,
             )
-            guards.check_autogenerate_base(config, migration_context, context.script)
-            if guards.runs_migrations(config):
+            if this_run.autogenerates:
+                guards.check_autogenerate_base(migration_context, context.script)
+            if this_run.applies_migrations:
                 integrity.verify(connection, context.script, migration_context.get_current_heads())
-                if not config.attributes.get("rehearsing"):
+                if this_run.backs_up:
                     backup.before_change(connection, migration_context)  # SQLite files only
-            timer.start()
+            this_run.timer.start()
             context.run_migrations()
 
 

@@ -14,7 +14,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     PostgreSQL stores ``timestamp with time zone``; SQLite has no such type and
     stores the text of ``CURRENT_TIMESTAMP``, which is UTC without an offset.
     Naive values are refused on the way in, because their zone is a guess.
-    Migrations render this as ``sa.DateTime(timezone=True)`` (see env.py), so
+    Migrations render this as ``sa.DateTime(timezone=True)`` (``dbtools.autogen``), so
     they never import application code.
     """
 

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import URL, Engine, make_url
 
-from migrations.database import build_engine
-from tests import pgserver
+from dbtools import pgserver
+from dbtools.database import build_engine
 from tests.helpers import ROOT, Project
 from tests.revision_data import REVISION_DATA
 

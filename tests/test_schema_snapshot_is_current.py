@@ -9,8 +9,8 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
-from migrations import snapshot
-from tests import pgserver
+from dbtools import pgserver
+from dbtools.commands import schema as snapshot
 from tests.helpers import ROOT, VENV, Project, base_env, url_string
 
 SCRIPT = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini")))
@@ -39,7 +39,7 @@ def test_a_new_migration_makes_the_snapshot_stale_until_make_schema(
     project_copy.add_migration('op.add_column("users", sa.Column("nickname", sa.String(32)))')
     env = base_env(TEST_DATABASE_URL=url_string(pg_admin_url))
     check = subprocess.run(
-        [str(VENV / "bin" / "python"), "-m", "migrations.snapshot", "--check"],
+        [str(VENV / "bin" / "python"), "-m", "dbtools", "schema", "--check"],
         cwd=project_copy.root,
         env=env,
         capture_output=True,

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, event, pool
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from migrations.settings import lock_timeout
+from dbtools.settings import lock_timeout
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 EXAMPLE_URLS = "sqlite:///app.db or postgresql+psycopg://user:password@host:5432/dbname"
@@ -102,6 +102,30 @@ def check_sqlite_file(path: Path) -> None:
             f"the directory {directory} is read-only, and SQLite needs to write "
             f"{path.name} and its journal there; make it writable to migrate"
         )
+
+
+def exists(url: URL) -> bool:
+    """Whether there is a database to look at; a SQLite file found is checked before use.
+
+    Other backends are asked by connecting, which fails clearly when they are not there.
+    """
+    path = sqlite_path(url)
+    if path is None:
+        return True
+    if not path.exists():
+        return False
+    check_sqlite_file(path)
+    return True
+
+
+def check_before_opening(url: URL, *, may_create: bool) -> None:
+    """Only runs that may migrate create a missing SQLite file; the others refuse."""
+    path = sqlite_path(url)
+    if path is None:
+        return
+    if not may_create and not path.exists():
+        raise CommandError(f"{path} does not exist yet; run `make upgrade` to create it")
+    check_sqlite_file(path)
 
 
 def build_engine(url: URL) -> Engine:

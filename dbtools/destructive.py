@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import ast
 import re
-import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from alembic.util import CommandError
+
 MARKER = "acknowledge_destructive"
-VERSIONS = Path(__file__).resolve().parent / "versions"
 
 # Integer and text types that only ever widen within their family.
 INTEGER_RANK = {"SmallInteger": 0, "SMALLINT": 0, "Integer": 1, "INTEGER": 1, "BigInteger": 2, "BIGINT": 2}
@@ -41,6 +42,14 @@ class Finding:
     def __str__(self) -> str:
         shown = self.path.relative_to(Path.cwd()) if self.path.is_relative_to(Path.cwd()) else self.path
         return f"{shown}:{self.line}: upgrade() {self.what}"
+
+
+class DestructiveChanges(CommandError):
+    """Migrations whose upgrade() can lose data, without an acknowledgement."""
+
+    def __init__(self, message: str, findings: Sequence[Finding]) -> None:
+        super().__init__(message)
+        self.findings = list(findings)
 
 
 def acknowledgement(tree: ast.Module) -> str | None:
@@ -207,31 +216,3 @@ def _literal(node: ast.expr | None) -> str:
 
 def _is_false(node: ast.expr | None) -> bool:
     return isinstance(node, ast.Constant) and node.value is False
-
-
-def main(argv: list[str] | None = None) -> int:
-    paths = [Path(arg) for arg in (sys.argv[1:] if argv is None else argv)] or [VERSIONS]
-    files = sorted(f for p in paths for f in (p.glob("*.py") if p.is_dir() else [p]))
-    unacknowledged = []
-    for path in files:
-        found, reason = scan(path)
-        if found and reason:
-            print(f"{path.name}: destructive, acknowledged ({reason})")
-        elif found:
-            unacknowledged.extend(found)
-    for finding in unacknowledged:
-        print(finding, file=sys.stderr)
-    if unacknowledged:
-        print(
-            f"FAILED: {len(unacknowledged)} destructive operation(s) in upgrade() without "
-            f'`{MARKER} = "<reason>"` in the migration; make them safe, or add the marker '
-            "saying why the data loss is intended",
-            file=sys.stderr,
-        )
-        return 1
-    print(f"Destructive-change check: {len(files)} migration(s), nothing unacknowledged.")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

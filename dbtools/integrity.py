@@ -12,13 +12,15 @@ base drops it, so a database at base holds nothing but ``alembic_version``.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import warnings
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext, MigrationInfo
 from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import RevisionMap
@@ -52,19 +54,39 @@ def file_checksum(path: str | Path) -> str:
     return checksum_of(read_script(path))
 
 
+class Mismatch(enum.Enum):
+    """How an applied migration differs from its file, as `make status` words it."""
+
+    EDITED = "EDITED since applied"
+    MISSING = "FILE MISSING"
+    UNRECORDED = "checksum not recorded"
+
+
 @dataclass(frozen=True)
 class Problem:
     revision: str
-    kind: str  # "changed", "missing", "unrecorded"
+    kind: Mismatch
     recorded: str | None = None
     actual: str | None = None
 
     def describe(self) -> str:
-        if self.kind == "changed":
+        if self.kind is Mismatch.EDITED:
             return f"applied migration {self.revision} was edited after it was applied (checksum differs)"
-        if self.kind == "missing":
+        if self.kind is Mismatch.MISSING:
             return f"applied migration {self.revision} has no file in migrations/versions any more"
         return f"applied migration {self.revision} has no recorded checksum"
+
+
+class BrokenHistory(CommandError):
+    """A migration names a down_revision whose file is gone."""
+
+
+class HistoryRewritten(CommandError):
+    """Applied migrations differ from their files; ``problems`` says how, oldest first."""
+
+    def __init__(self, message: str, problems: Sequence[Problem]) -> None:
+        super().__init__(message)
+        self.problems = list(problems)
 
 
 def check_history(script: ScriptDirectory) -> RevisionMap:
@@ -79,11 +101,18 @@ def check_history(script: ScriptDirectory) -> RevisionMap:
             script.revision_map.heads  # noqa: B018 - builds the map, or fails
         except KeyError as exc:
             detail = "; ".join(str(w.message) for w in caught) or f"Revision {exc.args[0]} is not present"
-            raise CommandError(
+            raise BrokenHistory(
                 f"the migration history is broken: {detail}; nothing was changed. "
                 "Restore the missing migration file (e.g. from git)"
             ) from None
     return script.revision_map
+
+
+def whole_history(config: Config) -> ScriptDirectory:
+    """The migration scripts, once the chain is known to have no missing file."""
+    script = ScriptDirectory.from_config(config)
+    check_history(script)
+    return script
 
 
 def applied_revisions(revision_map: RevisionMap, heads: Iterable[str]) -> list[Script]:
@@ -107,7 +136,7 @@ def problems(connection: Connection, script: ScriptDirectory, heads: Iterable[st
     revision_map = check_history(script)
     heads = tuple(heads)
     found: list[Problem] = [
-        Problem(head, "missing") for head in heads if revision_map.get_revision(head) is None
+        Problem(head, Mismatch.MISSING) for head in heads if revision_map.get_revision(head) is None
     ]
     if found:
         return found
@@ -115,9 +144,9 @@ def problems(connection: Connection, script: ScriptDirectory, heads: Iterable[st
     for rev in applied_revisions(revision_map, heads):
         actual = file_checksum(str(rev.path))
         if rev.revision not in record:
-            found.append(Problem(rev.revision, "unrecorded", actual=actual))
+            found.append(Problem(rev.revision, Mismatch.UNRECORDED, actual=actual))
         elif record[rev.revision] != actual:
-            found.append(Problem(rev.revision, "changed", record[rev.revision], actual))
+            found.append(Problem(rev.revision, Mismatch.EDITED, record[rev.revision], actual))
     return found
 
 
@@ -128,14 +157,14 @@ def verify(connection: Connection, script: ScriptDirectory, heads: Iterable[str]
         return
     listing = "; ".join(problem.describe() for problem in found)
     hint = REPAIR_HINT
-    if all(problem.kind == "unrecorded" for problem in found):
+    if all(problem.kind is Mismatch.UNRECORDED for problem in found):
         hint = (
             "The database was migrated before checksums were recorded, or stamped by hand; "
             "`make repair` records them after showing what it records"
         )
-    elif any(problem.kind == "missing" for problem in found):
+    elif any(problem.kind is Mismatch.MISSING for problem in found):
         hint = "Restore the file (e.g. from git), or point DATABASE_URL at the right database"
-    raise CommandError(f"{listing}; nothing was changed. {hint}")
+    raise HistoryRewritten(f"{listing}; nothing was changed. {hint}", found)
 
 
 def sync(connection: Connection, revision_map: RevisionMap, heads: Iterable[str]) -> None:
@@ -181,13 +210,14 @@ def repair(connection: Connection, script: ScriptDirectory, heads: Iterable[str]
     """Re-record the applied files as they are now; return what differed."""
     heads = tuple(heads)
     found = problems(connection, script, heads)
-    missing = [problem for problem in found if problem.kind == "missing"]
+    missing = [problem for problem in found if problem.kind is Mismatch.MISSING]
     if missing:
-        raise CommandError(
-            f"{missing[0].describe()}; nothing was recorded. Restore the file (e.g. from git) first"
+        raise HistoryRewritten(
+            f"{missing[0].describe()}; nothing was recorded. Restore the file (e.g. from git) first",
+            missing,
         )
     for problem in found:
-        if problem.kind == "changed":
+        if problem.kind is Mismatch.EDITED:
             rev = script.revision_map.get_revision(problem.revision)
             assert isinstance(rev, Script)
             source = read_script(str(rev.path))

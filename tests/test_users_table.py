@@ -99,7 +99,7 @@ def test_naive_datetimes_are_refused_by_the_model(engine: sa.Engine) -> None:
 
 @pytest.fixture
 def pg_url(project: Project, pg_admin_url: URL) -> Iterator[URL]:
-    from tests.pgserver import fresh_database
+    from dbtools.pgserver import fresh_database
 
     with fresh_database(pg_admin_url) as url:
         result = project.alembic("upgrade", "head", url=url)

@@ -91,7 +91,7 @@ def write_migration(folder: Path, name: str, upgrade: str, extra: str = "") -> P
 
 def check(*paths: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(VENV / "bin" / "python"), "-m", "migrations.destructive", *map(str, paths)],
+        [str(VENV / "bin" / "python"), "-m", "dbtools", "lint", *map(str, paths)],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -11,7 +11,6 @@ only when the schema does.
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import os
 import re
@@ -25,13 +24,19 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import URL
 
-from migrations import integrity, scratch
-from migrations.database import build_engine
-from tests import pgserver
+from dbtools import integrity, pgserver, scratch
+from dbtools.database import build_engine
+from dbtools.project import SCHEMA_DIR
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SCHEMA_DIR = PROJECT_ROOT / "schema"
 BOOKKEEPING = ("alembic_version", integrity.TABLE_NAME)
+
+
+class StaleSchema(CommandError):
+    """The committed schema/*.sql differs from what the migrations build; ``diffs`` per file."""
+
+    def __init__(self, message: str, diffs: dict[str, str]) -> None:
+        super().__init__(message)
+        self.diffs = diffs
 
 
 def header(script: ScriptDirectory, backend: str) -> str:
@@ -147,40 +152,28 @@ def stale(path: Path, fresh: str) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m migrations.snapshot", description=__doc__)
-    parser.add_argument("--check", action="store_true", help="fail with a diff instead of writing")
-    args = parser.parse_args(argv)
-    script = ScriptDirectory.from_config(Config(str(PROJECT_ROOT / "alembic.ini")))
+def schema(config: Config, check: bool = False) -> None:
+    """Rewrite schema/*.sql, or with ``check`` print the diff and fail when one is stale."""
+    script = integrity.whole_history(config)
+    snapshots = {"sqlite.sql": sqlite_schema(script)}
     try:
-        integrity.check_history(script)
-        snapshots = {"sqlite.sql": sqlite_schema(script)}
         # A server of our own (or TEST_DATABASE_URL's), so no real database is touched.
         with pgserver.throwaway_database() as url:
             snapshots["postgresql.sql"] = postgresql_schema(script, url)
-    except CommandError as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        return 1
-    except RuntimeError as exc:  # no PostgreSQL installation to start a server from
-        print(f"FAILED: {exc}; set TEST_DATABASE_URL to a PostgreSQL superuser URL instead", file=sys.stderr)
-        return 1
-    failed = False
+    except pgserver.NoServer as exc:
+        raise CommandError(f"{exc}; set TEST_DATABASE_URL to a PostgreSQL superuser URL instead") from None
+    diffs = {}
     for name, fresh in snapshots.items():
         path = SCHEMA_DIR / name
         diff = stale(path, fresh)
         if not diff:
             print(f"schema/{name} is up to date.")
-        elif args.check:
+        elif check:
             sys.stdout.write(diff)
-            failed = True
+            diffs[name] = diff
         else:
             SCHEMA_DIR.mkdir(exist_ok=True)
             path.write_text(fresh)
             print(f"Wrote schema/{name}.")
-    if failed:
-        print("FAILED: the schema snapshot is stale; run `make schema` and commit it", file=sys.stderr)
-    return 1 if failed else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    if diffs:
+        raise StaleSchema("the schema snapshot is stale; run `make schema` and commit it", diffs)

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import URL
 
-from tests import pgserver, workers
+from dbtools import pgserver
+from tests import workers
 from tests.helpers import Project, base_env, dump, insert_users
 
 ROWS = 150

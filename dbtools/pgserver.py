@@ -1,10 +1,15 @@
-"""A throwaway PostgreSQL server for the tests, and the databases they use.
+"""A throwaway PostgreSQL server, and fresh databases on it.
 
-The tests start one with the local installation when ``TEST_DATABASE_URL`` is
-not given; ``.ci/run`` starts one the same way from the command line:
+``make schema`` and ``make bench`` need a PostgreSQL database nobody uses, and
+so do the tests; each starts one from the local installation when
+``TEST_DATABASE_URL`` is not given. ``.ci/run`` starts one for the whole run:
 
-    python -m tests.pgserver start DIR   # prints the admin URL
-    python -m tests.pgserver stop DIR
+    python -m dbtools pgserver start DIR   # prints the admin URL
+    python -m dbtools pgserver stop DIR
+
+pytest-postgresql's executor does much the same, but runs initdb and pg_ctl
+as the calling user (PostgreSQL refuses root, and CI runs as root) and would
+make pytest a dependency of ``make schema``.
 
 It listens on 127.0.0.1 only, with password (SCRAM) logins over TCP, so tests
 of wrong passwords mean something. PostgreSQL refuses to run as root; as root
@@ -18,7 +23,6 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -29,6 +33,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 SERVER_USER = "postgres"
+
+
+class NoServer(RuntimeError):
+    """No PostgreSQL installation to start a server from."""
 
 
 def bindir() -> Path | None:
@@ -63,9 +71,7 @@ def start(base: Path) -> URL:
     """initdb and start a server under ``base``; return its superuser URL."""
     binaries = bindir()
     if binaries is None:
-        raise RuntimeError(
-            "no PostgreSQL installation found (initdb is not on PATH, nor in pg_config --bindir)"
-        )
+        raise NoServer("no PostgreSQL installation found (initdb is not on PATH, nor in pg_config --bindir)")
     base.mkdir(parents=True, exist_ok=True)
     password = secrets.token_urlsafe(16)
     (base / "pwfile").write_text(password + "\n")
@@ -142,19 +148,3 @@ def throwaway_database() -> Iterator[URL]:
     finally:
         stop(base)
         shutil.rmtree(base, ignore_errors=True)
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] not in ("start", "stop"):
-        print("usage: python -m tests.pgserver start|stop DIR", file=sys.stderr)
-        return 2
-    base = Path(argv[1]).resolve()
-    if argv[0] == "start":
-        print(start(base).render_as_string(hide_password=False))
-    else:
-        stop(base)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -21,10 +21,10 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
-from migrations import backup, locking
-from migrations.database import build_engine, check_sqlite_file, mask, sqlite_path
-from migrations.errors import friendly_errors
-from migrations.timing import StepTimer
+from dbtools import backup, database, project
+from dbtools.database import mask, sqlite_path
+from dbtools.locking import locked
+from dbtools.run import Run
 
 
 @dataclass
@@ -46,40 +46,34 @@ class Rehearsal:
         return out
 
 
-def rehearse(config: Config, url: URL, destination: str) -> Rehearsal:
+def rehearse(config: Config, revision: str = "head") -> None:
+    url = project.database_url(config)
+    print("\n".join(rehearsal(config, url, revision).lines()))
+
+
+def rehearsal(config: Config, url: URL, destination: str) -> Rehearsal:
+    with _target(url) as (target, where), locked(target, commit=False) as connection:
+        # A copy is thrown away and PostgreSQL rolls back: neither needs a backup.
+        run = Run(connection=connection, needs_models=False, backs_up=False)
+        command.upgrade(run.start_with(config), destination)
     script = ScriptDirectory.from_config(config)
-    path = sqlite_path(url)
-    with _target(url, path) as (target, where):
-        timer = StepTimer()
-        engine = build_engine(target)
-        try:
-            with friendly_errors(target), engine.connect() as connection:
-                transaction = connection.begin()
-                try:
-                    locking.acquire(connection)
-                    config.attributes.update(connection=connection, rehearsing=True, timer=timer)
-                    command.upgrade(config, destination)
-                finally:
-                    transaction.rollback()
-        finally:
-            engine.dispose()
     steps = []
-    for revision, seconds in timer.steps:
+    for revision, seconds in run.timer.steps:
         rev = script.get_revision(revision)
         steps.append((revision, rev.doc if rev is not None else "", seconds))
     return Rehearsal(where, steps)
 
 
 @contextmanager
-def _target(url: URL, path: Path | None) -> Iterator[tuple[URL, str]]:
+def _target(url: URL) -> Iterator[tuple[URL, str]]:
     """The database to rehearse on: PostgreSQL itself, or a copy of a SQLite file."""
+    path = sqlite_path(url)
     if path is None:
         yield url, f"{mask(url)}, in a transaction that was rolled back"
         return
-    if not path.exists():
+    if not database.exists(url):
         yield url.set(database=":memory:"), f"a new database (as {path} does not exist yet)"
         return
-    check_sqlite_file(path)
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.rehearsal-", dir=path.parent) as scratch:
         copy = Path(scratch) / path.name
         backup.copy(path, copy, durable=False)  # thrown away afterwards

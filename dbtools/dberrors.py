@@ -14,8 +14,8 @@ from alembic.util import CommandError
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
-from migrations.database import mask, scrub, sqlite_path
-from migrations.settings import DDL_LOCK_TIMEOUT_VAR, LOCK_TIMEOUT_VAR, ddl_lock_timeout, lock_timeout
+from dbtools.database import mask, scrub, sqlite_path
+from dbtools.settings import DDL_LOCK_TIMEOUT_VAR, LOCK_TIMEOUT_VAR, ddl_lock_timeout, lock_timeout
 
 UNCHANGED = "nothing was changed"
 

@@ -9,7 +9,7 @@ from alembic.autogenerate.api import AutogenContext
 from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
 
-from migrations.integrity import TABLE_NAME as CHECKSUM_TABLE
+from dbtools.integrity import TABLE_NAME as CHECKSUM_TABLE
 
 
 def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | bool:
@@ -30,10 +30,11 @@ def skip_empty_revision(
     revision: str | Iterable[str | None] | Iterable[str],
     directives: list[MigrationScript],
 ) -> None:
-    """Write no file when the models did not change (Alembic cookbook recipe)."""
-    cmd_opts = context.config.cmd_opts if context.config else None
-    if not getattr(cmd_opts, "autogenerate", False):
-        return
+    """Write no file when the models did not change (Alembic cookbook recipe).
+
+    ``make migration`` passes this to ``command.revision``; ``alembic check``
+    must keep its (empty) script to report on, so env.py does not install it.
+    """
     script = directives[0]
     if script.upgrade_ops is not None and script.upgrade_ops.is_empty():
         directives[:] = []

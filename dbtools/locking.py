@@ -16,9 +16,9 @@ from alembic.util import CommandError
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import OperationalError
 
-from migrations.database import build_engine
-from migrations.errors import friendly_errors
-from migrations.settings import LOCK_TIMEOUT_VAR, ddl_lock_timeout, lock_timeout
+from dbtools.database import build_engine
+from dbtools.dberrors import friendly_errors
+from dbtools.settings import LOCK_TIMEOUT_VAR, ddl_lock_timeout, lock_timeout
 
 # pg_advisory_xact_lock key shared by every migration run on a database.
 # Fixed forever: runs of different versions of this project must exclude each other.
@@ -45,8 +45,24 @@ def acquire(connection: Connection) -> None:
 
 
 @contextmanager
-def locked(url: URL) -> Iterator[Connection]:
-    """A transaction on ``url`` holding the migration lock, for commands beside Alembic's."""
-    with friendly_errors(url), build_engine(url).connect() as connection, connection.begin():
-        acquire(connection)
-        yield connection
+def locked(url: URL, *, commit: bool = True) -> Iterator[Connection]:
+    """A transaction on ``url`` holding the migration lock, for commands beside Alembic's.
+
+    ``commit=False`` rolls everything back at the end, as ``make rehearse`` needs.
+    """
+    engine = build_engine(url)
+    try:
+        with friendly_errors(url), engine.connect() as connection:
+            transaction = connection.begin()
+            try:
+                acquire(connection)
+                yield connection
+            except BaseException:
+                transaction.rollback()
+                raise
+            if commit:
+                transaction.commit()
+            else:
+                transaction.rollback()
+    finally:
+        engine.dispose()

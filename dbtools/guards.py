@@ -8,9 +8,7 @@ says what to run instead.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
-from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
@@ -43,12 +41,8 @@ def check_database(
         )
 
 
-def check_autogenerate_base(
-    config: Config, migration_context: MigrationContext, script: ScriptDirectory
-) -> None:
+def check_autogenerate_base(migration_context: MigrationContext, script: ScriptDirectory) -> None:
     """A new migration must start from the one head the database is at."""
-    if not _autogenerating(config):
-        return
     heads = script.get_heads()
     if len(heads) > 1:
         raise CommandError(
@@ -62,37 +56,3 @@ def check_autogenerate_base(
             f"the database is at {at} but the newest migration is {', '.join(heads)}; "
             "run `make upgrade` first, so the comparison starts from the latest schema"
         )
-
-
-def check_file_exists(config: Config, path: Path) -> None:
-    """Only commands that migrate may create a SQLite file; the others only look."""
-    if _command_name(config) in ("current", "check", "revision") and not path.exists():
-        raise CommandError(f"{path} does not exist yet; run `make upgrade` to create it")
-
-
-def only_migrates(config: Config) -> bool:
-    """An `alembic upgrade` or `downgrade` from the CLI: the models are not compared."""
-    return _command_name(config) in ("upgrade", "downgrade")
-
-
-def runs_migrations(config: Config) -> bool:
-    """Whether this run may apply or revert migrations, so the applied history must be intact.
-
-    Python callers (pytest-alembic) count too; `make stamp` adopts a database
-    with no history, and autogenerate and `current` only look.
-    """
-    if config.attributes.get("adopting"):
-        return False
-    return _command_name(config) in ("upgrade", "downgrade", "")
-
-
-def _autogenerating(config: Config) -> bool:
-    """Whether this run compares models with the database (revision --autogenerate, check)."""
-    name = _command_name(config)
-    return name == "check" or (name == "revision" and bool(getattr(config.cmd_opts, "autogenerate", False)))
-
-
-def _command_name(config: Config) -> str:
-    """The alembic CLI command running, e.g. "upgrade"; "" when called from Python."""
-    command = getattr(config.cmd_opts, "cmd", None)
-    return str(getattr(command[0], "__name__", "")) if command else ""

@@ -15,7 +15,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from tests import pgserver, workers
+from dbtools import pgserver
+from tests import workers
 from tests.helpers import Project, base_env, current_revision, engine_for, recorded_checksums
 
 PROCESSES = 8

@@ -13,13 +13,28 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
-from migrations import backup
-from migrations.database import SQLITE_HEADER, check_sqlite_file
+from dbtools import backup, project
+from dbtools.database import SQLITE_HEADER, check_sqlite_file, mask, sqlite_path
 
-INTERNAL = ("sqlite_sequence", "sqlite_stat1", "sqlite_stat4")
+
+def restore(config: Config, file: str | None = None) -> None:
+    url = project.database_url(config)
+    database = sqlite_path(url)
+    if database is None:
+        raise CommandError(
+            f"make restore restores SQLite backups; {mask(url)} is not a SQLite file. "
+            "Use your server's backups (pg_dump / pg_restore) for PostgreSQL"
+        )
+    script = ScriptDirectory.from_config(config)
+    source = choose(database, file)
+    revision, kept = replace_database(database, source, script)
+    if kept is not None:
+        print(f"Kept the replaced database as {kept}.")
+    print(f"Restored {database} from {source}; it is at revision {revision}.")
 
 
 def choose(database: Path, given: str | None) -> Path:
@@ -68,7 +83,7 @@ def check_backup(path: Path, script: ScriptDirectory) -> str:
     return "+".join(versions)
 
 
-def restore(database: Path, source: Path, script: ScriptDirectory) -> tuple[str, Path | None]:
+def replace_database(database: Path, source: Path, script: ScriptDirectory) -> tuple[str, Path | None]:
     """Replace ``database`` with ``source``; return the restored revision and the kept old copy."""
     if database.exists() and source.resolve() == database.resolve():
         raise CommandError(f"{source} is the database itself, not a backup; nothing was restored")

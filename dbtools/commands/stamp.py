@@ -8,31 +8,26 @@ the migration lock, in one transaction.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
 
-from migrations import autogen, locking
-from migrations.database import build_engine, check_sqlite_file, mask, resolve_url, sqlite_path
-from migrations.errors import friendly_errors
+from dbtools import autogen, database, project
+from dbtools.database import mask
+from dbtools.locking import locked
+from dbtools.run import Run
 from models import Base
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-
-def adopt(config: Config) -> str:
-    url = resolve_url(config.get_main_option("sqlalchemy.url"), PROJECT_ROOT)
-    path = sqlite_path(url)
-    if path is not None:
-        if not path.exists():
-            raise CommandError(f"{path} does not exist; there is nothing to adopt. Run `make upgrade`")
-        check_sqlite_file(path)
-    with friendly_errors(url), build_engine(url).connect() as connection, connection.begin():
-        locking.acquire(connection)
+def stamp(config: Config) -> None:
+    url = project.database_url(config)
+    if not database.exists(url):
+        raise CommandError(
+            f"{database.sqlite_path(url)} does not exist; there is nothing to adopt. Run `make upgrade`"
+        )
+    with locked(url) as connection:
         context = MigrationContext.configure(connection, opts=autogen.COMPARE_OPTIONS)
         current = context.get_current_heads()
         if current:
@@ -47,6 +42,6 @@ def adopt(config: Config) -> str:
                 f"the schema of {mask(url)} differs from the models, so it was not stamped: "
                 f"{listing}. Make it match the models first"
             )
-        config.attributes.update(connection=connection, adopting=True)
-        command.stamp(config, "head")
-        return mask(url)
+        run = Run(connection=connection, adopting=True, applies_migrations=False)
+        command.stamp(run.start_with(config), "head")
+    print(f"Adopted {mask(url)}: its schema matches the models; stamped at head.")

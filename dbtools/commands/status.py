@@ -13,19 +13,13 @@ from typing import Any
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL, Connection
 
-from migrations import autogen, integrity, scratch
-from migrations.database import check_sqlite_file, mask, sqlite_path
-from migrations.locking import locked
+from dbtools import autogen, database, integrity, project, scratch
+from dbtools.database import mask
+from dbtools.integrity import Mismatch
+from dbtools.locking import locked
 from models import Base
-
-CHECKSUM_WORDS = {
-    "changed": "EDITED since applied",
-    "missing": "FILE MISSING",
-    "unrecorded": "checksum not recorded",
-}
 
 
 @dataclass
@@ -44,7 +38,7 @@ class Status:
         for revision, message in self.revisions:
             if revision in self.applied:
                 problem = self.problems.get(revision)
-                note = CHECKSUM_WORDS[problem.kind] if problem else "checksum ok"
+                note = problem.kind.value if problem else "checksum ok"
                 mark = "[X]"
             else:
                 note, mark = "pending", "[ ]"
@@ -74,23 +68,24 @@ class Status:
         )
 
 
+def status(config: Config) -> None:
+    print("\n".join(collect(config, project.database_url(config)).lines()))
+
+
 def collect(config: Config, url: URL) -> Status:
-    script = ScriptDirectory.from_config(config)
-    revision_map = integrity.check_history(script)
+    script = integrity.whole_history(config)
+    revision_map = script.revision_map
     revisions = [(rev.revision, rev.doc) for rev in reversed(list(script.walk_revisions()))]
     heads: tuple[str, ...] = ()
     problems: list[integrity.Problem] = []
     drift: list[str] | None = None
-    path = sqlite_path(url)
-    if path is None or path.exists():
-        if path is not None:
-            check_sqlite_file(path)
+    if database.exists(url):
         with locked(url) as connection:
             heads = tuple(MigrationContext.configure(connection).get_current_heads())
             problems = integrity.problems(connection, script, heads)
             if set(heads) == set(script.get_heads()):
                 drift = _drift(connection)
-    if any(problem.kind == "missing" for problem in problems):
+    if any(problem.kind is Mismatch.MISSING for problem in problems):
         applied = set(heads)  # the history behind a missing file cannot be walked
     else:
         applied = {rev.revision for rev in integrity.applied_revisions(revision_map, heads)}

@@ -11,8 +11,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import make_url
 from sqlalchemy.engine import Connection, Engine
 
-from migrations import autogen
-from migrations.database import build_engine
+from dbtools import autogen
+from dbtools.database import build_engine
 
 
 def upgrade(connection: Connection, script: ScriptDirectory, destination: str = "head") -> MigrationContext:

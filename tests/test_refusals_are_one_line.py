@@ -13,9 +13,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from migrations.locking import ADVISORY_LOCK_KEY
+from dbtools import pgserver
+from dbtools.locking import ADVISORY_LOCK_KEY
 from models import Base
-from tests import pgserver
 from tests.helpers import (
     Project,
     current_revision,

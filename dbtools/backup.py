@@ -1,4 +1,4 @@
-"""A consistent copy of a SQLite database before a run changes it, and its restore.
+"""A consistent copy of a SQLite database before a run changes it (`make restore` puts one back).
 
 A transaction protects against a crash, not against a migration that runs to
 success and is wrong. So before a run applies anything to an existing SQLite
@@ -25,7 +25,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 
-from migrations.settings import BACKUP_KEEP_VAR, backup_keep
+from dbtools.settings import BACKUP_KEEP_VAR, backup_keep
 
 log = logging.getLogger(__name__)
 STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
@@ -113,7 +113,9 @@ def before_change(connection: Connection, context: MigrationContext) -> Path | N
     """Back up an existing SQLite file if this run is about to apply something.
 
     A new database (no revision yet) has nothing to lose, and a run with
-    nothing pending changes nothing, so neither is copied.
+    nothing pending changes nothing, so neither is copied. Only a run with a
+    destination (upgrade, downgrade, stamp) can move; the step function of
+    any other (current prints, check autogenerates) must not be called here.
     """
     if connection.dialect.name != "sqlite" or backup_keep() == 0:
         return None
@@ -121,7 +123,8 @@ def before_change(connection: Connection, context: MigrationContext) -> Path | N
     if not database or database == ":memory:" or connection.engine.url.query.get("mode") == "memory":
         return None
     heads = context.get_current_heads()
-    steps = context.opts["fn"](heads, context) if heads and "fn" in context.opts else ()
-    if not steps:
+    if not heads or context.opts.get("destination_rev") is None or "fn" not in context.opts:
+        return None
+    if not context.opts["fn"](heads, context):
         return None
     return take(Path(database).resolve(), heads)

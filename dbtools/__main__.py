@@ -1,0 +1,73 @@
+"""``python -m dbtools <command>``: the project's one command line; the Makefile calls it.
+
+Each command is the function of the same name in ``dbtools/commands/<command>.py``,
+named after its make target, and is imported only when it runs, so a no-op
+``upgrade`` pays for nothing else. An expected failure (a ``CommandError``) is
+printed here, and only here, as one ``FAILED:`` line on stderr, with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from alembic.util import CommandError
+
+from dbtools import project
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m dbtools", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=summary)
+
+    add("upgrade", "apply pending migrations; creates a missing SQLite database").add_argument(
+        "revision", nargs="?", default="head", help="the revision to reach (default: head)"
+    )
+    add("downgrade", "revert migrations").add_argument(
+        "revision", nargs="?", default="-1", help="the revision to reach (default: -1, one step back)"
+    )
+    add("migration", "autogenerate a migration from the models").add_argument(
+        "-m", "--message", required=True, help="what changed, e.g. 'add display name'"
+    )
+    add("check", "fail if the models differ from the migrated database")
+    add("current", "show the database's revision")
+    add("status", "every migration, applied or pending, its checksum, and model drift")
+    add("verify", "fail if an applied migration was edited, deleted or never recorded")
+    add("repair", "show how applied migrations differ from their files, then re-record them")
+    add("rehearse", "run the pending migrations for real, time each, roll back").add_argument(
+        "revision", nargs="?", default="head", help="the revision to reach (default: head)"
+    )
+    add("restore", "replace the SQLite database with a backup").add_argument(
+        "file", nargs="?", help="the backup to restore (default: the newest)"
+    )
+    add("stamp", "adopt a database made without migrations, if it matches the models")
+    add("schema", "rewrite schema/*.sql, the DDL at head").add_argument(
+        "--check", action="store_true", help="print the diff and fail instead of writing"
+    )
+    add("lint", "refuse migrations that lose data without saying why").add_argument(
+        "paths", nargs="*", help="migration files or folders (default: migrations/versions)"
+    )
+    pgserver = add("pgserver", "start or stop a throwaway PostgreSQL server (for CI)")
+    pgserver.add_argument("action", choices=("start", "stop"))
+    pgserver.add_argument("directory", help="where the server keeps its files")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = vars(build_parser().parse_args(argv))
+    name = options.pop("command")
+    command = getattr(importlib.import_module(f"dbtools.commands.{name}"), name)
+    try:
+        command(project.alembic_config(), **options)
+    except CommandError as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

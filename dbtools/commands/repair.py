@@ -1,0 +1,50 @@
+"""``make repair``: show how applied migrations differ from their files, then re-record them."""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import Script
+from alembic.util import CommandError
+
+from dbtools import database, integrity, project
+from dbtools.database import mask
+from dbtools.integrity import Mismatch
+from dbtools.locking import locked
+
+
+def repair(config: Config) -> None:
+    script = integrity.whole_history(config)
+    url = project.database_url(config)
+    if not database.exists(url):
+        raise CommandError(f"{mask(url)} does not exist; there is nothing to repair")
+    with locked(url) as connection:
+        heads = MigrationContext.configure(connection).get_current_heads()
+        before = {
+            problem.revision: integrity.recorded_source(connection, problem.revision)
+            for problem in integrity.problems(connection, script, heads)
+            if problem.kind is Mismatch.EDITED
+        }
+        found = integrity.repair(connection, script, heads)
+    if not found:
+        print(f"Nothing to repair: every applied migration of {mask(url)} matches its recorded checksum.")
+        return
+    for problem in found:
+        rev = script.revision_map.get_revision(problem.revision)
+        if problem.kind is Mismatch.EDITED and isinstance(rev, Script):
+            now = integrity.read_script(str(rev.path)).splitlines(keepends=True)
+            sys.stdout.writelines(
+                difflib.unified_diff(
+                    before[problem.revision].splitlines(keepends=True),
+                    now,
+                    f"{problem.revision} as applied",
+                    f"{problem.revision} now ({Path(str(rev.path)).name})",
+                )
+            )
+        verb = "Re-recorded" if problem.kind is Mismatch.EDITED else "Recorded"
+        print(f"{verb} {problem.revision}: {problem.describe()}.")
+    print(f"Repaired {len(found)} record(s) in {mask(url)}.")

@@ -1,0 +1,28 @@
+"""Where the project lives and which database it is configured for.
+
+Every entry point (env.py, the CLI, the tests, the benchmark) starts here, so
+the project root, ``alembic.ini`` and the database URL are each found one way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic.config import Config
+from sqlalchemy.engine import URL
+
+from dbtools.database import resolve_url
+
+ROOT = Path(__file__).resolve().parent.parent
+INI = ROOT / "alembic.ini"
+VERSIONS = ROOT / "migrations" / "versions"
+SCHEMA_DIR = ROOT / "schema"
+
+
+def alembic_config() -> Config:
+    return Config(str(INI))
+
+
+def database_url(config: Config) -> URL:
+    """``DATABASE_URL`` over ``sqlalchemy.url``; relative SQLite paths are relative to ROOT."""
+    return resolve_url(config.get_main_option("sqlalchemy.url"), ROOT)
