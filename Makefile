@@ -1,16 +1,26 @@
 # The project's interface: `make help` lists every target.
 # Every target that needs Python builds .venv/ from the pinned requirements on
 # first use, so a fresh clone needs no setup step. Targets honour DATABASE_URL.
+#
+# make runs in the project folder (make -C <folder> from anywhere). Paths stay
+# relative: make splits targets on spaces, so an absolute path in a folder such
+# as "My Projects" would break every rule. Tools run as `python -m`, never
+# through a venv script, whose shebang would hold the absolute path.
+ifeq ($(wildcard alembic.ini),)
+$(error run make in the project folder, or from anywhere with: make -C <project folder> <target>)
+endif
 
-ROOT := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
 PYTHON ?= python3
-VENV ?= $(ROOT)/.venv
+VENV ?= .venv
 BIN := $(VENV)/bin
-ALEMBIC := $(BIN)/alembic -c $(ROOT)/alembic.ini
+PY := "$(BIN)/python"
+ALEMBIC := $(PY) -m alembic -c alembic.ini
 # The project's commands (dbtools/commands/), one per target that opens a database.
-CLI := cd $(ROOT) && $(BIN)/python -m dbtools
+CLI := $(PY) -m dbtools
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
+# A make value as one shell word, exactly as typed: msg='costs $5' keeps its $5.
+quote = '$(subst ','\'',$(1))'
 
 .DEFAULT_GOAL := help
 .PHONY: help install upgrade downgrade migration check status verify repair rehearse restore current history sql stamp schema test lint bench clean
@@ -28,8 +38,8 @@ downgrade: $(RUNTIME) ## Revert one migration (rev=<target> for any other, e.g. 
 	@$(CLI) downgrade $(or $(rev),-1)
 
 migration: $(DEV) ## Autogenerate a migration from the models: msg="what changed"
-	@test -n "$$msg" || { echo 'usage: make migration msg="describe the change"' >&2; exit 2; }
-	@$(CLI) migration --message="$$msg"
+	@test -n $(call quote,$(value msg)) || { echo 'usage: make migration msg="describe the change"' >&2; exit 2; }
+	@$(CLI) migration --message=$(call quote,$(value msg))
 
 check: $(RUNTIME) ## Fail if the models differ from the migrated database
 	@$(CLI) check
@@ -47,7 +57,7 @@ rehearse: $(RUNTIME) ## Run pending migrations (rev=<target>) for real, time eac
 	@$(CLI) rehearse $(rev)
 
 restore: $(RUNTIME) ## Replace the SQLite database with its newest backup (file=<backup>)
-	@$(CLI) restore $(if $(file),"$(abspath $(file))")
+	@$(CLI) restore $(if $(value file),$(call quote,$(value file)))
 
 current: $(RUNTIME) ## Show the database's revision
 	@$(CLI) current
@@ -65,26 +75,26 @@ schema: $(RUNTIME) ## Rewrite schema/*.sql, the DDL at head (starts a throwaway 
 	@$(CLI) schema
 
 test: $(DEV) ## Run the test suite
-	@cd $(ROOT) && $(BIN)/pytest
+	@$(PY) -m pytest
 
 lint: $(DEV) ## ruff, mypy, and the destructive-change check of every migration
-	@cd $(ROOT) && $(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
+	@$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m mypy
 	@$(CLI) lint
 
 bench: $(DEV) ## Measure costs against their floors (n=rows, default 1000000; repeat=5; tests=0)
-	@cd $(ROOT) && $(BIN)/python -m bench --rows $(or $(n),1000000) --repeat $(or $(repeat),5) --tests $(or $(tests),1)
+	@$(PY) -m bench --rows $(or $(n),1000000) --repeat $(or $(repeat),5) --tests $(or $(tests),1)
 
 clean: ## Remove .venv/ and caches (never the database)
-	rm -rf $(VENV) $(ROOT)/.pytest_cache $(ROOT)/.mypy_cache $(ROOT)/.ruff_cache
-	find $(ROOT) -name __pycache__ -type d -prune -exec rm -rf {} +
+	rm -rf "$(VENV)" .pytest_cache .mypy_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
-$(RUNTIME): $(ROOT)/requirements.txt
+$(RUNTIME): requirements.txt
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || \
 		{ echo "FAILED: Python >= 3.11 is needed as '$(PYTHON)'; install it, or run make PYTHON=python3.12 ..." >&2; exit 1; }
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r $(ROOT)/requirements.txt
-	@touch $@
+	@test -x $(PY) || $(PYTHON) -m venv "$(VENV)"
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch "$@"
 
-$(DEV): $(RUNTIME) $(ROOT)/requirements-dev.txt
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r $(ROOT)/requirements-dev.txt
-	@touch $@
+$(DEV): $(RUNTIME) requirements-dev.txt
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch "$@"

@@ -16,7 +16,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterable
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,10 +25,12 @@ from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 
+from dbtools.database import SQLITE_HEADER
 from dbtools.settings import BACKUP_KEEP_VAR, backup_keep
 
 log = logging.getLogger(__name__)
 STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
+PARTIAL = ".partial"  # a copy being written; never a backup
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,8 @@ class Backup:
 
 
 def folder(database: Path) -> Path:
-    return database.parent / "backups"
+    """``backups/`` beside the real file: a symlinked database is backed up and restored in one place."""
+    return database.resolve().parent / "backups"
 
 
 def copy(source: Path, target: Path, *, durable: bool = True) -> None:
@@ -48,10 +51,14 @@ def copy(source: Path, target: Path, *, durable: bool = True) -> None:
     Written under a temporary name, flushed to disk, then renamed: a failed or
     interrupted copy never looks like a backup, and a finished one survives a
     power cut that follows the migration (``durable``). The partial file needs
-    no journal and no syncs of its own (bench/ measures the difference).
+    no journal and no syncs of its own (bench/ measures the difference). The
+    copy is left in rollback-journal mode even when the source uses WAL, so
+    it can be read where nothing may be written beside it.
     """
-    partial = target.with_name(target.name + ".partial")
+    partial = target.with_name(target.name + PARTIAL)
     try:
+        if target.parent.exists() and not target.parent.is_dir():
+            raise NotADirectoryError(f"{target.parent} exists and is not a directory")
         target.parent.mkdir(exist_ok=True)
         with (
             closing(sqlite3.connect(f"{source.as_uri()}?mode=ro", uri=True)) as src,
@@ -60,13 +67,15 @@ def copy(source: Path, target: Path, *, durable: bool = True) -> None:
             dst.execute("PRAGMA journal_mode = OFF")
             dst.execute("PRAGMA synchronous = OFF")
             src.backup(dst)
+            dst.execute("PRAGMA journal_mode = DELETE")
         if durable:
             _fsync(partial)
         os.replace(partial, target)
         if durable:
             _fsync(target.parent)
     except (OSError, sqlite3.Error) as exc:
-        partial.unlink(missing_ok=True)
+        with suppress(OSError):
+            partial.unlink(missing_ok=True)
         raise CommandError(
             f"could not back up {source} to {target} ({exc}); nothing was changed. "
             f"Free some space, or set {BACKUP_KEEP_VAR}=0 to migrate without a backup"
@@ -82,31 +91,78 @@ def _fsync(path: Path) -> None:
 
 
 def take(database: Path, heads: Iterable[str], *, prune: bool = True) -> Path:
-    """Back ``database`` up, named after its revision; keep only the newest few."""
+    """Back ``database`` up, named after its file and revision; keep only the newest few.
+
+    The caller holds the database's write lock, so a ``.partial`` copy of it
+    left in ``backups/`` is from an interrupted run, and is removed.
+    """
+    real = database.resolve()
     revision = "+".join(sorted(heads)) or "base"
     stamp = datetime.now(UTC).strftime(STAMP_FORMAT)
-    target = folder(database) / f"{database.stem}-{revision}-{stamp}.db"
-    copy(database, target)
-    log.info("Backed up %s to %s", database.name, target)
+    target = folder(real) / f"{real.name}-{revision}-{stamp}.db"
+    for leftover in _named(real, PARTIAL):
+        if leftover.name.startswith(_prefixes(real)):
+            leftover.unlink(missing_ok=True)
+    copy(real, target)
+    log.info("Backed up %s to %s", real.name, target)
     if prune:
-        for old in existing(database)[backup_keep() :]:
+        for old in existing(real)[backup_keep() :]:
             old.path.unlink(missing_ok=True)
     return target
 
 
 def existing(database: Path) -> list[Backup]:
-    """This database's backups, newest first."""
-    pattern = re.compile(
-        rf"^{re.escape(database.stem)}-(?P<rev>[^-]+)-(?P<at>\d{{8}}T\d{{6}}\.\d{{6}}Z)\.db$"
-    )
+    """This database's backups, newest first.
+
+    Named ``<file name>-<revision>-<UTC time>.db``. Backups made before the
+    file name was used were named after its stem, which two databases of one
+    folder can share (app.db, app.sqlite3), so those count only while no
+    other database in the folder has that stem.
+    """
+    real = database.resolve()
+    found = [backup for prefix in _prefixes(real) for backup in _matching(real, prefix)]
+    return sorted(found, key=lambda backup: backup.taken_at, reverse=True)
+
+
+def _prefixes(database: Path) -> tuple[str, ...]:
+    """How this database's backups start: its file name, and its stem where that is its alone."""
+    if _stem_shared(database):
+        return (f"{database.name}-",)
+    return (f"{database.name}-", f"{database.stem}-")
+
+
+def _matching(database: Path, prefix: str) -> list[Backup]:
+    pattern = re.compile(rf"^{re.escape(prefix)}(?P<rev>[^-]+)-(?P<at>\d{{8}}T\d{{6}}\.\d{{6}}Z)\.db$")
     found = []
-    directory = folder(database)
-    for path in directory.iterdir() if directory.is_dir() else []:
+    for path in _named(database, ".db"):
         match = pattern.match(path.name)
         if match:
             taken_at = datetime.strptime(match["at"], STAMP_FORMAT).replace(tzinfo=UTC)
             found.append(Backup(path, match["rev"], taken_at))
-    return sorted(found, key=lambda backup: backup.taken_at, reverse=True)
+    return found
+
+
+def _named(database: Path, suffix: str) -> list[Path]:
+    directory = folder(database)
+    if not directory.is_dir():
+        return []
+    return [path for path in directory.iterdir() if path.name.endswith(suffix)]
+
+
+def _stem_shared(database: Path) -> bool:
+    """Whether another SQLite database beside this one has its stem (its own -journal/-wal aside)."""
+    return any(
+        other.stem == database.stem and not other.name.startswith(database.name) and _is_sqlite(other)
+        for other in database.parent.iterdir()
+    )
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+    except OSError:
+        return False
 
 
 def before_change(connection: Connection, context: MigrationContext) -> Path | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 from alembic.util import CommandError
 from sqlalchemy import create_engine, event, pool
@@ -21,6 +22,8 @@ from dbtools.settings import lock_timeout
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 EXAMPLE_URLS = "sqlite:///app.db or postgresql+psycopg://user:password@host:5432/dbname"
+# Query parameters SQLite reads only from a URI filename; pysqlite drops them otherwise.
+URI_ONLY_PARAMETERS = ("mode", "cache", "immutable", "nolock", "vfs", "psow", "modeof")
 
 
 def resolve_url(ini_url: str | None, project_root: Path) -> URL:
@@ -28,6 +31,11 @@ def resolve_url(ini_url: str | None, project_root: Path) -> URL:
     raw = os.environ.get("DATABASE_URL") or ini_url
     if not raw:
         raise CommandError(f"no database configured; set DATABASE_URL, e.g. {EXAMPLE_URLS}")
+    if raw != raw.strip():
+        # "sqlite:///app.db " would create and migrate a file "app.db ". Not echoed: may hold a password.
+        raise CommandError(
+            "DATABASE_URL starts or ends with whitespace, which would name another database; remove it"
+        )
     try:
         url = make_url(raw)
     except ArgumentError:
@@ -35,15 +43,35 @@ def resolve_url(ini_url: str | None, project_root: Path) -> URL:
         raise CommandError(
             f"DATABASE_URL is not a valid database URL; expected e.g. {EXAMPLE_URLS}"
         ) from None
-    if url.get_backend_name() == "sqlite" and not is_memory(url) and url.database:
-        path = Path(url.database)
-        if not path.is_absolute():
-            # Relative to the project, never to wherever the command was run.
-            url = url.set(database=str(project_root / path))
+    if url.drivername in ("postgres", "postgresql"):
+        # Heroku-style postgres://, and the bare dialect: psycopg 3 is the driver this project installs.
+        url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() == "sqlite":
+        url = _resolve_sqlite(url, project_root)
     return url
 
 
+def _resolve_sqlite(url: URL, project_root: Path) -> URL:
+    uri = _is_uri(url)
+    ignored = sorted(set(url.query) & set(URI_ONLY_PARAMETERS))
+    if ignored and not uri:
+        raise CommandError(
+            f"SQLite ignores {', '.join(ignored)} in DATABASE_URL unless it is a URI filename; "
+            "write it as sqlite:///file:app.db?mode=ro&uri=true, or drop the parameter"
+        )
+    path = sqlite_path(url)
+    if path is None or path.is_absolute():
+        return url
+    # Relative to the project, never to wherever the command was run.
+    absolute = project_root / path
+    return url.set(database=f"file:{quote(str(absolute))}" if uri else str(absolute))
+
+
 def mask(url: URL) -> str:
+    """The URL as messages show it: no password, and a SQLite path as it is spelled on disk."""
+    if url.get_backend_name() == "sqlite" and url.database:
+        query = "&".join(f"{key}={value}" for key, value in sorted(url.query.items()))
+        return f"{url.drivername}:///{url.database}" + (f"?{query}" if query else "")
     return url.render_as_string(hide_password=True)
 
 
@@ -58,15 +86,30 @@ def is_memory(url: URL) -> bool:
     return url.database in (None, "", ":memory:") or bool(url.query.get("mode") == "memory")
 
 
+def _is_uri(url: URL) -> bool:
+    return str(url.query.get("uri", "")).lower() in ("true", "1")
+
+
 def sqlite_path(url: URL) -> Path | None:
-    """The file behind a SQLite URL; None for other backends and memory."""
-    if url.get_backend_name() != "sqlite" or is_memory(url) or url.query.get("uri"):
+    """The file behind a SQLite URL, URI filenames (``file:...&uri=true``) included; None otherwise."""
+    if url.get_backend_name() != "sqlite" or is_memory(url):
         return None
-    return Path(str(url.database))
+    database = str(url.database)
+    if _is_uri(url) and database.startswith("file:"):
+        database = database.removeprefix("file:")
+        if database.startswith("//"):  # file://[localhost]/path
+            database = "/" + database[2:].partition("/")[2]
+        return Path(unquote(database))
+    return Path(database)
 
 
-def check_sqlite_file(path: Path) -> None:
-    """Refuse, before SQLite touches it, a file that cannot be migrated safely.
+def read_only(url: URL) -> bool:
+    """A URI filename opened with mode=ro: fine for looking, refused for migrating."""
+    return _is_uri(url) and url.query.get("mode") == "ro"
+
+
+def check_sqlite_file(path: Path, *, writes: bool = True) -> None:
+    """Refuse, before SQLite touches it, a file that cannot be migrated (or, not ``writes``, read).
 
     SQLite would otherwise create files in odd places, silently open a file it
     cannot write read-only, or fail late with "file is not a database".
@@ -92,19 +135,19 @@ def check_sqlite_file(path: Path) -> None:
                 f"{path} is not a SQLite database; it was left untouched. "
                 "Point DATABASE_URL at the right file, or move this one away"
             )
-        if not os.access(path, os.W_OK):
+        if writes and not os.access(path, os.W_OK):
             raise CommandError(
                 f"the SQLite database {path} is read-only; make it writable (chmod u+w) to migrate it"
             )
     # SQLite writes its rollback journal beside the database, and creates it there.
-    if not os.access(directory, os.W_OK):
+    if writes and not os.access(directory, os.W_OK):
         raise CommandError(
             f"the directory {directory} is read-only, and SQLite needs to write "
             f"{path.name} and its journal there; make it writable to migrate"
         )
 
 
-def exists(url: URL) -> bool:
+def exists(url: URL, *, writes: bool = True) -> bool:
     """Whether there is a database to look at; a SQLite file found is checked before use.
 
     Other backends are asked by connecting, which fails clearly when they are not there.
@@ -114,21 +157,26 @@ def exists(url: URL) -> bool:
         return True
     if not path.exists():
         return False
-    check_sqlite_file(path)
+    check_sqlite_file(path, writes=writes)
     return True
 
 
-def check_before_opening(url: URL, *, may_create: bool) -> None:
+def check_before_opening(url: URL, *, may_create: bool, writes: bool) -> None:
     """Only runs that may migrate create a missing SQLite file; the others refuse."""
     path = sqlite_path(url)
     if path is None:
         return
+    if writes and read_only(url):
+        raise CommandError(
+            f"DATABASE_URL opens {path} read-only (mode=ro), and a migration writes; "
+            "nothing was changed. Drop mode=ro to migrate"
+        )
     if not may_create and not path.exists():
         raise CommandError(f"{path} does not exist yet; run `make upgrade` to create it")
-    check_sqlite_file(path)
+    check_sqlite_file(path, writes=writes)
 
 
-def build_engine(url: URL) -> Engine:
+def build_engine(url: URL, *, writes: bool = True) -> Engine:
     """An engine whose transactions really wrap DDL, on every backend.
 
     pysqlite's own transaction handling commits before DDL, so Alembic on
@@ -136,6 +184,8 @@ def build_engine(url: URL) -> Engine:
     turns that off and emits ``BEGIN IMMEDIATE`` itself: the whole run is one
     transaction, and the write lock is taken before the current revision is
     read, so concurrent runs queue (for up to ``MIGRATION_LOCK_TIMEOUT``).
+    A run that only reads (``writes=False``) begins a plain transaction: a
+    consistent snapshot that works on a read-only file too.
     """
     kwargs: dict[str, Any] = {"poolclass": pool.NullPool}
     sqlite = url.get_backend_name() == "sqlite"
@@ -155,7 +205,7 @@ def build_engine(url: URL) -> Engine:
         ) from None
     if sqlite:
         event.listen(engine, "connect", _sqlite_driver_autocommit)
-        event.listen(engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine, "begin", _sqlite_begin_immediate if writes else _sqlite_begin_deferred)
     return engine
 
 
@@ -165,3 +215,7 @@ def _sqlite_driver_autocommit(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_begin_immediate(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _sqlite_begin_deferred(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN")

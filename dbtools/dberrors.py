@@ -52,6 +52,8 @@ def _describe_sqlite(detail: str, url: URL) -> str | None:
         return f"{where} is read-only; {UNCHANGED}. Make the file and its directory writable"
     if "file is not a database" in detail:
         return f"{where} is not a SQLite database; {UNCHANGED}. Point DATABASE_URL at the right file"
+    if "database or disk is full" in detail:
+        return f"the disk holding {where} is full; {UNCHANGED}. Free some space, then run again"
     if "unable to open database file" in detail:
         return f"cannot open the SQLite database {where}; check that its directory exists and is writable"
     return None
@@ -64,6 +66,17 @@ def _describe_postgresql(exc: DBAPIError, detail: str, url: URL) -> str | None:
             f"a migration statement waited longer than {DDL_LOCK_TIMEOUT_VAR}="
             f"{ddl_lock_timeout():g}s for a table lock held by other sessions; {UNCHANGED}. "
             f"Retry when traffic is lower, or raise {DDL_LOCK_TIMEOUT_VAR}"
+        )
+    if sqlstate == "42501":
+        return (
+            f"the role {url.username!r} lacks a privilege the migration needs ({detail}); {UNCHANGED}. "
+            "Since PostgreSQL 15 only the database owner may create in schema public: run as the "
+            f"owner, or GRANT CREATE ON SCHEMA public TO {url.username}"
+        )
+    if sqlstate in ("57P01", "57P02", "57P03") or (sqlstate is None and "closed the connection" in detail):
+        return (
+            f"the server at {mask(url)} ended the connection during the run ({detail}); it rolls back "
+            f"an unfinished transaction, so {UNCHANGED}. Run again once the server is back"
         )
     if sqlstate in ("28P01", "28000") or "authentication failed" in detail:
         return f"the server at {mask(url)} refused the login; check the user and password in DATABASE_URL"

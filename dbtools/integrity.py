@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 import warnings
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from typing import Any
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext, MigrationInfo
 from alembic.script import Script, ScriptDirectory
-from alembic.script.revision import RevisionMap
+from alembic.script.revision import ResolutionError, RevisionError, RevisionMap
 from alembic.util import CommandError
 from sqlalchemy import Column, MetaData, String, Table, Text, delete, insert, inspect, select, update
 from sqlalchemy.engine import Connection
@@ -90,10 +91,11 @@ class HistoryRewritten(CommandError):
 
 
 def check_history(script: ScriptDirectory) -> RevisionMap:
-    """The revision map, or one clear error when a file in the chain is missing.
+    """The revision map, or one clear error when the chain of files is broken.
 
-    Alembic warns and then fails with a bare KeyError when a migration names a
-    down_revision whose file is gone.
+    Alembic fails with a bare KeyError when a migration names a down_revision
+    whose file is gone, with a CycleDetected traceback on a loop, and only
+    warns when two files share a revision id (then keeps one of them).
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -105,7 +107,40 @@ def check_history(script: ScriptDirectory) -> RevisionMap:
                 f"the migration history is broken: {detail}; nothing was changed. "
                 "Restore the missing migration file (e.g. from git)"
             ) from None
+        except RevisionError as exc:  # CycleDetected, LoopDetected, and their dependency forms
+            raise BrokenHistory(
+                f"the migration history is broken: {exc}; nothing was changed. "
+                "Fix the down_revision of those migrations so the history is a chain"
+            ) from None
+    for warning in caught:
+        duplicate = re.search(r"Revision (\S+) is present more than once", str(warning.message))
+        if duplicate:
+            files = _files_defining(script, duplicate[1])
+            raise BrokenHistory(
+                f"the migration history is broken: revision {duplicate[1]} is defined by "
+                f"{len(files)} files ({', '.join(files)}); nothing was changed. "
+                "Give one of them a new revision id (and fix what names it as down_revision)"
+            )
     return script.revision_map
+
+
+def _files_defining(script: ScriptDirectory, revision: str) -> list[str]:
+    """For the error message only; Alembic's own map keeps just one of the files."""
+    pattern = re.compile(rf"^revision\b[^=\n]*=\s*['\"]{re.escape(revision)}['\"]", re.MULTILINE)
+    return sorted(
+        path.name
+        for path in Path(script.versions).rglob("*.py")
+        if pattern.search(path.read_text(errors="replace"))
+    )
+
+
+def script_for(revision_map: RevisionMap, revision: str) -> Script | None:
+    """The applied revision's script; None when its file is gone (Alembic raises instead)."""
+    try:
+        found = revision_map.get_revision(revision)
+    except ResolutionError:
+        return None
+    return found if isinstance(found, Script) else None
 
 
 def whole_history(config: Config) -> ScriptDirectory:
@@ -136,7 +171,7 @@ def problems(connection: Connection, script: ScriptDirectory, heads: Iterable[st
     revision_map = check_history(script)
     heads = tuple(heads)
     found: list[Problem] = [
-        Problem(head, Mismatch.MISSING) for head in heads if revision_map.get_revision(head) is None
+        Problem(head, Mismatch.MISSING) for head in heads if script_for(revision_map, head) is None
     ]
     if found:
         return found

@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 
 from dbtools.database import build_engine
 from dbtools.dberrors import friendly_errors
-from dbtools.settings import LOCK_TIMEOUT_VAR, ddl_lock_timeout, lock_timeout
+from dbtools.settings import LOCK_TIMEOUT_VAR, ddl_lock_timeout, lock_timeout, milliseconds
 
 # pg_advisory_xact_lock key shared by every migration run on a database.
 # Fixed forever: runs of different versions of this project must exclude each other.
@@ -30,7 +30,7 @@ def acquire(connection: Connection) -> None:
     if connection.dialect.name != "postgresql":
         return
     wait = lock_timeout()
-    connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(wait * 1000)}ms'")
+    connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{milliseconds(wait)}ms'")
     try:
         connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
     except OperationalError as exc:
@@ -41,16 +41,18 @@ def acquire(connection: Connection) -> None:
                 f"or raise {LOCK_TIMEOUT_VAR}"
             ) from None
         raise
-    connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(ddl_lock_timeout() * 1000)}ms'")
+    connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{milliseconds(ddl_lock_timeout())}ms'")
 
 
 @contextmanager
-def locked(url: URL, *, commit: bool = True) -> Iterator[Connection]:
+def locked(url: URL, *, commit: bool = True, writes: bool = True) -> Iterator[Connection]:
     """A transaction on ``url`` holding the migration lock, for commands beside Alembic's.
 
     ``commit=False`` rolls everything back at the end, as ``make rehearse`` needs.
+    ``writes=False`` only reads: on SQLite a snapshot without the write lock,
+    which also works on a read-only file.
     """
-    engine = build_engine(url)
+    engine = build_engine(url, writes=writes)
     try:
         with friendly_errors(url), engine.connect() as connection:
             transaction = connection.begin()

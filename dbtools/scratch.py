@@ -15,11 +15,12 @@ from dbtools import autogen
 from dbtools.database import build_engine
 
 
-def upgrade(connection: Connection, script: ScriptDirectory, destination: str = "head") -> MigrationContext:
-    """Run the migrations up to ``destination`` in one transaction, as env.py would.
+def upgrade(connection: Connection, script: ScriptDirectory, destination: str = "heads") -> MigrationContext:
+    """Run the migrations up to ``destination`` (every head) in one transaction, as env.py would.
 
     env.py's locks, guards and checksums are for real databases; a scratch one
-    needs only the migrations themselves.
+    needs only the migrations themselves. The transaction is the migration
+    context's own, so a migration's ``autocommit_block()`` can commit it.
     """
 
     def steps(revision: Sequence[str], _context: MigrationContext) -> Any:
@@ -29,7 +30,7 @@ def upgrade(connection: Connection, script: ScriptDirectory, destination: str = 
     context = MigrationContext.configure(
         connection, opts={"fn": steps, "script": script, "transactional_ddl": True, **autogen.COMPARE_OPTIONS}
     )
-    with connection.begin(), Operations.context(context):
+    with context.begin_transaction(), Operations.context(context):
         context.run_migrations()
     return context
 

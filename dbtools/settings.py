@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 from alembic.util import CommandError
@@ -9,6 +10,10 @@ from alembic.util import CommandError
 LOCK_TIMEOUT_VAR = "MIGRATION_LOCK_TIMEOUT"
 BACKUP_KEEP_VAR = "MIGRATION_BACKUP_KEEP"
 DDL_LOCK_TIMEOUT_VAR = "MIGRATION_DDL_LOCK_TIMEOUT"
+
+
+# PostgreSQL's timeouts are whole milliseconds in an int: about 24.8 days at most.
+MAX_SECONDS = 2_147_483
 
 
 def _seconds(name: str, default: float) -> float:
@@ -19,9 +24,16 @@ def _seconds(name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not value > 0:
-        raise CommandError(f"{name}={raw!r} is not a positive number of seconds; fix or unset it")
+    if not 0 < value <= MAX_SECONDS:  # also refuses nan and inf
+        raise CommandError(
+            f"{name}={raw!r} is not a positive number of seconds (at most {MAX_SECONDS:,}); fix or unset it"
+        )
     return value
+
+
+def milliseconds(seconds: float) -> int:
+    """For PostgreSQL, where 0 means "wait forever": a positive wait never rounds down to it."""
+    return max(1, math.ceil(seconds * 1000))
 
 
 def lock_timeout() -> float:

@@ -59,8 +59,9 @@ def run_migrations_online() -> None:
     integrity.check_history(context.script)  # A missing file fails here, not as a KeyError.
     given = this_run.connection
     if given is None:
-        check_before_opening(url, may_create=this_run.creates_database)
-        given = build_engine(url)
+        writes = this_run.applies_migrations  # the others only look: a read-only file will do
+        check_before_opening(url, may_create=this_run.creates_database, writes=writes)
+        given = build_engine(url, writes=writes)
 
     def after_each_step(
         ctx: MigrationContext, step: MigrationInfo, heads: Collection[str], run_args: Mapping[str, Any]

@@ -1,4 +1,4 @@
-"""${message}
+"""${(message or "").replace("\\", "\\\\").replace('"', '\\"')}
 
 Revision ID: ${up_revision}
 Revises:${(' ' + down_revision) if isinstance(down_revision, str) else (' ' + ', '.join(down_revision)) if down_revision else ''}

@@ -4,15 +4,34 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, TypeEngine
+
+
+class _SQLiteInstant(sqlite.DATETIME):
+    """SQLite's DATETIME has numeric affinity, so another client may store epoch seconds there.
+
+    SQLAlchemy parses only text; a number is read as the UTC instant it denotes.
+    """
+
+    def result_processor(self, dialect: Dialect, coltype: object) -> Any:
+        parse = super().result_processor(dialect, coltype)
+
+        def process(value: Any) -> Any:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return datetime.fromtimestamp(value, UTC).replace(tzinfo=None)
+            return parse(value) if parse else value
+
+        return process
 
 
 class UTCDateTime(TypeDecorator[datetime]):
     """An instant, always read back as a timezone-aware UTC ``datetime``.
 
     PostgreSQL stores ``timestamp with time zone``; SQLite has no such type and
-    stores the text of ``CURRENT_TIMESTAMP``, which is UTC without an offset.
+    stores the text of ``CURRENT_TIMESTAMP``, which is UTC without an offset
+    (or, written by another client, epoch seconds: read as that UTC instant).
     Naive values are refused on the way in, because their zone is a guess.
     Migrations render this as ``sa.DateTime(timezone=True)`` (``dbtools.autogen``), so
     they never import application code.
@@ -20,6 +39,11 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return _SQLiteInstant(timezone=True)  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
+        return super().load_dialect_impl(dialect)
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if value is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import subprocess
@@ -19,6 +20,8 @@ from sqlalchemy.engine import URL
 ROOT = Path(__file__).resolve().parent.parent
 # The virtualenv running the tests; copies of the project reuse it.
 VENV = Path(sys.prefix)
+PR_CAPBSET_DROP = 24
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
 COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "app.db*", "__pycache__", ".*_cache")
 
 
@@ -78,9 +81,9 @@ class Project:
         return ["make", "--no-print-directory", "-C", str(self.root), f"VENV={VENV}", *args]
 
     def make(
-        self, *args: str, url: URL | None = None, env: Mapping[str, str] | None = None
+        self, *args: str, url: URL | None = None, env: Mapping[str, str] | None = None, **kwargs: Any
     ) -> subprocess.CompletedProcess[str]:
-        return run(self.make_argv(*args), cwd=self.root, env={**base_env(url), **(env or {})})
+        return run(self.make_argv(*args), cwd=self.root, env={**base_env(url), **(env or {})}, **kwargs)
 
     @property
     def ini(self) -> str:
@@ -124,6 +127,20 @@ def run(
     argv: list[str], *, cwd: Path, env: Mapping[str, str], **kwargs: Any
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, cwd=cwd, env=dict(env), capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def as_plain_user() -> None:
+    """Make file permissions bind even for root (CI runs as root): a subprocess's preexec_fn.
+
+    Dropping the override capabilities from the bounding set before exec
+    leaves root without them in the new program, like any other user.
+    """
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
 def failed_line(result: subprocess.CompletedProcess[str]) -> str:

@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy.engine import URL
 
 from tests import workers
-from tests.helpers import Project, current_revision, dump, execute, failed_line, insert_users
+from tests.helpers import Project, as_plain_user, current_revision, dump, execute, failed_line, insert_users
 
-NAME = re.compile(r"^app-(?P<rev>[0-9a-f]+)-\d{8}T\d{6}\.\d{6}Z\.db$")
+NAME = re.compile(r"^app\.db-(?P<rev>[0-9a-f]+)-\d{8}T\d{6}\.\d{6}Z\.db$")
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ def test_downgrades_are_backed_up_and_only_the_newest_are_kept(
         assert project_copy.make("downgrade", url=db, env=keep).returncode == 0
         assert project_copy.make("upgrade", url=db, env=keep).returncode == 0
 
-    kept = backups(db)
+    kept = sorted(backups(db), key=lambda path: path.name.rsplit("-", 1)[1])  # by time, oldest first
     assert len(kept) == 2
     # The newest two: before the last downgrade (at head), then before the last upgrade.
     assert [NAME.match(path.name)["rev"] for path in kept] == [nickname_history[1], nickname_history[0]]  # type: ignore[index]
@@ -216,4 +216,182 @@ def test_restore_refuses_and_changes_nothing(
     }[problem]
     assert expected in line
     assert "secret" not in line
+    assert dump(db) == before
+
+
+def test_a_failed_restore_keeps_no_copy_and_the_retry_restores_the_wanted_backup(
+    project_copy: Project, nickname_history: list[str], db: URL
+) -> None:
+    project_copy.migrate(db, nickname_history[0])
+    insert_users(db, 30)
+    wanted = dump(db)
+    project_copy.migrate(db)
+    execute(db, "DELETE FROM users")
+    (backup,) = backups(db)
+    # An application's read transaction holds SHARED: the restore's COMMIT cannot get EXCLUSIVE.
+    reader = sqlite3.connect(str(db.database), isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM users").fetchone()
+
+    line = failed_line(project_copy.make("restore", url=db))
+
+    reader.close()
+    assert "is locked by another process" in line
+    assert backups(db) == [backup]  # the damaged state did not become the newest "backup"
+    retried = project_copy.make("restore", url=db)
+    assert retried.returncode == 0, retried.stderr
+    assert dump(db)["users"]["rows"] == wanted["users"]["rows"]
+
+
+def test_a_symlinked_database_is_backed_up_and_restored_beside_its_file(
+    project_copy: Project, nickname_history: list[str], tmp_path: Path
+) -> None:
+    real = tmp_path / "data" / "real.db"
+    real.parent.mkdir()
+    link = tmp_path / "app.db"
+    real_url = URL.create("sqlite", database=str(real))
+    project_copy.migrate(real_url, nickname_history[0])
+    link.symlink_to(real)
+    url = URL.create("sqlite", database=str(link))
+    insert_users(url, 5)
+    wanted = dump(url)
+    assert project_copy.make("upgrade", url=url).returncode == 0
+    execute(url, "DELETE FROM users")
+
+    restored = project_copy.make("restore", url=url)
+
+    assert restored.returncode == 0, restored.stderr
+    assert [p.name.split("-")[0] for p in (real.parent / "backups").iterdir()] == ["real.db"] * 2
+    assert dump(url)["users"]["rows"] == wanted["users"]["rows"]
+    assert link.is_symlink()
+
+
+def test_two_databases_with_one_stem_keep_their_backups_apart(
+    project_copy: Project, nickname_history: list[str], tmp_path: Path
+) -> None:
+    urls = {name: URL.create("sqlite", database=str(tmp_path / name)) for name in ("app.db", "app.sqlite3")}
+    wanted = {}
+    for rows, (name, url) in enumerate(urls.items(), start=1):
+        project_copy.migrate(url, nickname_history[0])
+        insert_users(url, rows * 10, prefix=f"db{rows}-")
+        wanted[name] = dump(url)
+        assert project_copy.make("upgrade", url=url).returncode == 0
+    execute(urls["app.db"], "DELETE FROM users")
+
+    assert project_copy.make("restore", url=urls["app.db"]).returncode == 0
+
+    assert dump(urls["app.db"]) == wanted["app.db"]
+    names = sorted(p.name.rsplit("-", 2)[0] for p in (tmp_path / "backups").iterdir())
+    assert names == ["app.db", "app.db", "app.sqlite3"]  # its own backup, and the state it replaced
+
+
+def test_backups_named_before_the_file_name_was_used_are_still_restored(
+    project_copy: Project, nickname_history: list[str], db: URL
+) -> None:
+    project_copy.migrate(db, nickname_history[0])
+    insert_users(db, 7)
+    wanted = dump(db)
+    project_copy.migrate(db)
+    (backup,) = backups(db)
+    backup.rename(backup.with_name(backup.name.removeprefix("app.db-").join(["app-", ""])))
+    execute(db, "DELETE FROM users")
+
+    restored = project_copy.make("restore", url=db)
+
+    assert restored.returncode == 0, restored.stderr
+    assert dump(db)["users"]["rows"] == wanted["users"]["rows"]
+
+
+def test_restore_brings_back_a_full_text_index(project_copy: Project, db: URL) -> None:
+    project_copy.migrate(db)
+    insert_users(db, 3)
+    execute(
+        db,
+        "CREATE VIRTUAL TABLE notes USING fts5(body)",
+        "INSERT INTO notes VALUES ('hello world'), ('goodbye moon')",
+    )
+    wanted = dump(db)
+    keep = Path(str(db.database)).with_name("kept.db")
+    with closing(sqlite3.connect(str(db.database))) as live, closing(sqlite3.connect(keep)) as copy:
+        live.backup(copy)
+    execute(db, "DELETE FROM notes", "DELETE FROM users")
+
+    restored = project_copy.make("restore", f"file={keep}", url=db)
+
+    assert restored.returncode == 0, restored.stderr
+    assert dump(db) == wanted
+    with closing(sqlite3.connect(str(db.database))) as conn:
+        assert conn.execute("SELECT body FROM notes WHERE notes MATCH 'moon'").fetchall() == [
+            ("goodbye moon",)
+        ]
+
+
+def test_a_backup_of_a_wal_database_restores_from_a_read_only_folder(
+    project_copy: Project, nickname_history: list[str], db: URL
+) -> None:
+    project_copy.migrate(db, nickname_history[0])
+    execute(db, "PRAGMA journal_mode = WAL")
+    insert_users(db, 12)
+    wanted = dump(db)
+    assert project_copy.make("upgrade", url=db).returncode == 0
+    (backup,) = backups(db)
+    archive = Path(str(db.database)).parent / "archive"  # e.g. a read-only mount of old backups
+    archive.mkdir()
+    kept = archive / backup.name
+    backup.rename(kept)
+    archive.chmod(0o555)
+    execute(db, "DELETE FROM users")
+    try:
+        restored = project_copy.make("restore", f"file={kept}", url=db, preexec_fn=as_plain_user)
+    finally:
+        archive.chmod(0o755)
+
+    assert restored.returncode == 0, restored.stderr
+    assert dump(db)["users"]["rows"] == wanted["users"]["rows"]
+    assert [p.name for p in archive.iterdir()] == [kept.name]  # no -wal or -shm left beside it
+
+
+def test_leftovers_of_an_interrupted_backup_are_cleaned_and_never_restored(
+    project_copy: Project, nickname_history: list[str], db: URL
+) -> None:
+    project_copy.migrate(db, nickname_history[0])
+    folder = Path(str(db.database)).parent / "backups"
+    folder.mkdir()
+    partial = folder / f"app.db-{nickname_history[0]}-20990101T000000.000000Z.db.partial"
+    partial.write_bytes(b"half a copy")
+    assert "no backups of" in failed_line(project_copy.make("restore", url=db))
+
+    assert project_copy.make("upgrade", url=db).returncode == 0
+
+    assert not partial.exists()
+    assert len(backups(db)) == 1
+
+
+def test_a_plain_file_named_backups_is_refused_cleanly(
+    project_copy: Project, nickname_history: list[str], db: URL
+) -> None:
+    project_copy.migrate(db, nickname_history[0])
+    (Path(str(db.database)).parent / "backups").write_text("not a folder")
+    before = dump(db)
+
+    line = failed_line(project_copy.make("upgrade", url=db))
+
+    assert "is not a directory" in line
+    assert "nothing was changed" in line
+    assert dump(db) == before
+
+
+def test_restore_while_another_process_holds_the_exclusive_lock_is_refused(
+    project_copy: Project, nickname_history: list[str], db: URL
+) -> None:
+    project_copy.migrate(db, nickname_history[0])
+    project_copy.migrate(db)
+    before = dump(db)
+    holder = sqlite3.connect(str(db.database), isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # as a large data migration holds it once it spills
+    try:
+        line = failed_line(project_copy.make("restore", url=db))
+    finally:
+        holder.close()
+    assert "is locked by another process" in line
     assert dump(db) == before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import URL
@@ -139,3 +140,52 @@ def test_make_stamp_records_the_checksums_of_what_it_adopts(project: Project, da
     head = project.heads()[0]
     assert recorded_checksums(database_url) == {head: sha256(project, head)}
     assert project.make("verify", url=database_url).returncode == 0
+
+
+def test_a_missing_file_of_the_applied_head_is_reported_not_a_traceback(
+    project_copy: Project, nickname_history: list[str], tmp_path: Path
+) -> None:
+    database_url = URL.create("sqlite", database=str(tmp_path / "app.db"))  # the files are what matters
+    second = nickname_history[1]
+    project_copy.migrate(database_url)
+    before = dump(database_url)
+    (path,) = project_copy.versions.glob(f"*{second}*.py")
+    path.rename(project_copy.root / "moved-away.py")  # e.g. an older branch checked out
+
+    for command in ("verify", "repair"):
+        line = failed_line(project_copy.make(command, url=database_url))
+        assert f"applied migration {second} has no file in migrations/versions" in line
+    status = project_copy.make("status", url=database_url)
+
+    assert status.returncode == 0, status.stderr
+    assert f"[X] {second}  (no such file)  FILE MISSING  <- current" in status.stdout
+    assert dump(database_url) == before
+
+
+@pytest.mark.parametrize("shape", ["duplicate id", "self-loop", "cycle"])
+def test_a_broken_chain_of_files_is_named_in_one_line(
+    project_copy: Project, tmp_path: Path, shape: str
+) -> None:
+    database_url = URL.create("sqlite", database=str(tmp_path / "app.db"))  # the files are what matters
+    head = project_copy.heads()[0]
+    project_copy.migrate(database_url)
+    before = dump(database_url)
+    added = project_copy.add_migration("pass")
+    (path,) = project_copy.versions.glob(f"*{added}*.py")
+    if shape == "duplicate id":
+        path.with_name("9999_copy_of_it.py").write_text(path.read_text())
+        files = ", ".join(sorted([path.name, "9999_copy_of_it.py"]))
+        expected = f"revision {added} is defined by 2 files ({files})"
+    elif shape == "self-loop":
+        path.write_text(path.read_text().replace(f"down_revision = {head!r}", f"down_revision = {added!r}"))
+        expected = f"Self-loop is detected in revisions ({added})"
+    else:
+        other = project_copy.add_migration("pass", down_revision=added)
+        path.write_text(path.read_text().replace(f"down_revision = {head!r}", f"down_revision = {other!r}"))
+        expected = "Cycle is detected in revisions"
+
+    for command in ("upgrade", "status", "verify"):
+        line = failed_line(project_copy.make(command, url=database_url))
+        assert "the migration history is broken" in line
+        assert expected in line
+    assert dump(database_url) == before

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import ast
+import signal
 import sqlite3
 import subprocess
+import time
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from tests.helpers import Project, current_revision, dump, engine_for, failed_line, insert_users
+from tests.helpers import (
+    VENV,
+    Project,
+    base_env,
+    current_revision,
+    dump,
+    engine_for,
+    failed_line,
+    insert_users,
+)
 
 USERS_DDL = (
     "CREATE TABLE users (\n\tid INTEGER NOT NULL, \n\tusername VARCHAR(64) NOT NULL, \n"
@@ -174,3 +186,107 @@ def test_commands_that_only_look_do_not_create_the_database(project_copy: Projec
         line = failed_line(project_copy.make(target))
         assert f"{app_db} does not exist yet; run `make upgrade` to create it" in line
     assert not app_db.exists()
+
+
+def test_every_target_works_in_a_folder_with_spaces(tmp_path: Path) -> None:
+    project = Project.copy_to(tmp_path / "My Projects" / "app")
+    first, _ = project.extend_history(
+        ('op.add_column("users", sa.Column("nickname", sa.String(32)))', "pass")
+    )
+    url = URL.create("sqlite", database=str(project.root / "my app.db"))
+    project.migrate(url, first)
+    relative = {"DATABASE_URL": "sqlite:///my app.db"}  # relative to the project, spaces and all
+
+    upgraded = project.make("upgrade", env=relative)
+    status = project.make("status", env=relative)
+    (backup,) = (project.root / "backups").iterdir()
+    restored = project.make("restore", f"file=backups/{backup.name}", env=relative)
+
+    for result in (upgraded, status, restored):
+        assert result.returncode == 0, result.stderr
+    assert backup.name.startswith(f"my app.db-{first}-")
+    assert current_revision(url) == first
+
+
+def test_a_migration_message_is_taken_literally(project_copy: Project) -> None:
+    project_copy.migrate(URL.create("sqlite", database=str(project_copy.root / "app.db")))
+    model = project_copy.root / "models" / "user.py"
+    model.write_text(
+        model.read_text().replace(
+            "    def __repr__",
+            "    nickname: Mapped[str | None] = mapped_column(String(32))\n\n    def __repr__",
+        )
+    )
+    message = 'costs $5 """; raise SystemExit(3) # \\ done'
+
+    result = project_copy.make("migration", f"msg={message}")
+
+    assert result.returncode == 0, result.stderr
+    (script,) = [p for p in project_copy.versions.glob("*.py") if "create_users" not in p.name]
+    module = ast.parse(script.read_text())
+    assert ast.get_docstring(module, clean=False).splitlines()[0] == message  # type: ignore[union-attr]
+    assert not [node for node in module.body if isinstance(node, ast.Raise)]
+
+
+def test_upgrade_with_two_heads_says_what_to_run(project_copy: Project, tmp_path: Path) -> None:
+    database_url = URL.create("sqlite", database=str(tmp_path / "app.db"))  # the history is what matters
+    head = project_copy.heads()[0]
+    project_copy.migrate(database_url)
+    left = project_copy.add_migration("pass", down_revision=head)
+    right = project_copy.add_migration("pass", down_revision=head)
+
+    line = failed_line(project_copy.make("upgrade", url=database_url))
+
+    assert f"several heads ({', '.join(sorted([left, right]))})" in line
+    assert "make upgrade rev=heads" in line
+    assert project_copy.make("upgrade", "rev=heads", url=database_url).returncode == 0
+
+
+def test_one_step_back_from_a_merge_says_what_to_run(project_copy: Project, tmp_path: Path) -> None:
+    database_url = URL.create("sqlite", database=str(tmp_path / "app.db"))  # the history is what matters
+    head = project_copy.heads()[0]
+    left = project_copy.add_migration("pass", down_revision=head)
+    right = project_copy.add_migration("pass", down_revision=head)
+    merge = project_copy.add_migration("pass", down_revision=left)
+    (path,) = project_copy.versions.glob(f"*{merge}*.py")
+    path.write_text(
+        path.read_text().replace(f"down_revision = {left!r}", f"down_revision = ({left!r}, {right!r})")
+    )
+    project_copy.migrate(database_url)
+    before = dump(database_url)
+
+    line = failed_line(project_copy.make("downgrade", url=database_url))
+
+    assert "merge revision" in line
+    assert "make downgrade rev=<revision>" in line
+    assert dump(database_url) == before
+
+
+def test_ctrl_c_during_a_migration_is_one_line_and_changes_nothing(
+    project_copy: Project, database_url: URL
+) -> None:
+    project_copy.migrate(database_url)
+    insert_users(database_url, 5)
+    project_copy.add_migration(
+        'op.create_table("tmp", sa.Column("id", sa.Integer))\nimport time\ntime.sleep(30)',
+        'op.drop_table("tmp")',
+    )
+    before = dump(database_url)
+    argv = [str(VENV / "bin" / "python"), "-m", "dbtools", "upgrade"]
+    process = subprocess.Popen(
+        argv, cwd=project_copy.root, env=base_env(database_url), stderr=subprocess.PIPE, text=True
+    )
+    assert process.stderr is not None
+    seen = ""
+    for line in process.stderr:  # the migration has started once Alembic says so
+        seen += line
+        if "Running upgrade" in line:
+            break
+    time.sleep(0.3)
+    process.send_signal(signal.SIGINT)
+    _, rest = process.communicate(timeout=60)
+
+    result = subprocess.CompletedProcess(argv, process.returncode, "", seen + rest)
+    assert "interrupted" in failed_line(result)
+    assert process.returncode == 130
+    assert dump(database_url) == before

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import ctypes
-import os
 import sqlite3
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,8 @@ from dbtools.locking import ADVISORY_LOCK_KEY
 from models import Base
 from tests.helpers import (
     Project,
+    as_plain_user,
+    base_env,
     current_revision,
     dump,
     engine_for,
@@ -26,23 +27,6 @@ from tests.helpers import (
     insert_users,
     url_string,
 )
-
-PR_CAPBSET_DROP = 24
-CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
-
-
-def as_plain_user() -> None:
-    """Make file permissions bind even for root (CI runs as root).
-
-    Dropping the override capabilities from the bounding set before exec
-    leaves root without them in the new program, like any other user.
-    """
-    if os.geteuid() != 0:
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
-        if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
-            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
 
 
 def sqlite_url(path: Path) -> URL:
@@ -286,3 +270,137 @@ def test_sqlite_file_is_not_modified_by_a_refused_run(project: Project, tmp_path
     assert target.read_bytes() == content
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]
     assert sa.inspect(engine_for(sqlite_url(target))).get_table_names() == ["users"]
+
+
+@pytest.mark.parametrize("raw", ["inf", "nan", "1e12"])
+def test_a_timeout_that_cannot_be_honoured_is_refused(project: Project, tmp_path: Path, raw: str) -> None:
+    result = project.make("upgrade", url=sqlite_url(tmp_path / "app.db"), env={"MIGRATION_LOCK_TIMEOUT": raw})
+
+    assert f"MIGRATION_LOCK_TIMEOUT='{raw}' is not a positive number of seconds" in failed_line(result)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sub_millisecond_timeout_still_times_out_on_postgresql(project: Project, pg_admin_url: URL) -> None:
+    with pgserver.fresh_database(pg_admin_url) as url:
+        holder = engine_for(url)
+        with holder.connect() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({ADVISORY_LOCK_KEY})")  # another run
+            # Rounded down, 0.0004 s was lock_timeout = '0ms': PostgreSQL's "wait forever".
+            result = project.make("upgrade", url=url, env={"MIGRATION_LOCK_TIMEOUT": "0.0004"})
+            conn.rollback()
+        holder.dispose()
+        assert "MIGRATION_LOCK_TIMEOUT=0.0004s" in failed_line(result)
+        assert current_revision(url) is None
+
+
+def test_a_full_disk_is_one_line_and_changes_nothing(project_copy: Project, tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "app.db")
+    project_copy.migrate(url)
+    insert_users(url, 3)
+    # SQLite's own size limit raises the same SQLITE_FULL a full disk does.
+    project_copy.add_migration(
+        """
+        bind = op.get_bind()
+        pages = bind.exec_driver_sql("PRAGMA page_count").scalar()
+        bind.exec_driver_sql(f"PRAGMA max_page_count = {pages + 2}")
+        op.create_table("blobs", sa.Column("data", sa.Text))
+        op.execute("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 200) "
+                   "INSERT INTO blobs SELECT hex(randomblob(2000)) FROM n")
+        """,
+        'op.drop_table("blobs")',
+    )
+    before = dump(url)
+
+    line = failed_line(project_copy.make("upgrade", url=url, env={"MIGRATION_BACKUP_KEEP": "0"}))
+
+    assert "is full" in line
+    assert "nothing was changed" in line
+    assert dump(url) == before
+
+
+def test_a_read_only_database_can_still_be_inspected(project: Project, tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "app.db")
+    project.migrate(url)
+    content = (tmp_path / "app.db").read_bytes()
+    (tmp_path / "app.db").chmod(0o444)
+    tmp_path.chmod(0o555)
+    try:
+        results = {
+            target: project.make(target, url=url, preexec_fn=as_plain_user)
+            for target in ("status", "verify", "current", "check")
+        }
+    finally:
+        tmp_path.chmod(0o755)
+        (tmp_path / "app.db").chmod(0o644)
+    for target, result in results.items():
+        assert result.returncode == 0, (target, result.stderr)
+    assert "checksum ok" in results["status"].stdout
+    assert (tmp_path / "app.db").read_bytes() == content
+
+
+@pytest.mark.parametrize("args", [("downgrade",), ("upgrade", "rev=nope")], ids=["downgrade", "unknown-rev"])
+def test_a_failing_command_creates_no_database(
+    project: Project, tmp_path: Path, args: tuple[str, ...]
+) -> None:
+    line = failed_line(project.make(*args, url=sqlite_url(tmp_path / "app.db")))
+
+    assert "nothing was changed" in line or "does not exist yet" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_role_without_create_on_public_is_one_line(project: Project, pg_admin_url: URL) -> None:
+    with pgserver.fresh_database(pg_admin_url) as owned:
+        guest = owned.set(username=f"{owned.username}_guest", password="Guest-Secret-3")
+        admin = engine_for(pg_admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE ROLE {guest.username} LOGIN PASSWORD 'Guest-Secret-3'")
+        try:
+            result = project.make("upgrade", url=guest)
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f"DROP ROLE {guest.username}")
+            admin.dispose()
+        line = failed_line(result)
+        assert f"GRANT CREATE ON SCHEMA public TO {guest.username}" in line
+        assert "Guest-Secret-3" not in result.stdout + result.stderr
+        assert current_revision(owned) is None
+
+
+def test_a_backend_terminated_mid_run_is_one_line_and_changes_nothing(
+    project_copy: Project, pg_admin_url: URL
+) -> None:
+    with pgserver.fresh_database(pg_admin_url) as url:
+        project_copy.migrate(url)
+        insert_users(url, 3)
+        project_copy.add_migration(
+            'op.create_table("tmp", sa.Column("id", sa.Integer))\nop.execute("SELECT pg_sleep(30)")',
+            'op.drop_table("tmp")',
+        )
+        before = dump(url)
+        process = subprocess.Popen(
+            project_copy.make_argv("upgrade"),
+            env=base_env(url),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        admin = engine_for(pg_admin_url, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                for _ in range(300):  # as a failover or a DBA would, once the run is under way
+                    killed = conn.exec_driver_sql(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %(db)s "
+                        "AND query LIKE %(sleeping)s AND pid <> pg_backend_pid()",
+                        {"db": url.database, "sleeping": "%pg_sleep(30)%"},
+                    ).all()
+                    if killed:
+                        break
+                    time.sleep(0.05)
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            process.kill()
+            admin.dispose()
+        result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        line = failed_line(result)
+        assert "ended the connection during the run" in line
+        assert dump(url) == before

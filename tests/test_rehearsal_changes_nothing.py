@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from tests.helpers import Project, current_revision, dump, insert_users, recorded_checksums
+from tests.helpers import Project, current_revision, dump, failed_line, insert_users, recorded_checksums
 
 
 @pytest.fixture
@@ -75,3 +75,35 @@ def test_rehearsal_refuses_an_edited_applied_migration(
     assert result.returncode != 0
     assert "was edited after it was applied" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_migration_that_commits_midway_cannot_be_rehearsed(
+    project_copy: Project, database_url: URL
+) -> None:
+    project_copy.migrate(database_url)
+    added = project_copy.add_migration(
+        'with op.get_context().autocommit_block():\n    op.create_index("ix_c", "users", ["created_at"])',
+        'op.drop_index("ix_c")',
+    )
+    before = dump(database_url)
+
+    line = failed_line(project_copy.make("rehearse", url=database_url))
+
+    assert f"migration {added} uses op.get_context().autocommit_block()" in line
+    assert "cannot be rehearsed" in line
+    assert dump(database_url) == before
+
+
+def test_a_copy_left_by_a_killed_rehearsal_is_removed(project_copy: Project, tmp_path: Path) -> None:
+    folder = tmp_path / "data"
+    folder.mkdir()
+    url = URL.create("sqlite", database=str(folder / "app.db"))
+    project_copy.migrate(url)
+    abandoned = folder / ".app.db.rehearsal-999999999-abcd1234"  # no such process
+    abandoned.mkdir()
+    (abandoned / "app.db").write_bytes(b"a copy")
+
+    result = project_copy.make("rehearse", url=url)
+
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in folder.iterdir()) == ["app.db"]

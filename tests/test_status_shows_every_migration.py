@@ -90,3 +90,34 @@ def test_migrations_that_only_run_on_postgresql_leave_drift_unknown(project_copy
     summary = result.stdout.splitlines()[-1]
     assert "models: unknown (not checked: the migrations do not run on SQLite" in summary
     assert "run `make upgrade`, then `make check`" in summary
+
+
+CONCURRENT_INDEX = """
+with op.get_context().autocommit_block():
+    op.create_index("ix_users_created_at", "users", ["created_at"])
+"""
+
+
+def test_a_pending_migration_with_an_autocommit_block_is_shown(
+    project_copy: Project, database_url: URL
+) -> None:
+    project_copy.migrate(database_url)
+    added = project_copy.add_migration(CONCURRENT_INDEX, 'op.drop_index("ix_users_created_at")')
+
+    result = project_copy.make("status", url=database_url)
+
+    assert result.returncode == 0, result.stderr
+    assert revision_lines(result.stdout)[-1].startswith(f"[ ] {added}")
+    assert "models: DIFFER from migrations (remove_index ix_users_created_at" in result.stdout
+
+
+def test_two_heads_are_shown_and_drift_is_still_checked(project_copy: Project) -> None:
+    head = project_copy.heads()[0]
+    left = project_copy.add_migration("pass", down_revision=head)
+    right = project_copy.add_migration("pass", down_revision=head)
+
+    result = project_copy.make("status")
+
+    assert result.returncode == 0, result.stderr
+    assert {line[4:16] for line in revision_lines(result.stdout)} == {head, left, right}
+    assert "models: in sync with migrations (checked on a scratch SQLite database" in result.stdout

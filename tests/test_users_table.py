@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -134,3 +135,24 @@ def test_created_at_is_the_same_utc_instant_in_any_session_time_zone(pg_url: URL
             sa.text("SELECT created_at AT TIME ZONE 'UTC' FROM users WHERE username = 'b'")
         )
         assert raw.scalar() == datetime(2026, 7, 1, 12, 30)
+
+
+def test_created_at_written_as_epoch_seconds_by_another_client_reads_as_that_instant(
+    project: Project, tmp_path: Path
+) -> None:
+    # SQLite's DATETIME has numeric affinity: a client may store 1700000000 instead of text.
+    url = URL.create("sqlite", database=str(tmp_path / "app.db"))
+    project.migrate(url)
+    engine = engine_for(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO users (username, email, created_at) "
+            "VALUES ('int', 'i@x', 1700000000), ('real', 'r@x', 1.5)"
+        )
+    with Session(engine) as session:
+        seen = {user.username: user.created_at for user in session.scalars(sa.select(User))}
+    engine.dispose()
+    assert seen == {
+        "int": datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC),
+        "real": datetime(1970, 1, 1, 0, 0, 1, 500000, tzinfo=UTC),
+    }

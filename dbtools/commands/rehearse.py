@@ -10,7 +10,12 @@ the database's write lock, blocking every writer, for the whole rehearsal.
 
 from __future__ import annotations
 
+import glob
+import os
+import re
+import shutil
 import tempfile
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +24,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy.engine import URL
 
 from dbtools import backup, database, project
@@ -55,13 +61,32 @@ def rehearsal(config: Config, url: URL, destination: str) -> Rehearsal:
     with _target(url) as (target, where), locked(target, commit=False) as connection:
         # A copy is thrown away and PostgreSQL rolls back: neither needs a backup.
         run = Run(connection=connection, needs_models=False, backs_up=False)
-        command.upgrade(run.start_with(config), destination)
+        try:
+            command.upgrade(run.start_with(config), destination)
+        except AssertionError as exc:
+            revision = _commits_midway(exc)
+            if revision is None:
+                raise
+            raise CommandError(
+                f"migration {revision} uses op.get_context().autocommit_block(), which commits "
+                "part of the run, and a rehearsal must roll everything back, so it cannot be "
+                "rehearsed; nothing was changed. Rehearse up to the revision before it (rev=...)"
+            ) from None
     script = ScriptDirectory.from_config(config)
     steps = []
     for revision, seconds in run.timer.steps:
         rev = script.get_revision(revision)
         steps.append((revision, rev.doc if rev is not None else "", seconds))
     return Rehearsal(where, steps)
+
+
+def _commits_midway(exc: AssertionError) -> str | None:
+    """The revision whose autocommit_block() Alembic refused inside our outer transaction."""
+    frames = [frame for frame, _ in traceback.walk_tb(exc.__traceback__)]
+    if not any(frame.f_code.co_name == "autocommit_block" for frame in frames):
+        return None
+    revisions = [frame.f_globals["revision"] for frame in frames if "down_revision" in frame.f_globals]
+    return str(revisions[-1]) if revisions else "(unknown)"
 
 
 @contextmanager
@@ -74,7 +99,27 @@ def _target(url: URL) -> Iterator[tuple[URL, str]]:
     if not database.exists(url):
         yield url.set(database=":memory:"), f"a new database (as {path} does not exist yet)"
         return
-    with tempfile.TemporaryDirectory(prefix=f".{path.name}.rehearsal-", dir=path.parent) as scratch:
+    _remove_abandoned_copies(path)
+    prefix = f".{path.name}.rehearsal-{os.getpid()}-"
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=path.parent) as scratch:
         copy = Path(scratch) / path.name
         backup.copy(path, copy, durable=False)  # thrown away afterwards
         yield url.set(database=str(copy)), f"a copy of {path}, deleted afterwards"
+
+
+def _remove_abandoned_copies(path: Path) -> None:
+    """Copies left by a killed rehearsal: their folder names a process that is gone."""
+    for folder in path.parent.glob(f".{glob.escape(path.name)}.rehearsal-*"):
+        owner = re.match(rf"\.{re.escape(path.name)}\.rehearsal-(\d+)-", folder.name)
+        if folder.is_dir() and not (owner and _alive(int(owner[1]))):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

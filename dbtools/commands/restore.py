@@ -54,7 +54,7 @@ def check_backup(path: Path, script: ScriptDirectory) -> str:
     with path.open("rb") as handle:
         if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
             raise CommandError(f"{path} is not a SQLite database; nothing was restored")
-    with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+    with closing(sqlite3.connect(_unchanging(path), uri=True)) as conn:
         try:
             result = [row[0] for row in conn.execute("PRAGMA integrity_check")]
             has_version = conn.execute(
@@ -89,32 +89,44 @@ def replace_database(database: Path, source: Path, script: ScriptDirectory) -> t
         raise CommandError(f"{source} is the database itself, not a backup; nothing was restored")
     revision = check_backup(source, script)
     check_sqlite_file(database)
-    # timeout=0: refuse at once if a migration (or any writer) holds the lock.
-    with closing(sqlite3.connect(database, timeout=0, isolation_level=None)) as live:
-        # SQLite attaches only outside a transaction; the backup is only read.
-        live.execute("ATTACH DATABASE ? AS restored", (str(source.resolve()),))
-        try:
+    kept: Path | None = None
+    try:
+        # timeout=0: refuse at once if a migration, or any other connection, is in the way.
+        live_uri = database.resolve().as_uri()
+        with closing(sqlite3.connect(live_uri, uri=True, timeout=0, isolation_level=None)) as live:
+            # SQLite attaches only outside a transaction; the backup is only read.
+            live.execute("ATTACH DATABASE ? AS restored", (_unchanging(source),))
             live.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if "locked" in str(exc):
-                raise CommandError(
-                    f"{database} is locked by another process (a migration or a writer); "
-                    "nothing was restored. Retry when it is done"
-                ) from None
-            raise
-        try:
-            kept = _keep_current(database, live)
-            _replace_contents(live)
-            live.execute("COMMIT")
-        except sqlite3.Error as exc:
-            live.execute("ROLLBACK")
+            try:
+                kept = _keep_current(database, live)
+                _replace_contents(live)
+                live.execute("COMMIT")
+            except BaseException:
+                if live.in_transaction:
+                    live.execute("ROLLBACK")
+                raise
+    except BaseException as exc:
+        # The replaced state is kept only once the restore has committed: kept from a
+        # failed attempt, it would be the newest backup, and a retried `make restore`
+        # would put the current state back instead of the backup that was wanted.
+        if kept is not None:
+            kept.unlink(missing_ok=True)
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            raise CommandError(
+                f"{database} is locked by another process (a migration, a writer, or an "
+                "application's open transaction); nothing was restored. Retry when it is done"
+            ) from None
+        if isinstance(exc, sqlite3.Error):
             raise CommandError(
                 f"restoring {database} failed ({exc}); it was rolled back, unchanged"
             ) from None
-        except BaseException:
-            live.execute("ROLLBACK")
-            raise
+        raise
     return revision, kept
+
+
+def _unchanging(path: Path) -> str:
+    """A URI that reads a backup as the closed file it is: nothing (-wal, -shm) is written beside it."""
+    return f"{path.resolve().as_uri()}?mode=ro&immutable=1"
 
 
 def _keep_current(database: Path, live: sqlite3.Connection) -> Path | None:
@@ -129,25 +141,41 @@ def _keep_current(database: Path, live: sqlite3.Connection) -> Path | None:
 
 
 def _replace_contents(live: sqlite3.Connection) -> None:
-    """Inside the caller's transaction: make ``live`` hold exactly what the attached backup holds."""
+    """Inside the caller's transaction: make ``live`` hold exactly what the attached backup holds.
+
+    A virtual table (FTS5, say) creates its shadow tables itself, so those are
+    not created again but filled, row for row, like every ordinary table.
+    """
+    shadows = {schema: _shadow_tables(live, schema) for schema in ("main", "restored")}
     for kind, name in live.execute(
         "SELECT type, name FROM main.sqlite_master WHERE name NOT LIKE 'sqlite_%' "
         "AND type IN ('view', 'trigger', 'table') ORDER BY type = 'table'"
     ).fetchall():
-        live.execute(f"DROP {kind.upper()} IF EXISTS main.{_quote(name)}")
+        if name not in shadows["main"]:  # dropped with their virtual table
+            live.execute(f"DROP {kind.upper()} IF EXISTS main.{_quote(name)}")
     objects = live.execute(
         "SELECT type, name, sql FROM restored.sqlite_master WHERE sql IS NOT NULL "
         "AND name NOT LIKE 'sqlite_%' ORDER BY type != 'table', rowid"
     ).fetchall()
     for kind, name, sql in objects:
+        if name in shadows["restored"]:
+            continue
         live.execute(sql)
-        if kind == "table":
+        if kind == "table" and not sql.upper().startswith("CREATE VIRTUAL"):
             live.execute(f"INSERT INTO main.{_quote(name)} SELECT * FROM restored.{_quote(name)}")
+    for name in shadows["restored"]:
+        live.execute(f"DELETE FROM main.{_quote(name)}")
+        live.execute(f"INSERT INTO main.{_quote(name)} SELECT * FROM restored.{_quote(name)}")
     if live.execute("SELECT 1 FROM restored.sqlite_master WHERE name = 'sqlite_sequence'").fetchone():
         live.execute("DELETE FROM main.sqlite_sequence")
         live.execute("INSERT INTO main.sqlite_sequence SELECT * FROM restored.sqlite_sequence")
     (user_version,) = live.execute("PRAGMA restored.user_version").fetchone()
     live.execute(f"PRAGMA main.user_version = {int(user_version)}")
+
+
+def _shadow_tables(live: sqlite3.Connection, schema: str) -> list[str]:
+    rows = live.execute("SELECT name FROM pragma_table_list WHERE schema = ? AND type = 'shadow'", (schema,))
+    return [name for (name,) in rows]
 
 
 def _quote(name: str) -> str:

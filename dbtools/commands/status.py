@@ -79,8 +79,8 @@ def collect(config: Config, url: URL) -> Status:
     heads: tuple[str, ...] = ()
     problems: list[integrity.Problem] = []
     drift: list[str] | None = None
-    if database.exists(url):
-        with locked(url) as connection:
+    if database.exists(url, writes=False):
+        with locked(url, writes=False) as connection:
             heads = tuple(MigrationContext.configure(connection).get_current_heads())
             problems = integrity.problems(connection, script, heads)
             if set(heads) == set(script.get_heads()):
@@ -98,7 +98,9 @@ def collect(config: Config, url: URL) -> Status:
                 drift = _drift(connection)
         except Exception as exc:  # e.g. a migration written for PostgreSQL only
             drift = None
-            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:80]
+            reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0][
+                :80
+            ]
             checked_on = f"not checked: the migrations do not run on SQLite ({reason})"
     return Status(
         where=mask(url),

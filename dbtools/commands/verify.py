@@ -13,10 +13,10 @@ from dbtools.locking import locked
 def verify(config: Config) -> None:
     script = integrity.whole_history(config)
     url = project.database_url(config)
-    if not database.exists(url):
+    if not database.exists(url, writes=False):
         print(f"{mask(url)} does not exist yet: nothing is applied, so nothing to verify.")
         return
-    with locked(url) as connection:
+    with locked(url, writes=False) as connection:
         heads = MigrationContext.configure(connection).get_current_heads()
         integrity.verify(connection, script, heads)
         count = len(integrity.applied_revisions(script.revision_map, heads))
