@@ -8,16 +8,18 @@ printed here, and only here, as one ``FAILED:`` line on stderr, with exit status
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
+from typing import TYPE_CHECKING
 
-from alembic.util import CommandError
+from dbtools import fastpath
 
-from dbtools import project
+if TYPE_CHECKING:
+    import argparse
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+
     parser = argparse.ArgumentParser(prog="python -m dbtools", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -58,6 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    done = fastpath.nothing_to_do(argv)  # before SQLAlchemy or Alembic is imported
+    if done:
+        print(f"INFO  [dbtools.fastpath] {done}", file=sys.stderr)
+        return 0
+    import importlib
+
+    from alembic.util import CommandError
+
+    from dbtools import project
+
     options = vars(build_parser().parse_args(argv))
     name = options.pop("command")
     command = getattr(importlib.import_module(f"dbtools.commands.{name}"), name)

@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import sqlite3
+import subprocess
 from collections.abc import Iterable
 from contextlib import closing, suppress
 from dataclasses import dataclass
@@ -31,6 +33,8 @@ from dbtools.settings import BACKUP_KEEP_VAR, backup_keep
 log = logging.getLogger(__name__)
 STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 PARTIAL = ".partial"  # a copy being written; never a backup
+# Journal modes in which only the holder of the write lock ever writes the database file.
+ROLLBACK_JOURNAL_MODES = ("delete", "truncate", "persist")
 
 
 @dataclass(frozen=True)
@@ -45,8 +49,15 @@ def folder(database: Path) -> Path:
     return database.resolve().parent / "backups"
 
 
-def copy(source: Path, target: Path, *, durable: bool = True) -> None:
-    """Copy a live database page by page, consistently, to a new file.
+def copy(source: Path, target: Path, *, durable: bool = True, still: bool = False) -> None:
+    """Copy a live database, consistently, to a new file.
+
+    ``still``: the caller holds the database's write lock in a rollback-journal
+    mode, so no connection can change the file (readers only read it, and a
+    writer needs the lock first): a copy of its bytes, made inside the kernel,
+    is a consistent snapshot at the speed of the disk. Otherwise (WAL, where a
+    reader's checkpoint writes the file; or no lock) SQLite's online backup API
+    copies it page by page.
 
     Written under a temporary name, flushed to disk, then renamed: a failed or
     interrupted copy never looks like a backup, and a finished one survives a
@@ -60,14 +71,10 @@ def copy(source: Path, target: Path, *, durable: bool = True) -> None:
         if target.parent.exists() and not target.parent.is_dir():
             raise NotADirectoryError(f"{target.parent} exists and is not a directory")
         target.parent.mkdir(exist_ok=True)
-        with (
-            closing(sqlite3.connect(f"{source.as_uri()}?mode=ro", uri=True)) as src,
-            closing(sqlite3.connect(partial)) as dst,
-        ):
-            dst.execute("PRAGMA journal_mode = OFF")
-            dst.execute("PRAGMA synchronous = OFF")
-            src.backup(dst)
-            dst.execute("PRAGMA journal_mode = DELETE")
+        if still and shutil.which("cp"):
+            _copy_bytes(source, partial)
+        else:
+            _copy_pages(source, partial)
         if durable:
             _fsync(partial)
         os.replace(partial, target)
@@ -82,6 +89,31 @@ def copy(source: Path, target: Path, *, durable: bool = True) -> None:
         ) from None
 
 
+def _copy_pages(source: Path, partial: Path) -> None:
+    with (
+        closing(sqlite3.connect(f"{source.as_uri()}?mode=ro", uri=True)) as src,
+        closing(sqlite3.connect(partial)) as dst,
+    ):
+        dst.execute("PRAGMA journal_mode = OFF")
+        dst.execute("PRAGMA synchronous = OFF")
+        src.backup(dst)
+        dst.execute("PRAGMA journal_mode = DELETE")
+
+
+def _copy_bytes(source: Path, partial: Path) -> None:
+    """The file's bytes, copied by ``cp`` (``copy_file_range``: inside the kernel, or shared blocks).
+
+    In another process on purpose: closing any descriptor of the database file
+    in this process would drop every POSIX lock the process holds on it, the
+    migration's write lock included (SQLite's documented pitfall).
+    """
+    result = subprocess.run(
+        ["cp", "--", str(source), str(partial)], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise OSError(result.stderr.strip() or f"cp exited with {result.returncode}")
+
+
 def _fsync(path: Path) -> None:
     descriptor = os.open(path, os.O_RDONLY)
     try:
@@ -90,7 +122,7 @@ def _fsync(path: Path) -> None:
         os.close(descriptor)
 
 
-def take(database: Path, heads: Iterable[str], *, prune: bool = True) -> Path:
+def take(database: Path, heads: Iterable[str], *, prune: bool = True, still: bool = False) -> Path:
     """Back ``database`` up, named after its file and revision; keep only the newest few.
 
     The caller holds the database's write lock, so a ``.partial`` copy of it
@@ -103,7 +135,7 @@ def take(database: Path, heads: Iterable[str], *, prune: bool = True) -> Path:
     for leftover in _named(real, PARTIAL):
         if leftover.name.startswith(_prefixes(real)):
             leftover.unlink(missing_ok=True)
-    copy(real, target)
+    copy(real, target, still=still)
     log.info("Backed up %s to %s", real.name, target)
     if prune:
         for old in existing(real)[backup_keep() :]:
@@ -152,9 +184,19 @@ def _named(database: Path, suffix: str) -> list[Path]:
 def _stem_shared(database: Path) -> bool:
     """Whether another SQLite database beside this one has its stem (its own -journal/-wal aside)."""
     return any(
-        other.stem == database.stem and not other.name.startswith(database.name) and _is_sqlite(other)
+        other.stem == database.stem
+        and not other.name.startswith(database.name)
+        and not _same_file(other, database)  # opening it here would drop a migration's locks on it
+        and _is_sqlite(other)
         for other in database.parent.iterdir()
     )
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    try:
+        return one.samefile(other)
+    except OSError:
+        return False
 
 
 def _is_sqlite(path: Path) -> bool:
@@ -183,4 +225,6 @@ def before_change(connection: Connection, context: MigrationContext) -> Path | N
         return None
     if not context.opts["fn"](heads, context):
         return None
-    return take(Path(database).resolve(), heads)
+    # The run holds the write lock (BEGIN IMMEDIATE): in a rollback-journal mode the file stands still.
+    mode = str(connection.exec_driver_sql("PRAGMA journal_mode").scalar()).lower()
+    return take(Path(database).resolve(), heads, still=mode in ROLLBACK_JOURNAL_MODES)

@@ -13,7 +13,6 @@ base drops it, so a database at base holds nothing but ``alembic_version``.
 from __future__ import annotations
 
 import enum
-import hashlib
 import re
 import warnings
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -29,6 +28,8 @@ from alembic.util import CommandError
 from sqlalchemy import Column, MetaData, String, Table, Text, delete, insert, inspect, select, update
 from sqlalchemy.engine import Connection
 
+from dbtools.checksums import checksum_of, file_checksum, read_script
+
 TABLE_NAME = "alembic_checksums"
 REPAIR_HINT = "If the edit was intended, `make repair` shows the differences and re-records the checksums"
 
@@ -40,19 +41,6 @@ checksums = Table(
     # The script as applied, so `make repair` can show what was edited since.
     Column("source", Text, nullable=False),
 )
-
-
-def read_script(path: str | Path) -> str:
-    """The script's text, line endings normalised so a CRLF checkout still matches."""
-    return Path(path).read_bytes().replace(b"\r\n", b"\n").decode("utf-8", errors="replace")
-
-
-def checksum_of(source: str) -> str:
-    return hashlib.sha256(source.encode("utf-8")).hexdigest()
-
-
-def file_checksum(path: str | Path) -> str:
-    return checksum_of(read_script(path))
 
 
 class Mismatch(enum.Enum):

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(sys.prefix)
 PR_CAPBSET_DROP = 24
 CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
-COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "app.db*", "__pycache__", ".*_cache")
+COPY_IGNORE = shutil.ignore_patterns(".venv", ".git", "app.db*", "__pycache__", ".*_cache", ".dbtools")
 
 
 def url_string(url: URL) -> str:

@@ -262,6 +262,12 @@ def test_one_step_back_from_a_merge_says_what_to_run(project_copy: Project, tmp_
     assert dump(database_url) == before
 
 
+def as_from_a_terminal() -> None:
+    """SIGINT as a shell delivers it: a test worker may ignore or block it, and children inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_during_a_migration_is_one_line_and_changes_nothing(
     project_copy: Project, database_url: URL
 ) -> None:
@@ -274,7 +280,12 @@ def test_ctrl_c_during_a_migration_is_one_line_and_changes_nothing(
     before = dump(database_url)
     argv = [str(VENV / "bin" / "python"), "-m", "dbtools", "upgrade"]
     process = subprocess.Popen(
-        argv, cwd=project_copy.root, env=base_env(database_url), stderr=subprocess.PIPE, text=True
+        argv,
+        cwd=project_copy.root,
+        env=base_env(database_url),
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=as_from_a_terminal,
     )
     assert process.stderr is not None
     seen = ""

@@ -12,6 +12,7 @@ from alembic.script import Script
 from alembic.util import CommandError
 
 from dbtools import database, integrity, project
+from dbtools.checksums import read_script
 from dbtools.database import mask
 from dbtools.integrity import Mismatch
 from dbtools.locking import locked
@@ -36,7 +37,7 @@ def repair(config: Config) -> None:
     for problem in found:
         rev = script.revision_map.get_revision(problem.revision)
         if problem.kind is Mismatch.EDITED and isinstance(rev, Script):
-            now = integrity.read_script(str(rev.path)).splitlines(keepends=True)
+            now = read_script(str(rev.path)).splitlines(keepends=True)
             sys.stdout.writelines(
                 difflib.unified_diff(
                     before[problem.revision].splitlines(keepends=True),

@@ -137,7 +137,8 @@ def _keep_current(database: Path, live: sqlite3.Connection) -> Path | None:
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
     ).fetchone()
     heads = [row[0] for row in live.execute("SELECT version_num FROM alembic_version")] if has_version else []
-    return backup.take(database, heads, prune=False)
+    (mode,) = live.execute("PRAGMA main.journal_mode").fetchone()  # under BEGIN IMMEDIATE, as a run
+    return backup.take(database, heads, prune=False, still=mode.lower() in backup.ROLLBACK_JOURNAL_MODES)
 
 
 def _replace_contents(live: sqlite3.Connection) -> None:

@@ -1,20 +1,28 @@
-"""``make upgrade``: apply pending migrations; creates a missing SQLite database."""
+"""``make upgrade``: apply pending migrations; creates a missing SQLite database.
+
+After a full run to head it records what the no-op fast path needs (``dbtools.fastpath``).
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.script.revision import MultipleHeads, ResolutionError
 from alembic.util import CommandError
+from sqlalchemy.engine import URL
 
-from dbtools import database, project
+from dbtools import database, fastpath, project
 from dbtools.run import Run
 
 
 def upgrade(config: Config, revision: str = "head") -> None:
+    seen = fastpath.fingerprint()  # before Alembic reads a single migration file
+    url = project.database_url(config)
     try:
-        if not database.exists(project.database_url(config)):
+        if not database.exists(url):
             # Resolve the target before a file is created for it: a typo must not leave an empty app.db.
             ScriptDirectory.from_config(config)._upgrade_revs(revision, ())  # type: ignore[arg-type]
         # Only migrating: the models load only if a guard needs them, so a no-op stays cheap.
@@ -30,3 +38,17 @@ def upgrade(config: Config, revision: str = "head") -> None:
         if isinstance(exc.__cause__, ResolutionError):
             raise CommandError(f"{exc}; nothing was changed. `make history` lists the revisions") from None
         raise
+    if revision == "head":
+        _remember(config, url, seen)
+
+
+def _remember(config: Config, url: URL, seen: str) -> None:
+    """Plain SQLite files only: PostgreSQL, URI filenames and memory take the full path every time."""
+    path = database.sqlite_path(url)
+    if path is None or url.query:
+        return
+    script = ScriptDirectory.from_config(config)
+    files = {rev.revision: Path(str(rev.path)) for rev in script.walk_revisions()}
+    if any(file.parent != fastpath.VERSIONS for file in files.values()):
+        return
+    fastpath.remember(path, script.get_heads(), {rev: file.name for rev, file in files.items()}, seen)

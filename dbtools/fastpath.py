@@ -1,0 +1,126 @@
+"""The no-op ``make upgrade``, proven with the standard library alone.
+
+Nearly every ``make upgrade`` (each deploy, container start, CI job) has
+nothing to do, and importing SQLAlchemy and Alembic to learn that is almost
+all of its cost. The full run, after it has brought a SQLite database to
+head, records what it learnt from Alembic's own graph (the heads, and each
+revision's file) in a cache keyed by a fingerprint of everything that could
+change the answer: the migration files, env.py, alembic.ini, this package,
+and the settings. The next run answers from the cache only when
+
+- the fingerprint and the settings are exactly as recorded;
+- the database file is there, a SQLite file, readable, and as writable as
+  the full run requires;
+- its ``alembic_version`` rows are the recorded heads;
+- ``alembic_checksums`` records exactly the recorded revisions, and each
+  checksum equals its file's, computed as the full run computes it.
+
+Anything else, or any error, and the full run decides, as it always did:
+the fast path may say "nothing to do", never "refused".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import closing
+from pathlib import Path
+
+from dbtools.checksums import file_checksum
+
+ROOT = Path(__file__).resolve().parent.parent
+VERSIONS = ROOT / "migrations" / "versions"
+CACHE = ROOT / ".dbtools"
+FORMAT = 1
+SQLITE_HEADER = b"SQLite format 3\x00"
+# Everything in the environment the full run reads: a change means another answer.
+SETTINGS = ("DATABASE_URL", "MIGRATION_LOCK_TIMEOUT", "MIGRATION_DDL_LOCK_TIMEOUT", "MIGRATION_BACKUP_KEEP")
+
+
+def nothing_to_do(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> str | None:
+    """What to say when ``argv`` is a no-op ``upgrade`` to head; None hands over to the full run."""
+    if list(argv) not in (["upgrade"], ["upgrade", "head"]):
+        return None
+    try:
+        cache = json.loads(_cache_file(environ).read_text())
+        if cache["format"] != FORMAT or cache["fingerprint"] != fingerprint():
+            return None
+        database = Path(cache["database"])
+        heads = _heads_if_current(database, cache["revisions"])
+    except (OSError, ValueError, KeyError, TypeError, sqlite3.Error):
+        return None
+    if heads is None or heads != cache["heads"]:
+        return None
+    return f"{database} is at head {', '.join(heads)}; nothing to do."
+
+
+def remember(database: Path, heads: Sequence[str], files: Mapping[str, str], seen: str) -> None:
+    """Record, after a full run reached head, what the next no-op run may rely on.
+
+    ``seen`` is the fingerprint taken *before* the run read the migration
+    files: if they changed meanwhile, the record never matches and is harmless.
+    """
+    record = {
+        "format": FORMAT,
+        "fingerprint": seen,
+        "database": str(database),
+        "heads": sorted(heads),
+        "revisions": dict(sorted(files.items())),
+    }
+    target = _cache_file(os.environ)
+    try:
+        target.parent.mkdir(exist_ok=True)
+        partial = target.with_suffix(f".{os.getpid()}.partial")
+        partial.write_text(json.dumps(record, indent=1))
+        os.replace(partial, target)
+    except OSError:
+        pass  # a read-only checkout: every run takes the full path, as before
+
+
+def fingerprint() -> str:
+    """Names, sizes and modification times of every file that shapes a run's answer."""
+    digest = hashlib.sha256()
+    for path in _inputs():
+        info = path.stat()
+        digest.update(f"{path.relative_to(ROOT)}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _inputs() -> Iterator[Path]:
+    yield ROOT / "alembic.ini"
+    yield ROOT / "migrations" / "env.py"
+    # Any new, removed or edited entry; Python's own bytecode cache aside.
+    yield from sorted(path for path in VERSIONS.iterdir() if path.name != "__pycache__")
+    yield from sorted(Path(__file__).parent.rglob("*.py"))
+
+
+def _cache_file(environ: Mapping[str, str]) -> Path:
+    # Per checkout too: a copied project keeps its files' times, not its database.
+    settings = json.dumps([str(ROOT), *(environ.get(name) for name in SETTINGS)])
+    return CACHE / f"upgrade-{hashlib.sha256(settings.encode()).hexdigest()[:16]}.json"
+
+
+def _heads_if_current(database: Path, revisions: Mapping[str, str]) -> list[str] | None:
+    """The database's revisions, when every applied file still matches its checksum."""
+    info = database.stat()
+    writable = os.access(database, os.R_OK | os.W_OK) and os.access(database.parent, os.W_OK)
+    if not stat.S_ISREG(info.st_mode) or not writable:
+        return None  # the full run refuses these, in its own words
+    with database.open("rb") as handle:
+        if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+            return None
+    # timeout=0: a writer holding the lock means the full run must wait its turn.
+    with closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=0)) as conn:
+        conn.execute("BEGIN")  # one snapshot for both tables
+        heads = sorted(row[0] for row in conn.execute("SELECT version_num FROM alembic_version"))
+        recorded = dict(conn.execute("SELECT revision, checksum FROM alembic_checksums").fetchall())
+    if recorded.keys() != revisions.keys():
+        return None
+    for revision, name in revisions.items():
+        if file_checksum(VERSIONS / name) != recorded[revision]:
+            return None
+    return heads
