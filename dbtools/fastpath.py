@@ -58,6 +58,17 @@ def nothing_to_do(argv: Sequence[str], environ: Mapping[str, str] = os.environ) 
     return f"{database} is at head {', '.join(heads)}; nothing to do."
 
 
+def recorded(database: Path, seen: str) -> bool:
+    """Whether the record for these settings already describes ``database`` at fingerprint ``seen``."""
+    try:
+        cache = json.loads(_cache_file(os.environ).read_text())
+        return bool(
+            cache["format"] == FORMAT and cache["fingerprint"] == seen and cache["database"] == str(database)
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def remember(database: Path, heads: Sequence[str], files: Mapping[str, str], seen: str) -> None:
     """Record, after a full run reached head, what the next no-op run may rely on.
 

@@ -225,14 +225,20 @@ def test_restore_refuses_and_changes_nothing(
     assert dump(db) == before
 
 
+def backed_up_then_emptied(project: Project, first: str, db: URL, rows: int) -> dict[str, Any]:
+    """Rows at ``first``, backed up by the upgrade to head, then deleted; the dump the backup holds."""
+    project.migrate(db, first)
+    insert_users(db, rows)
+    wanted = dump(db)
+    project.migrate(db)
+    execute(db, "DELETE FROM users")
+    return wanted
+
+
 def test_a_failed_restore_keeps_no_copy_and_the_retry_restores_the_wanted_backup(
     project_copy: Project, nickname_history: list[str], db: URL
 ) -> None:
-    project_copy.migrate(db, nickname_history[0])
-    insert_users(db, 30)
-    wanted = dump(db)
-    project_copy.migrate(db)
-    execute(db, "DELETE FROM users")
+    wanted = backed_up_then_emptied(project_copy, nickname_history[0], db, 30)
     (backup,) = backups(db)
     # An application's read transaction holds SHARED: the restore's COMMIT cannot get EXCLUSIVE.
     reader = sqlite3.connect(str(db.database), isolation_level=None)
@@ -294,13 +300,9 @@ def test_two_databases_with_one_stem_keep_their_backups_apart(
 def test_backups_named_before_the_file_name_was_used_are_still_restored(
     project_copy: Project, nickname_history: list[str], db: URL
 ) -> None:
-    project_copy.migrate(db, nickname_history[0])
-    insert_users(db, 7)
-    wanted = dump(db)
-    project_copy.migrate(db)
+    wanted = backed_up_then_emptied(project_copy, nickname_history[0], db, 7)
     (backup,) = backups(db)
-    backup.rename(backup.with_name(backup.name.removeprefix("app.db-").join(["app-", ""])))
-    execute(db, "DELETE FROM users")
+    backup.rename(backup.with_name("app-" + backup.name.removeprefix("app.db-")))  # the old naming
 
     restored = project_copy.make("restore", url=db)
 

@@ -159,6 +159,8 @@ def test_a_missing_file_of_the_applied_head_is_reported_not_a_traceback(
 
     assert status.returncode == 0, status.stderr
     assert f"[X] {second}  (no such file)  FILE MISSING  <- current" in status.stdout
+    assert f"[X] {nickname_history[0]}" in status.stdout  # what ran before it is still shown as applied
+    assert "2 applied, 0 pending" in status.stdout
     assert dump(database_url) == before
 
 

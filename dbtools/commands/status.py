@@ -78,15 +78,18 @@ def collect(config: Config, url: URL) -> Status:
     revisions = [(rev.revision, rev.doc) for rev in reversed(list(script.walk_revisions()))]
     heads: tuple[str, ...] = ()
     problems: list[integrity.Problem] = []
+    record: dict[str, str] = {}
     drift: list[str] | None = None
     if database.exists(url, writes=False):
         with locked(url, writes=False) as connection:
             heads = tuple(MigrationContext.configure(connection).get_current_heads())
             problems = integrity.problems(connection, script, heads)
+            record = integrity.recorded(connection)
             if set(heads) == set(script.get_heads()):
                 drift = _drift(connection)
     if any(problem.kind is Mismatch.MISSING for problem in problems):
-        applied = set(heads)  # the history behind a missing file cannot be walked
+        # The history behind a missing file cannot be walked; the checksum records say what ran.
+        applied = set(heads) | set(record)
     else:
         applied = {rev.revision for rev in integrity.applied_revisions(revision_map, heads)}
     checked_on = "this database, at head"

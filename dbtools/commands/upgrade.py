@@ -45,9 +45,9 @@ def upgrade(config: Config, revision: str = "head") -> None:
 def _remember(config: Config, url: URL, seen: str) -> None:
     """Plain SQLite files only: PostgreSQL, URI filenames and memory take the full path every time."""
     path = database.sqlite_path(url)
-    if path is None or url.query:
+    if path is None or url.query or fastpath.recorded(path, seen):
         return
-    script = ScriptDirectory.from_config(config)
+    script = ScriptDirectory.from_config(config)  # Alembic's graph: the heads and every revision's file
     files = {rev.revision: Path(str(rev.path)) for rev in script.walk_revisions()}
     if any(file.parent != fastpath.VERSIONS for file in files.values()):
         return
