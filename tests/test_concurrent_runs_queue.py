@@ -20,7 +20,7 @@ from tests import workers
 from tests.helpers import Project, base_env, current_revision, engine_for, recorded_checksums
 
 PROCESSES = 8
-ROUNDS = 20
+ROUNDS = 12
 
 
 @pytest.fixture

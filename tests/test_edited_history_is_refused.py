@@ -186,7 +186,8 @@ def test_a_broken_chain_of_files_is_named_in_one_line(
         path.write_text(path.read_text().replace(f"down_revision = {head!r}", f"down_revision = {other!r}"))
         expected = "Cycle is detected in revisions"
 
-    for command in ("upgrade", "status", "verify"):
+    # One check serves every command; each command is shown reaching it on one shape.
+    for command in ("upgrade", "status", "verify") if shape == "cycle" else ("upgrade",):
         line = failed_line(project_copy.make(command, url=database_url))
         assert "the migration history is broken" in line
         assert expected in line

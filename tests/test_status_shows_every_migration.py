@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from sqlalchemy.engine import URL
 
@@ -98,9 +99,10 @@ with op.get_context().autocommit_block():
 """
 
 
-def test_a_pending_migration_with_an_autocommit_block_is_shown(
-    project_copy: Project, database_url: URL
-) -> None:
+def test_a_pending_migration_with_an_autocommit_block_is_shown(project_copy: Project, tmp_path: Path) -> None:
+    database_url = URL.create(
+        "sqlite", database=str(tmp_path / "app.db")
+    )  # drift is checked on SQLite anyway
     project_copy.migrate(database_url)
     added = project_copy.add_migration(CONCURRENT_INDEX, 'op.drop_index("ix_users_created_at")')
 
