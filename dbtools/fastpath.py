@@ -128,10 +128,10 @@ def _heads_if_current(database: Path, revisions: Mapping[str, str]) -> list[str]
     with closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=0)) as conn:
         conn.execute("BEGIN")  # one snapshot for both tables
         heads = sorted(row[0] for row in conn.execute("SELECT version_num FROM alembic_version"))
-        recorded = dict(conn.execute("SELECT revision, checksum FROM alembic_checksums").fetchall())
-    if recorded.keys() != revisions.keys():
+        checksums = dict(conn.execute("SELECT revision, checksum FROM alembic_checksums").fetchall())
+    if checksums.keys() != revisions.keys():
         return None
     for revision, name in revisions.items():
-        if file_checksum(VERSIONS / name) != recorded[revision]:
+        if file_checksum(VERSIONS / name) != checksums[revision]:
             return None
     return heads
