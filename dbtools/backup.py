@@ -132,8 +132,9 @@ def take(database: Path, heads: Iterable[str], *, prune: bool = True, still: boo
     revision = "+".join(sorted(heads)) or "base"
     stamp = datetime.now(UTC).strftime(STAMP_FORMAT)
     target = folder(real) / f"{real.name}-{revision}-{stamp}.db"
+    ours = _prefixes(real)
     for leftover in _named(real, PARTIAL):
-        if leftover.name.startswith(_prefixes(real)):
+        if leftover.name.startswith(ours):
             leftover.unlink(missing_ok=True)
     copy(real, target, still=still)
     log.info("Backed up %s to %s", real.name, target)
