@@ -16,11 +16,15 @@ from dbtools.database import resolve_url
 ROOT = Path(__file__).resolve().parent.parent
 INI = ROOT / "alembic.ini"
 VERSIONS = ROOT / "migrations" / "versions"
-SCHEMA_DIR = ROOT / "schema"
 
 
 def alembic_config() -> Config:
     return Config(str(INI))
+
+
+def root_of(config: Config) -> Path:
+    """The project that ``config`` belongs to (a copy of this one, in the tests)."""
+    return Path(config.config_file_name).resolve().parent if config.config_file_name else ROOT
 
 
 def database_url(config: Config) -> URL:

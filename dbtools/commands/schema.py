@@ -26,7 +26,7 @@ from sqlalchemy.engine import URL
 
 from dbtools import integrity, pgserver, scratch
 from dbtools.database import build_engine
-from dbtools.project import SCHEMA_DIR
+from dbtools.project import root_of
 
 BOOKKEEPING = ("alembic_version", integrity.TABLE_NAME)
 
@@ -163,8 +163,9 @@ def schema(config: Config, check: bool = False) -> None:
     except pgserver.NoServer as exc:
         raise CommandError(f"{exc}; set TEST_DATABASE_URL to a PostgreSQL superuser URL instead") from None
     diffs = {}
+    schema_dir = root_of(config) / "schema"
     for name, fresh in snapshots.items():
-        path = SCHEMA_DIR / name
+        path = schema_dir / name
         diff = stale(path, fresh)
         if not diff:
             print(f"schema/{name} is up to date.")
@@ -172,7 +173,7 @@ def schema(config: Config, check: bool = False) -> None:
             sys.stdout.write(diff)
             diffs[name] = diff
         else:
-            SCHEMA_DIR.mkdir(exist_ok=True)
+            schema_dir.mkdir(exist_ok=True)
             path.write_text(fresh)
             print(f"Wrote schema/{name}.")
     if diffs:
