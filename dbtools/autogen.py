@@ -2,27 +2,84 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
+import sqlalchemy as sa
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy.schema import Column, DefaultClause
+from sqlalchemy.sql.elements import False_, True_
+from sqlalchemy.types import TypeEngine
 
+from dbtools import portable
 from dbtools.integrity import TABLE_NAME as CHECKSUM_TABLE
 
 
 def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | bool:
-    """Render application types as plain SQLAlchemy ones.
+    """Render what a migration needs on both backends, as plain SQLAlchemy.
 
-    A migration must keep working after the models change, so it must never
-    import application code.
+    A migration must keep working after the models change, so it never
+    imports application code: application types render as their base type.
+    A boolean default renders as ``sa.true()`` rather than as the compared
+    database's ``1``. An enum never creates or drops its PostgreSQL type on
+    its own: ``dbtools.portable`` writes those steps where they belong.
     """
     from models import UTCDateTime  # only autogenerate renders, so only it loads the models
 
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
+    if type_ == "type" and isinstance(obj, sa.Enum) and obj.native_enum and obj.name:
+        values = ", ".join(repr(value) for value in obj.enums)
+        return f"sa.Enum({values}, name={obj.name!r}, create_type=False)"
+    if type_ == "server_default" and isinstance(obj, DefaultClause) and isinstance(obj.arg, True_ | False_):
+        return "sa.true()" if isinstance(obj.arg, True_) else "sa.false()"
     return False
+
+
+def compare_type(
+    context: MigrationContext,
+    inspected: Column[Any],
+    metadata: Column[Any],
+    inspected_type: TypeEngine[Any],
+    metadata_type: TypeEngine[Any],
+) -> bool | None:
+    """SQLite's rowid key is declared INTEGER at every width: no drift (``dbtools.portable``)."""
+    if (
+        context.dialect.name == "sqlite"
+        and metadata.primary_key
+        and isinstance(metadata_type, sa.Integer)
+        and str(inspected_type).upper() == "INTEGER"
+    ):
+        return False
+    return None  # Alembic's own comparison
+
+
+def compare_server_default(
+    context: MigrationContext,
+    inspected: Column[Any],
+    metadata: Column[Any],
+    inspected_default: str | None,
+    metadata_default: Any,
+    rendered_metadata_default: str | None,
+) -> bool | None:
+    """An empty-string default is what SQLite reports as ``('')`` (Alembic saw a change forever)."""
+    reported = re.sub(r"^\((.*)\)$", r"\1", inspected_default or "").split("::")[0]
+    if rendered_metadata_default == "" and reported == "''":
+        return False
+    return None  # Alembic's own comparison
+
+
+def write_portable(
+    context: MigrationContext,
+    revision: str | Iterable[str | None] | Iterable[str],
+    directives: list[MigrationScript],
+) -> None:
+    """``make migration``'s rewrite: one file for both backends, or none without changes."""
+    portable.rewrite(context, directives)
+    skip_empty_revision(context, revision, directives)
 
 
 def skip_empty_revision(
@@ -47,8 +104,11 @@ def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
 
 
 COMPARE_OPTIONS: dict[str, Any] = {
-    "compare_type": True,
-    "compare_server_default": True,
+    "compare_type": compare_type,
+    "compare_server_default": compare_server_default,
+    # Alembic's comparators, CHECK constraints by name (every name here comes
+    # from the naming convention), and the PostgreSQL facts SQLite lacks.
+    "autogenerate_plugins": ["alembic.autogenerate.*", "alembic.ext.checkconstraint_byname", portable.PLUGIN],
     "render_item": render_item,
     "include_name": include_name,
 }

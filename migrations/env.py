@@ -80,6 +80,7 @@ def run_migrations_online() -> None:
             render_as_batch=True,  # SQLite can ALTER little; batch mode rebuilds the table.
             transactional_ddl=True,  # True on SQLite too: the engine really begins a transaction.
             on_version_apply=after_each_step,
+            project_root=project.root_of(config),  # where autogenerate finds schema/ (dbtools.pgfacts)
             **autogen.COMPARE_OPTIONS,
         )
         with context.begin_transaction():

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import traceback
+from collections.abc import Callable
 from multiprocessing.synchronize import Barrier
 from typing import Any
 
@@ -51,3 +53,32 @@ def run_together(ini: str, url: URL, count: int, action: str = "upgrade", target
     for process in processes:
         process.join(timeout=120)
     return [process.exitcode for process in processes]
+
+
+def _call_in(root: str, url: str, env: dict[str, str], work: Callable[[Config], object]) -> None:
+    """Run ``work`` on the project at ``root`` as a fresh CLI process would see it."""
+    os.environ.update(env, DATABASE_URL=url)
+    os.chdir(root)
+    sys.path.insert(0, root)
+    for name in [name for name in sys.modules if name == "models" or name.startswith("models.")]:
+        del sys.modules[name]  # this process may have imported another copy's models
+    code = 1
+    try:
+        work(Config(os.path.join(root, "alembic.ini")))
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        os._exit(code)
+
+
+def call(root: str, url: URL, work: Callable[[Config], object], **env: str) -> int:
+    """Run one command function (``dbtools.commands.*``) in a forked process; its exit code.
+
+    The same function ``make`` would call, without the half second of imports.
+    """
+    process = FORK.Process(target=_call_in, args=(root, url_string(url), env, work))
+    process.start()
+    process.join(timeout=120)
+    return int(process.exitcode if process.exitcode is not None else -1)

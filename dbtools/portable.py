@@ -1,0 +1,333 @@
+"""Autogenerate that writes one migration for both backends, whichever it compared against.
+
+Users autogenerate against SQLite, the default, and deploy the same file on
+PostgreSQL. Alembic renders what the compared database reports, so this
+module adds what SQLite cannot say (``dbtools.pgfacts``) and rewrites what it
+says in its own dialect:
+
+- PostgreSQL enum types are created before their first column, dropped after
+  their last, and replaced when their values change; columns never create
+  or drop them implicitly (``create_type=False``).
+- A primary key widened to BIGINT takes its sequence along, which Alembic
+  leaves at INTEGER (2,147,483,647 ids).
+- Boolean server defaults render as ``sa.true()`` / ``sa.false()``, not as
+  SQLite's ``1`` / ``0``, which PostgreSQL refuses for a boolean.
+
+PostgreSQL-only steps render inside ``if op.get_context().dialect.name ==
+"postgresql":``, so SQLite's batch operations stay as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.autogenerate import renderers
+from alembic.autogenerate.api import AutogenContext
+from alembic.operations import ops
+from alembic.operations.ops import MigrationScript
+from alembic.runtime.migration import MigrationContext
+from alembic.runtime.plugins import Plugin
+from alembic.util import DispatchPriority, PriorityDispatchResult
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.schema import Column, DefaultClause
+
+from dbtools import pgfacts
+
+PLUGIN = "dbtools.portable"
+ON_POSTGRESQL = 'if op.get_context().dialect.name == "postgresql":'
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
+_BOOLEAN_TEXT = {"1": True, "true": True, "'1'": True, "0": False, "false": False, "'0'": False}
+
+
+# --- PostgreSQL-only operations, rendered as plain op.execute() ------------
+
+
+class PostgresqlOnlyOp(ops.MigrateOperation):
+    """A step SQLite has no equivalent for, rendered as commented ``op.execute()`` calls."""
+
+    def comment(self) -> str:
+        raise NotImplementedError
+
+    def statements(self) -> list[str]:
+        raise NotImplementedError
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        """How ``make check`` reports it."""
+        raise NotImplementedError
+
+
+class EnumTypeOp(PostgresqlOnlyOp):
+    """CREATE TYPE ... AS ENUM, or with ``create=False`` DROP TYPE."""
+
+    def __init__(self, name: str, values: tuple[str, ...], create: bool) -> None:
+        self.name, self.values, self.create = name, values, create
+
+    def reverse(self) -> EnumTypeOp:
+        return EnumTypeOp(self.name, self.values, not self.create)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("add_enum" if self.create else "remove_enum", self.name, self.values)
+
+    def comment(self) -> str:
+        return f"# PostgreSQL's enum type {self.name} (SQLite stores the values as strings)"
+
+    def statements(self) -> list[str]:
+        if self.create:
+            return [f"CREATE TYPE {_ident(self.name)} AS ENUM ({', '.join(map(_literal, self.values))})"]
+        return [f"DROP TYPE {_ident(self.name)}"]
+
+
+class EnumValuesOp(PostgresqlOnlyOp):
+    """Give an enum type new values: a new type replaces the old in every column using it.
+
+    ``ALTER TYPE ... ADD VALUE`` would be cheaper, but the value it adds is
+    unusable until a COMMIT, and a run is one transaction: a later migration
+    in the same run that used the value would fail. Replacing the type works
+    inside the transaction, removes values too (the downgrade), and fails
+    cleanly if a row still holds a removed value.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        old: tuple[str, ...],
+        new: tuple[str, ...],
+        columns: tuple[tuple[str, str, str | None], ...],
+    ) -> None:
+        self.name, self.old, self.new, self.columns = name, old, new, columns
+
+    def reverse(self) -> EnumValuesOp:
+        return EnumValuesOp(self.name, self.new, self.old, self.columns)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("modify_enum_values", self.name, self.old, self.new)
+
+    def comment(self) -> str:
+        return f"# PostgreSQL: {self.name} becomes ({', '.join(self.new)}), a new type replacing the old"
+
+    def statements(self) -> list[str]:
+        name, old_name = _ident(self.name), _ident(f"{self.name}_old")
+        out = [
+            f"ALTER TYPE {name} RENAME TO {old_name}",
+            EnumTypeOp(self.name, self.new, create=True).statements()[0],
+        ]
+        for table, column, default in self.columns:
+            alter = f"ALTER TABLE {_ident(table)} ALTER COLUMN {_ident(column)}"
+            if default is not None:
+                out.append(f"{alter} DROP DEFAULT")
+            out.append(f"{alter} TYPE {name} USING {_ident(column)}::text::{name}")
+            if default is not None:
+                out.append(f"{alter} SET DEFAULT {_literal(default)}")
+        return [*out, f"DROP TYPE {old_name}"]
+
+
+class SequenceTypeOp(PostgresqlOnlyOp):
+    """Keep a key's sequence as wide as its column (and, when SQLite compared, widen the column)."""
+
+    def __init__(self, table: str, column: str, new: str, old: str, with_column: bool) -> None:
+        self.table, self.column, self.new, self.old, self.with_column = table, column, new, old, with_column
+
+    def reverse(self) -> SequenceTypeOp:
+        return SequenceTypeOp(self.table, self.column, self.old, self.new, self.with_column)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        kind = "modify_key_type" if self.with_column else "modify_sequence_type"
+        return (kind, self.table, self.column, self.old, self.new)
+
+    def comment(self) -> str:
+        key = f"{self.table}.{self.column}"
+        if self.with_column:
+            return f"# PostgreSQL: {key} and its sequence become {self.new} (SQLite's INTEGER key is 64-bit)"
+        return f"# PostgreSQL: the sequence of {key} becomes {self.new}, as wide as the column"
+
+    def statements(self) -> list[str]:
+        table, column = _ident(self.table), _ident(self.column)
+        # pg_get_serial_sequence finds it for serial and identity columns, whatever its name.
+        sequence = f"pg_get_serial_sequence({_literal(table)}, {_literal(self.column)})"
+        out = [f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {self.new}"] if self.with_column else []
+        return [*out, f"DO $$ BEGIN EXECUTE 'ALTER SEQUENCE ' || {sequence} || ' AS {self.new}'; END $$"]
+
+
+def _render_postgresql_only(autogen_context: AutogenContext, op: PostgresqlOnlyOp) -> list[str]:
+    return [op.comment(), ON_POSTGRESQL, *(f"    op.execute({sql!r})" for sql in op.statements()), ""]
+
+
+for _op in (EnumTypeOp, EnumValuesOp, SequenceTypeOp):
+    renderers.dispatch_for(_op)(_render_postgresql_only)
+
+
+def _ident(name: str) -> str:
+    return str(_PG.identifier_preparer.quote(name))
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+# --- Comparators: what PostgreSQL needs that the compared database did not show ------
+
+
+def _facts(autogen_context: AutogenContext) -> pgfacts.PgFacts | None:
+    context = autogen_context.migration_context
+    if "pg_facts" not in context.opts:
+        root = context.opts.get("project_root")
+        connection = context.connection
+        facts = None
+        if root is not None and connection is not None:
+            facts = pgfacts.load(connection, Path(root), tuple(context.get_current_heads()))
+        context.opts["pg_facts"] = facts
+    return context.opts["pg_facts"]  # type: ignore[no-any-return]
+
+
+def model_enums(metadata: sa.MetaData) -> dict[str, tuple[str, ...]]:
+    """Named native enum types the models use, with their values."""
+    found: dict[str, tuple[str, ...]] = {}
+    for table in metadata.tables.values():
+        for column in table.columns:
+            if isinstance(column.type, sa.Enum) and column.type.native_enum and column.type.name:
+                found[column.type.name] = tuple(column.type.enums)
+    return found
+
+
+def _metadata(autogen_context: AutogenContext) -> sa.MetaData | None:
+    metadata = autogen_context.metadata
+    return metadata if isinstance(metadata, sa.MetaData) else None
+
+
+def compare_enums_first(autogen_context: AutogenContext, upgrade_ops: ops.UpgradeOps, schemas: Any) -> Any:
+    """New enum types and changed values, before any table uses them."""
+    facts, metadata = _facts(autogen_context), _metadata(autogen_context)
+    if facts is None or metadata is None:
+        return PriorityDispatchResult.CONTINUE
+    for name, values in model_enums(metadata).items():
+        old = facts.enums.get(name)
+        if old is None:
+            upgrade_ops.ops.append(EnumTypeOp(name, values, create=True))
+        elif old != values:
+            users = tuple(
+                (table, column, pgfacts.literal_of(facts.defaults.get((table, column))))
+                for table, column in facts.users_of(name)
+            )
+            upgrade_ops.ops.append(EnumValuesOp(name, old, values, users))
+    return PriorityDispatchResult.CONTINUE
+
+
+def compare_enums_last(autogen_context: AutogenContext, upgrade_ops: ops.UpgradeOps, schemas: Any) -> Any:
+    """Enum types no model uses any more, after their last column is gone."""
+    facts, metadata = _facts(autogen_context), _metadata(autogen_context)
+    if facts is None or metadata is None:
+        return PriorityDispatchResult.CONTINUE
+    in_use = model_enums(metadata)
+    for name, values in sorted(facts.enums.items()):
+        if name not in in_use:
+            upgrade_ops.ops.append(EnumTypeOp(name, values, create=False))
+    return PriorityDispatchResult.CONTINUE
+
+
+def compare_key_widths(autogen_context: AutogenContext, upgrade_ops: ops.UpgradeOps, schemas: Any) -> Any:
+    """An integer key's sequence (and, compared with SQLite, the column) as wide as the model's."""
+    facts, metadata = _facts(autogen_context), _metadata(autogen_context)
+    if facts is None or metadata is None:
+        return PriorityDispatchResult.CONTINUE
+    on_sqlite = autogen_context.dialect is not None and autogen_context.dialect.name == "sqlite"
+    for table in metadata.sorted_tables:
+        for column in table.primary_key.columns:
+            if not isinstance(column.type, sa.Integer):
+                continue
+            wanted = column.type.compile(dialect=_PG).lower()
+            key = (table.name, column.name)
+            if key not in facts.columns:
+                continue  # a new table: created at the model's width
+            current = facts.columns[key]
+            sequence = facts.sequences.get(key)
+            if on_sqlite and current != wanted:
+                # SQLite's rowid key is INTEGER at any width, so Alembic saw no change.
+                upgrade_ops.ops.append(SequenceTypeOp(table.name, column.name, wanted, current, True))
+            elif sequence is not None and sequence != wanted:
+                upgrade_ops.ops.append(SequenceTypeOp(table.name, column.name, wanted, sequence, False))
+    return PriorityDispatchResult.CONTINUE
+
+
+def setup(plugin: Plugin) -> None:
+    plugin.add_autogenerate_comparator(
+        compare_enums_first, "schema", "enums", priority=DispatchPriority.FIRST
+    )
+    plugin.add_autogenerate_comparator(compare_enums_last, "schema", "enums", priority=DispatchPriority.LAST)
+    plugin.add_autogenerate_comparator(compare_key_widths, "schema", "keys", priority=DispatchPriority.LAST)
+
+
+Plugin.setup_plugin_from_module(__import__(__name__, fromlist=["setup"]), PLUGIN)
+
+
+# --- Rewriting what the compared database reported -------------------------------
+
+
+def rewrite(context: MigrationContext, directives: list[MigrationScript]) -> None:
+    """Make the reflected parts of a generated script mean the same on both backends."""
+    facts = context.opts.get("pg_facts")
+    metadata = context.opts.get("target_metadata")
+    sqlite = context.dialect.name == "sqlite"
+    if facts is None and sqlite and isinstance(metadata, sa.MetaData) and _needs_facts(metadata):
+        print(
+            f"Note: {pgfacts.SNAPSHOT} is not at this database's revision, so PostgreSQL's enum "
+            "types and key widths were not compared: run `make schema`, then generate again."
+        )
+    for script in directives:
+        for container in (*script.upgrade_ops_list, *script.downgrade_ops_list):
+            for table, op in _walk(container.ops):
+                if isinstance(op, ops.AddColumnOp):
+                    _fix_column(op.column, table, facts)
+                elif isinstance(op, ops.CreateTableOp):
+                    for column in op.columns:
+                        if isinstance(column, Column):
+                            _fix_column(column, op.table_name, facts)
+                elif isinstance(op, ops.AlterColumnOp):
+                    _fix_alter(op, facts)
+
+
+def _needs_facts(metadata: sa.MetaData) -> bool:
+    wide_keys = (
+        column
+        for table in metadata.tables.values()
+        for column in table.primary_key.columns
+        if isinstance(column.type, sa.Integer) and type(column.type) is not sa.Integer
+    )
+    return bool(model_enums(metadata)) or any(wide_keys)
+
+
+def _walk(operations: Iterable[ops.MigrateOperation], table: str = "") -> Iterator[tuple[str, Any]]:
+    for op in operations:
+        if isinstance(op, ops.ModifyTableOps):
+            yield from _walk(op.ops, op.table_name)
+        else:
+            yield getattr(op, "table_name", table), op
+
+
+def _fix_column(column: Column[Any], table: str, facts: pgfacts.PgFacts | None) -> None:
+    enum = facts.enum_of(table, column.name) if facts is not None else None
+    if enum is not None and facts is not None and not isinstance(column.type, sa.Enum):
+        column.type = sa.Enum(*facts.enums[enum], name=enum)  # SQLite reported a VARCHAR
+    if isinstance(column.type, sa.Boolean):
+        column.server_default = _boolean_default(column.server_default)
+
+
+def _fix_alter(op: ops.AlterColumnOp, facts: pgfacts.PgFacts | None) -> None:
+    if isinstance(op.existing_type, sa.Boolean) or isinstance(op.modify_type, sa.Boolean):
+        op.existing_server_default = _boolean_default(op.existing_server_default)
+        if op.modify_server_default is not False:
+            op.modify_server_default = _boolean_default(op.modify_server_default)
+    enum = facts.enum_of(op.table_name, op.column_name) if facts is not None else None
+    if enum is not None and facts is not None and not isinstance(op.existing_type, sa.Enum):
+        op.existing_type = sa.Enum(*facts.enums[enum], name=enum)
+
+
+def _boolean_default(default: Any) -> Any:
+    """SQLite reports a boolean default as 1 / 0: make it a boolean again."""
+    arg = getattr(default, "arg", default)
+    text = arg if isinstance(arg, str) else getattr(arg, "text", None)
+    if isinstance(text, str) and text.strip("()").lower() in _BOOLEAN_TEXT:
+        return DefaultClause(sa.true() if _BOOLEAN_TEXT[text.strip("()").lower()] else sa.false())
+    return default

@@ -1,0 +1,189 @@
+"""Every model change in the corpus autogenerates, against SQLite, one migration for both backends.
+
+For each change (``tests/evolution.py``): edit the models, autogenerate as
+``make migration`` does against SQLite, apply the README's hand edit if the
+change needs one, then on SQLite and on a real PostgreSQL, with rows in
+every table: upgrade, ``check`` clean, downgrade, upgrade again; values of
+surviving columns are kept throughout, and the application can still write.
+``schema/postgresql.sql`` is refreshed after each change, as the README's
+workflow does, because autogenerate reads PostgreSQL's facts from it.
+
+The commands run in forked processes (``tests.workers.call``): the same
+functions ``make`` calls, without half a second of imports each. ``make
+migration`` itself is driven through the CLI in test_model_changes_migrate.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import URL
+
+from dbtools import pgserver
+from dbtools.commands import check, migration, schema
+from dbtools.run import Run
+from tests import workers
+from tests.evolution import CHAINS, Change
+from tests.helpers import Project, engine_for, execute, failed_line, insert_users
+
+Rows = dict[str, list[dict[str, Any]]]
+APP_INSERTS = {"users": "INSERT INTO users (username, email) VALUES ('app{n}', 'app{n}@example.com')"}
+
+
+def rows(url: URL) -> Rows:
+    """Every row of every application table, in a stable order."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            names = [n for n in sa.inspect(conn).get_table_names() if not n.startswith("alembic_")]
+            return {
+                name: sorted(
+                    (dict(r._mapping) for r in conn.execute(sa.text(f'SELECT * FROM "{name}"'))), key=repr
+                )
+                for name in names
+            }
+    finally:
+        engine.dispose()
+
+
+def assert_kept(
+    before: Rows, after: Rows, skip: tuple[str, ...] = (), renamed: dict[str, str] | None = None
+) -> None:
+    """The values of every column present on both sides are the same (after renames)."""
+    renamed = renamed or {}
+    for table, table_rows in before.items():
+        target = renamed.get(table, table)
+        if target not in after:
+            continue
+        moved = [{renamed.get(f"{table}.{c}", c): v for c, v in row.items()} for row in table_rows]
+        common = set(moved[0] if moved else ()) & set(after[target][0] if after[target] else ())
+        common -= {c.split(".")[1] for c in skip if c.startswith(f"{table}.")}
+        assert _projected(moved, common) == _projected(after[target], common), f"{table}: values changed"
+        assert len(moved) == len(after[target]), f"{table}: rows lost or added"
+
+
+def _projected(table_rows: list[dict[str, Any]], columns: set[str]) -> list[dict[str, Any]]:
+    return sorted(({c: row[c] for c in columns} for row in table_rows), key=repr)
+
+
+def upgrade(config: Config) -> None:
+    command.upgrade(Run(needs_models=False).start_with(config), "head")  # as make upgrade runs it
+
+
+def downgrade(config: Config) -> None:
+    command.downgrade(Run(creates_database=False).start_with(config), "-1")
+
+
+class Deployment:
+    """The copy of the project a user evolves, and the two databases it is deployed to."""
+
+    def __init__(self, project: Project, urls: dict[str, URL]) -> None:
+        self.project, self.urls, self.writes = project, urls, 0
+        self.inserts = dict(APP_INSERTS)
+
+    @property
+    def root(self) -> str:
+        return str(self.project.root)
+
+    def edit_models(self, change: Change) -> None:
+        for relative, old, new in change.edits:
+            path = self.project.root / relative
+            if not old:
+                path.write_text(new)
+                continue
+            text = path.read_text()
+            assert old in text, f"{change.message}: {old!r} not in {relative}"
+            path.write_text(text.replace(old, new, 1))
+
+    def autogenerate(self, change: Change) -> str:
+        message = change.message
+        assert workers.call(self.root, self.urls["sqlite"], lambda c: migration.migration(c, message)) == 0
+        (path,) = self.project.versions.glob(f"*_{message.replace(' ', '_')}.py")
+        text = path.read_text()
+        for fragment in change.expect:
+            assert fragment in text, f"{change.message}: {fragment!r} not in the generated migration:\n{text}"
+        if change.hand_edit is not None:
+            path.write_text(change.hand_edit(text))
+        return text
+
+    def deploy(self, change: Change, backend: str) -> None:
+        url = self.urls[backend]
+        context = f"{change.message} on {backend}"
+        before = rows(url)
+        assert workers.call(self.root, url, upgrade) == 0, f"{context}: upgrade failed"
+        after = rows(url)
+        renamed = self.renames(change)
+        assert_kept(before, after, skip=change.fills, renamed=renamed)
+        assert workers.call(self.root, url, check.check) == 0, f"{context}: the models differ after upgrade"
+        assert workers.call(self.root, url, downgrade) == 0, f"{context}: downgrade failed"
+        assert_kept(after, rows(url), renamed={new: old for old, new in renamed.items()})
+        assert workers.call(self.root, url, upgrade) == 0, f"{context}: upgrade after downgrade failed"
+        assert rows(url) == after, f"{context}: a round trip changed rows"
+        execute(url, *change.seed)
+
+    def renames(self, change: Change) -> dict[str, str]:
+        found = {}
+        for _, old, new in change.edits:
+            if "__tablename__" in old and "__tablename__" in new:
+                found[old.split('"')[1]] = new.split('"')[1]
+            elif old.endswith("Mapped[str]") and new.endswith("Mapped[str]"):
+                found[f"users.{old.split(':')[0].strip()}"] = new.split(":")[0].strip()
+        return found
+
+    def application_writes(self, change: Change) -> None:
+        """The application keeps inserting rows with only the columns it must give."""
+        self.inserts.update(change.inserts)
+        self.writes += 1
+        for url in self.urls.values():
+            execute(url, *(sql.format(n=self.writes) for sql in self.inserts.values() if sql))
+
+    def refresh_snapshot(self) -> None:
+        """``make schema``'s PostgreSQL file, dumped from the deployment just migrated."""
+        config = Config(str(self.project.root / "alembic.ini"))
+        script = ScriptDirectory.from_config(config)
+        dump = schema.postgresql_schema(script, self.urls["postgresql"])
+        (self.project.root / "schema" / "postgresql.sql").write_text(dump)
+
+
+@pytest.mark.parametrize("chain", sorted(CHAINS))
+def test_every_model_change_migrates_on_both_backends(chain: str, tmp_path: Path, pg_admin_url: URL) -> None:
+    project = Project.copy_to(tmp_path / "project")
+    with pgserver.fresh_database(pg_admin_url) as pg_url:
+        deployment = Deployment(
+            project, {"sqlite": URL.create("sqlite", database=str(tmp_path / "app.db")), "postgresql": pg_url}
+        )
+        for url in deployment.urls.values():
+            project.migrate(url)
+            insert_users(url, 6)
+        for change in CHAINS[chain]:
+            deployment.edit_models(change)
+            deployment.autogenerate(change)
+            for backend in deployment.urls:
+                deployment.deploy(change, backend)
+            deployment.refresh_snapshot()
+            deployment.application_writes(change)
+
+
+def test_check_on_postgresql_catches_a_sequence_narrower_than_its_key(
+    project_copy: Project, pg_admin_url: URL
+) -> None:
+    """What Alembic's alter_column alone leaves behind: a bigint key drawing from an integer sequence."""
+    model = project_copy.root / "models" / "user.py"
+    model.write_text(
+        model.read_text()
+        .replace("from sqlalchemy import String", "from sqlalchemy import BigInteger, String")
+        .replace("mapped_column(primary_key=True", "mapped_column(BigInteger, primary_key=True")
+    )
+    with pgserver.fresh_database(pg_admin_url) as url:
+        project_copy.migrate(url)
+        execute(url, "ALTER TABLE users ALTER COLUMN id TYPE bigint")
+        line = failed_line(project_copy.make("check", url=url))
+        assert "modify_sequence_type', 'users', 'id', 'integer', 'bigint'" in line
+        execute(url, "ALTER SEQUENCE users_id_seq AS bigint")
+        assert project_copy.make("check", url=url).returncode == 0
