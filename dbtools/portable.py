@@ -152,7 +152,21 @@ class SequenceTypeOp(PostgresqlOnlyOp):
 
 
 def _render_postgresql_only(autogen_context: AutogenContext, op: PostgresqlOnlyOp) -> list[str]:
-    return [op.comment(), ON_POSTGRESQL, *(f"    op.execute({sql!r})" for sql in op.statements()), ""]
+    return [op.comment(), ON_POSTGRESQL, *(_execute(sql) for sql in op.statements()), ""]
+
+
+def _execute(sql: str, width: int = 72) -> str:
+    """``op.execute("...")``, the SQL split over lines that fit ``make lint``'s line length."""
+    if len(sql) <= width:
+        return f"    op.execute({sql!r})"
+    pieces, line = [], ""
+    for word in sql.split(" "):
+        if line and len(line) + len(word) >= width:
+            pieces.append(line)
+            line = ""
+        line += word + " "
+    pieces.append(line[:-1])
+    return "    op.execute(\n" + "".join(f"        {piece!r}\n" for piece in pieces) + "    )"
 
 
 for _op in (EnumTypeOp, EnumValuesOp, SequenceTypeOp):

@@ -40,7 +40,7 @@ def replace_bodies(upgrade: str, downgrade: str) -> Callable[[str], str]:
     """The hand edit for a rename: the generated drop + add becomes a rename."""
 
     def edit(text: str) -> str:
-        head = text[: text.index("def upgrade() -> None:")]
+        head = text[: text.index("def upgrade() -> None:")].replace("import sqlalchemy as sa\n", "")
         return f"{head}def upgrade() -> None:\n    {upgrade}\n\n\ndef downgrade() -> None:\n    {downgrade}\n"
 
     return edit

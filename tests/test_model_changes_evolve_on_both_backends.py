@@ -15,6 +15,8 @@ migration`` itself is driven through the CLI in test_model_changes_migrate.py.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +106,9 @@ class Deployment:
     def autogenerate(self, change: Change) -> str:
         message = change.message
         assert workers.call(self.root, self.urls["sqlite"], lambda c: migration.migration(c, message)) == 0
-        (path,) = self.project.versions.glob(f"*_{message.replace(' ', '_')}.py")
+        written = list(self.project.versions.glob(f"*_{message.replace(' ', '_')}.py"))
+        assert len(written) == 1, f"{message}: expected one migration, make migration wrote {len(written)}"
+        (path,) = written
         text = path.read_text()
         for fragment in change.expect:
             assert fragment in text, f"{change.message}: {fragment!r} not in the generated migration:\n{text}"
@@ -143,6 +147,16 @@ class Deployment:
         for url in self.urls.values():
             execute(url, *(sql.format(n=self.writes) for sql in self.inserts.values() if sql))
 
+    def lint_style(self) -> None:
+        """The generated files pass the ruff part of ``make lint`` as written."""
+        result = subprocess.run(
+            [sys.executable, "-m", "ruff", "check", "--no-cache", str(self.project.versions)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout
+
     def refresh_snapshot(self) -> None:
         """``make schema``'s PostgreSQL file, dumped from the deployment just migrated."""
         config = Config(str(self.project.root / "alembic.ini"))
@@ -168,6 +182,7 @@ def test_every_model_change_migrates_on_both_backends(chain: str, tmp_path: Path
                 deployment.deploy(change, backend)
             deployment.refresh_snapshot()
             deployment.application_writes(change)
+        deployment.lint_style()
 
 
 def test_check_on_postgresql_catches_a_sequence_narrower_than_its_key(
