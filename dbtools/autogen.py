@@ -72,13 +72,13 @@ def compare_server_default(
     return None  # Alembic's own comparison
 
 
-def write_portable(
+def write_or_skip(
     context: MigrationContext,
     revision: str | Iterable[str | None] | Iterable[str],
     directives: list[MigrationScript],
 ) -> None:
-    """``make migration``'s rewrite: one file for both backends, or none without changes."""
-    portable.rewrite(context, directives)
+    """``make migration``: no file without changes, and a note when PostgreSQL's facts were unseen."""
+    portable.warn_if_blind(context)
     skip_empty_revision(context, revision, directives)
 
 
@@ -111,4 +111,5 @@ COMPARE_OPTIONS: dict[str, Any] = {
     "autogenerate_plugins": ["alembic.autogenerate.*", "alembic.ext.checkconstraint_byname", portable.PLUGIN],
     "render_item": render_item,
     "include_name": include_name,
+    "process_revision_directives": portable.rewrite,  # after the command's own hook
 }

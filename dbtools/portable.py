@@ -279,16 +279,24 @@ Plugin.setup_plugin_from_module(__import__(__name__, fromlist=["setup"]), PLUGIN
 # --- Rewriting what the compared database reported -------------------------------
 
 
-def rewrite(context: MigrationContext, directives: list[MigrationScript]) -> None:
-    """Make the reflected parts of a generated script mean the same on both backends."""
-    facts = context.opts.get("pg_facts")
+def warn_if_blind(context: MigrationContext) -> None:
+    """Say when autogenerate against SQLite could not see PostgreSQL's facts the models need."""
     metadata = context.opts.get("target_metadata")
     sqlite = context.dialect.name == "sqlite"
-    if facts is None and sqlite and isinstance(metadata, sa.MetaData) and _needs_facts(metadata):
+    blind = context.opts.get("pg_facts") is None
+    if blind and sqlite and isinstance(metadata, sa.MetaData) and _needs_facts(metadata):
         print(
             f"Note: {pgfacts.SNAPSHOT} is not at this database's revision, so PostgreSQL's enum "
             "types and key widths were not compared: run `make schema`, then generate again."
         )
+
+
+def rewrite(context: MigrationContext, revision: Any, directives: list[MigrationScript]) -> None:
+    """Make the reflected parts of a generated script mean the same on both backends.
+
+    env.py installs it, so plain ``alembic revision --autogenerate`` writes the same file.
+    """
+    facts = context.opts.get("pg_facts")
     for script in directives:
         for container in (*script.upgrade_ops_list, *script.downgrade_ops_list):
             for table, op in _walk(container.ops):

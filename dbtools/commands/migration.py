@@ -15,5 +15,5 @@ def migration(config: Config, message: str) -> None:
         run.start_with(config),
         message=message,
         autogenerate=True,
-        process_revision_directives=autogen.write_portable,
+        process_revision_directives=autogen.write_or_skip,
     )
