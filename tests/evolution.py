@@ -30,6 +30,7 @@ class Change:
     seed: tuple[str, ...] = ()  # rows the application writes once the change is deployed
     fills: tuple[str, ...] = ()  # "table.column" whose existing values a data step sets
     inserts: dict[str, str] = field(default_factory=dict)  # the app's INSERT per table from now on
+    renames: dict[str, str] = field(default_factory=dict)  # "table" or "table.column" -> new name
 
 
 def add_user_column(line: str) -> tuple[str, str, str]:
@@ -191,6 +192,7 @@ USERS_CHAIN = (
             'with op.batch_alter_table("users") as batch_op:\n'
             '        batch_op.alter_column("nickname", new_column_name="display_name")',
         ),
+        renames={"users.display_name": "nickname"},
     ),
     Change(
         "drop role",
@@ -308,6 +310,7 @@ POSTS_CHAIN = (
         # Autogenerate sees a dropped table and a new one; the README says to make it a rename.
         expect=('drop_table("notes")', 'create_table(\n        "memos"'),
         hand_edit=replace_bodies('op.rename_table("notes", "memos")', 'op.rename_table("memos", "notes")'),
+        renames={"notes": "memos"},
         inserts={"notes": "", "memos": "INSERT INTO memos (body) VALUES ('memo {n}')"},
     ),
 )

@@ -122,7 +122,7 @@ class Deployment:
         before = rows(url)
         assert workers.call(self.root, url, upgrade) == 0, f"{context}: upgrade failed"
         after = rows(url)
-        renamed = self.renames(change)
+        renamed = change.renames
         assert_kept(before, after, skip=change.fills, renamed=renamed)
         assert workers.call(self.root, url, check.check) == 0, f"{context}: the models differ after upgrade"
         assert workers.call(self.root, url, downgrade) == 0, f"{context}: downgrade failed"
@@ -130,15 +130,6 @@ class Deployment:
         assert workers.call(self.root, url, upgrade) == 0, f"{context}: upgrade after downgrade failed"
         assert rows(url) == after, f"{context}: a round trip changed rows"
         execute(url, *change.seed)
-
-    def renames(self, change: Change) -> dict[str, str]:
-        found = {}
-        for _, old, new in change.edits:
-            if "__tablename__" in old and "__tablename__" in new:
-                found[old.split('"')[1]] = new.split('"')[1]
-            elif old.endswith("Mapped[str]") and new.endswith("Mapped[str]"):
-                found[f"users.{old.split(':')[0].strip()}"] = new.split(":")[0].strip()
-        return found
 
     def application_writes(self, change: Change) -> None:
         """The application keeps inserting rows with only the columns it must give."""
