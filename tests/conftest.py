@@ -102,3 +102,8 @@ def alembic_engine(database_url: URL) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Start the longest tests first: the suite takes as long as its slower worker."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -44,7 +44,7 @@ def test_make_upgrade_creates_app_db_in_the_project_root(project_copy: Project) 
 
 
 def test_second_upgrade_is_a_no_op(project: Project, database_url: URL) -> None:
-    assert project.make("upgrade", url=database_url).returncode == 0
+    project.migrate(database_url)  # set-up; the target under test follows
     insert_users(database_url, 3)
     before = dump(database_url)
     again = project.make("upgrade", url=database_url)
@@ -56,7 +56,7 @@ def test_second_upgrade_is_a_no_op(project: Project, database_url: URL) -> None:
 def test_make_downgrade_removes_the_table_and_upgrade_restores_it(
     project: Project, database_url: URL
 ) -> None:
-    assert project.make("upgrade", url=database_url).returncode == 0
+    project.migrate(database_url)  # set-up; the target under test follows
     down = project.make("downgrade", url=database_url)
     assert down.returncode == 0, down.stderr
     engine = engine_for(database_url)
@@ -70,7 +70,7 @@ def test_make_downgrade_removes_the_table_and_upgrade_restores_it(
 
 
 def test_downgrade_to_base_by_name(project: Project, database_url: URL) -> None:
-    assert project.make("upgrade", url=database_url).returncode == 0
+    project.migrate(database_url)  # set-up; the target under test follows
     result = project.make("downgrade", "rev=base", url=database_url)
     assert result.returncode == 0, result.stderr
     assert current_revision(database_url) is None
@@ -99,7 +99,7 @@ def test_make_migration_without_model_changes_writes_nothing(project_copy: Proje
 
 
 def test_make_check_passes_on_a_migrated_database(project: Project, database_url: URL) -> None:
-    assert project.make("upgrade", url=database_url).returncode == 0
+    project.migrate(database_url)  # set-up; the target under test follows
     result = project.make("check", url=database_url)
     assert result.returncode == 0, result.stderr
     assert "No new upgrade operations detected" in result.stdout
@@ -158,7 +158,7 @@ def test_make_sql_prints_ddl_without_touching_a_database(project_copy: Project) 
 
 def test_make_current_and_history_show_the_revision(project: Project, database_url: URL) -> None:
     head = project.heads()[0]
-    assert project.make("upgrade", url=database_url).returncode == 0
+    project.migrate(database_url)  # set-up; the target under test follows
     assert f"{head} (head)" in project.make("current", url=database_url).stdout
     assert f"<base> -> {head} (head), create users table" in project.make("history").stdout
 

@@ -157,6 +157,7 @@ class Deployment:
 
 
 @pytest.mark.parametrize("chain", sorted(CHAINS))
+@pytest.mark.slow
 def test_every_model_change_migrates_on_both_backends(chain: str, tmp_path: Path, pg_admin_url: URL) -> None:
     project = Project.copy_to(tmp_path / "project")
     with pgserver.fresh_database(pg_admin_url) as pg_url:
