@@ -77,7 +77,7 @@ schema: $(RUNTIME) ## Rewrite schema/*.sql, the DDL at head (starts a throwaway 
 test: $(DEV) ## Run the test suite
 	@$(PY) -m pytest
 
-lint: $(DEV) ## ruff, mypy, and the destructive-change check of every migration
+lint: $(DEV) ## ruff, mypy, and each migration's data-loss and PostgreSQL lock review (squawk)
 	@$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m mypy
 	@$(CLI) lint
 

@@ -15,7 +15,14 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
 from dbtools.database import mask, scrub, sqlite_path
-from dbtools.settings import DDL_LOCK_TIMEOUT_VAR, LOCK_TIMEOUT_VAR, ddl_lock_timeout, lock_timeout
+from dbtools.settings import (
+    DDL_LOCK_TIMEOUT_VAR,
+    LOCK_TIMEOUT_VAR,
+    STATEMENT_TIMEOUT_VAR,
+    ddl_lock_timeout,
+    lock_timeout,
+    statement_timeout,
+)
 
 UNCHANGED = "nothing was changed"
 
@@ -67,6 +74,14 @@ def _describe_postgresql(exc: DBAPIError, detail: str, url: URL) -> str | None:
             f"{ddl_lock_timeout():g}s for a table lock held by other sessions; {UNCHANGED}. "
             f"Retry when traffic is lower, or raise {DDL_LOCK_TIMEOUT_VAR}"
         )
+    if sqlstate == "57014" and "statement timeout" in detail:
+        return (
+            f"a migration statement ran longer than {STATEMENT_TIMEOUT_VAR}={statement_timeout():g}s "
+            f"and was cancelled; {UNCHANGED}. Raise {STATEMENT_TIMEOUT_VAR} (0 is no limit) if the "
+            "step needs longer, or make the step cheaper"
+        )
+    if sqlstate == "57014":
+        return f"another session cancelled a migration statement ({detail}); {UNCHANGED}. Run again"
     if sqlstate == "42501":
         return (
             f"the role {url.username!r} lacks a privilege the migration needs ({detail}); {UNCHANGED}. "

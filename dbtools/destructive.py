@@ -2,7 +2,7 @@
 
 In the spirit of Atlas's lint and django-migration-linter: dropping a table,
 column or constraint, or narrowing a column's type or nullability, is refused
-by ``make lint`` unless the migration carries the marker
+by ``make lint`` unless the migration carries the marker (``dbtools.acknowledgements``)
 
     acknowledge_destructive = "why losing this is intended"
 
@@ -16,13 +16,8 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-from alembic.util import CommandError
-
-MARKER = "acknowledge_destructive"
 
 # Integer and text types that only ever widen within their family.
 INTEGER_RANK = {"SmallInteger": 0, "SMALLINT": 0, "Integer": 1, "INTEGER": 1, "BigInteger": 2, "BIGINT": 2}
@@ -44,39 +39,14 @@ class Finding:
         return f"{shown}:{self.line}: upgrade() {self.what}"
 
 
-class DestructiveChanges(CommandError):
-    """Migrations whose upgrade() can lose data, without an acknowledgement."""
-
-    def __init__(self, message: str, findings: Sequence[Finding]) -> None:
-        super().__init__(message)
-        self.findings = list(findings)
-
-
-def acknowledgement(tree: ast.Module) -> str | None:
-    """The marker's reason, when the module sets it to a non-empty string."""
-    for node in tree.body:
-        value: ast.expr | None
-        if isinstance(node, ast.Assign):
-            targets, value = node.targets, node.value
-        elif isinstance(node, ast.AnnAssign):
-            targets, value = [node.target], node.value
-        else:
-            continue
-        named = any(isinstance(target, ast.Name) and target.id == MARKER for target in targets)
-        if named and isinstance(value, ast.Constant) and isinstance(value.value, str) and value.value.strip():
-            return value.value
-    return None
-
-
-def scan(path: Path) -> tuple[list[Finding], str | None]:
-    """Every destructive operation ``upgrade()`` runs, and the acknowledgement if any."""
-    tree = ast.parse(path.read_text(), filename=str(path))
+def scan(tree: ast.Module, path: Path) -> list[Finding]:
+    """Every destructive operation ``upgrade()`` runs."""
     functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
     if "upgrade" not in functions:
-        return [], acknowledgement(tree)
+        return []
     visitor = _Upgrade(path, functions)
     visitor.visit(functions["upgrade"])
-    return visitor.findings, acknowledgement(tree)
+    return visitor.findings
 
 
 class _Upgrade(ast.NodeVisitor):

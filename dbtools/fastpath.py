@@ -38,7 +38,14 @@ CACHE = ROOT / ".dbtools"
 FORMAT = 1
 SQLITE_HEADER = b"SQLite format 3\x00"
 # Everything in the environment the full run reads: a change means another answer.
-SETTINGS = ("DATABASE_URL", "MIGRATION_LOCK_TIMEOUT", "MIGRATION_DDL_LOCK_TIMEOUT", "MIGRATION_BACKUP_KEEP")
+SETTINGS = (
+    "DATABASE_URL",
+    "MIGRATION_LOCK_TIMEOUT",
+    "MIGRATION_DDL_LOCK_TIMEOUT",
+    "MIGRATION_LOCK_RETRIES",
+    "MIGRATION_STATEMENT_TIMEOUT",
+    "MIGRATION_BACKUP_KEEP",
+)
 
 
 def nothing_to_do(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> str | None:

@@ -1,47 +1,276 @@
-"""One migration run at a time, per database.
+"""One migration run at a time, per database, with bounded waits on PostgreSQL.
 
 SQLite: the engine opens every transaction with ``BEGIN IMMEDIATE`` (see
 ``database.build_engine``), which takes the database's write lock and waits up
-to ``MIGRATION_LOCK_TIMEOUT`` for it. PostgreSQL: a transaction-level advisory
-lock, so it is held for the whole run and released by commit, rollback or a
-dropped connection, whatever happens.
+to ``MIGRATION_LOCK_TIMEOUT`` for it.
+
+PostgreSQL: a *session-level* advisory lock, taken before the current revision
+is read and released when the run ends (or by the server when the connection
+dies). A transaction-level lock would not do: the COMMIT inside an
+``autocommit_block()`` releases it, and the ``SET LOCAL`` timeouts with it, so
+a second run could start halfway through the first. Every transaction the run
+begins, including the one after such a block, gets its timeouts set again:
+
+- ``lock_timeout`` = ``MIGRATION_DDL_LOCK_TIMEOUT``: an ALTER queued behind a
+  long query blocks every query queued behind it, so it gives up early, and the
+  run is rolled back and retried (``Session.attempts``);
+- ``statement_timeout`` = ``MIGRATION_STATEMENT_TIMEOUT`` in transactions, and
+  none inside ``autocommit_block()``: an online step such as ``CREATE INDEX
+  CONCURRENTLY`` blocks no reads or writes, may rightly take hours, and
+  cancelled it leaves an INVALID index behind.
 """
 
 from __future__ import annotations
 
+import logging
+import random
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
 
 from alembic.util import CommandError
+from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from dbtools.database import build_engine
 from dbtools.dberrors import friendly_errors
-from dbtools.settings import LOCK_TIMEOUT_VAR, ddl_lock_timeout, lock_timeout, milliseconds
+from dbtools.settings import (
+    DDL_LOCK_TIMEOUT_VAR,
+    LOCK_RETRIES_VAR,
+    LOCK_TIMEOUT_VAR,
+    ddl_lock_timeout,
+    lock_retries,
+    lock_timeout,
+    milliseconds,
+    statement_timeout,
+)
 
-# pg_advisory_xact_lock key shared by every migration run on a database.
+# pg_advisory_lock key shared by every migration run on a database.
 # Fixed forever: runs of different versions of this project must exclude each other.
 ADVISORY_LOCK_KEY = 7_362_410_518_202_611
+LOCK_NOT_AVAILABLE = "55P03"
+# Backoff between attempts: doubling from about a second, never above half a minute.
+FIRST_DELAY, MAX_DELAY = 1.0, 30.0
+# Longest single wait for the migration lock (see _acquire); well under deadlock_timeout's 1 s.
+SLICE = 0.1
+
+log = logging.getLogger(__name__)
 
 
-def acquire(connection: Connection) -> None:
-    """Wait for the migration lock, then bound how long each statement queues."""
-    if connection.dialect.name != "postgresql":
+def timeouts(*, online_step: bool) -> dict[str, str]:
+    """The PostgreSQL settings a migration statement runs under."""
+    limit = 0.0 if online_step else statement_timeout()
+    return {
+        "lock_timeout": f"{milliseconds(ddl_lock_timeout())}ms",
+        "statement_timeout": f"{milliseconds(limit)}ms" if limit else "0",
+    }
+
+
+def offline_prelude() -> list[str]:
+    """What ``make sql`` prints first for PostgreSQL, so SQL applied by hand runs as a run does.
+
+    Session settings, not ``SET LOCAL``: the script's own COMMITs (one per
+    ``autocommit_block()``) must not drop them.
+    """
+    return [
+        f"SET lock_timeout = '{milliseconds(lock_timeout())}ms'",
+        f"SELECT pg_advisory_lock({ADVISORY_LOCK_KEY})",
+        *(f"SET {name} = '{value}'" for name, value in timeouts(online_step=False).items()),
+    ]
+
+
+def offline_epilogue() -> list[str]:
+    return [
+        f"SELECT pg_advisory_unlock({ADVISORY_LOCK_KEY})",
+        "RESET lock_timeout",
+        "RESET statement_timeout",
+    ]
+
+
+@dataclass
+class Session:
+    """The migration lock held on one connection, for one run."""
+
+    connection: Connection
+    postgresql: bool
+    # A connection handed in already inside a transaction (make stamp, make
+    # rehearse): that transaction is its owner's, so a run never retries it.
+    owns_transactions: bool
+    # Set when a transaction commits during an attempt: an autocommit_block()
+    # made changes that a rollback no longer undoes.
+    committed: bool = False
+
+    def attempts(self) -> Iterator[Attempt]:
+        """``for attempt in session.attempts(): with attempt: <the run>``, tenacity-style.
+
+        On PostgreSQL, a run that hit the DDL lock timeout was rolled back
+        whole: it is run again after a backoff, ``MIGRATION_LOCK_RETRIES`` times.
+        """
+        retries = lock_retries() if self.postgresql and self.owns_transactions else 0
+        for number in range(retries + 1):
+            attempt = Attempt(self, number, retries)
+            yield attempt
+            if attempt.succeeded:
+                return
+            delay = min(MAX_DELAY, FIRST_DELAY * 2**number) * random.uniform(0.5, 1.0)  # noqa: S311 (jitter, not a secret)
+            log.warning(
+                "attempt %d of %d waited longer than %s=%gs for a table lock; rolled back, retrying in %.1fs",
+                number + 1,
+                retries + 1,
+                DDL_LOCK_TIMEOUT_VAR,
+                ddl_lock_timeout(),
+                delay,
+            )
+            time.sleep(delay)
+
+    def _on_begin(self, connection: Connection) -> None:
+        # Alembic's autocommit_block() switches the connection to AUTOCOMMIT, then begins.
+        online_step = connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+        _apply(connection, timeouts(online_step=online_step), local=not online_step)
+
+    def _on_commit(self, _connection: Connection) -> None:
+        self.committed = True
+
+
+class Attempt:
+    """One try at the run; swallows a lock timeout that may be retried."""
+
+    def __init__(self, session: Session, number: int, retries: int) -> None:
+        self.session, self.number, self.retries = session, number, retries
+        self.succeeded = False
+
+    def __enter__(self) -> None:
+        self.session.committed = False
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, _tb: TracebackType | None
+    ) -> bool:
+        if exc is None:
+            self.succeeded = True
+            return False
+        if self.session.committed:
+            if isinstance(exc, DBAPIError):
+                raise CommandError(_after_commit(exc)) from None
+            exc.add_note(
+                "A non-transactional step (autocommit_block) had already committed: `make current` shows "
+                "the revision reached, and `make upgrade` resumes from there."
+            )
+            return False
+        if not (isinstance(exc, OperationalError) and _sqlstate(exc) == LOCK_NOT_AVAILABLE):
+            return False
+        if self.number < self.retries:
+            return True
+        if not self.session.owns_transactions:
+            return False  # its owner rolls back; dberrors says why
+        raise CommandError(
+            f"a migration statement waited longer than {DDL_LOCK_TIMEOUT_VAR}={ddl_lock_timeout():g}s "
+            f"for a table lock held by other sessions, in each of {self.retries + 1} attempt(s) "
+            f"({LOCK_RETRIES_VAR}={self.retries}); nothing was changed. Retry when traffic is lower, "
+            f"or raise {DDL_LOCK_TIMEOUT_VAR} or {LOCK_RETRIES_VAR}"
+        ) from None
+
+
+def _after_commit(exc: DBAPIError) -> str:
+    detail = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+    retry = ""
+    if _sqlstate(exc) == LOCK_NOT_AVAILABLE:
+        retry = f" ({DDL_LOCK_TIMEOUT_VAR}={ddl_lock_timeout():g}s; such a run is not retried automatically)"
+    return (
+        f"the run failed after a non-transactional step (autocommit_block) had committed: {detail}{retry}. "
+        "What ran before that commit stays applied, and `make current` shows the revision reached; "
+        "fix the cause and run `make upgrade` again, which resumes from there"
+    )
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    return getattr(exc.orig, "sqlstate", None)
+
+
+def _apply(connection: Connection, settings: dict[str, str], *, local: bool) -> None:
+    calls = ", ".join(
+        f"set_config('{name}', '{value}', {str(local).lower()})" for name, value in settings.items()
+    )
+    connection.exec_driver_sql(f"SELECT {calls}")
+
+
+@contextmanager
+def held(connection: Connection) -> Iterator[Session]:
+    """Hold the migration lock on ``connection`` until the block ends.
+
+    A connection already in a transaction takes the lock inside it; otherwise
+    the lock is taken in a short transaction of its own, so the run's own
+    transactions begin after it.
+    """
+    postgresql = connection.dialect.name == "postgresql"
+    session = Session(connection, postgresql, owns_transactions=not connection.in_transaction())
+    if not postgresql:
+        yield session
         return
-    wait = lock_timeout()
-    connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{milliseconds(wait)}ms'")
+    _acquire(connection)
+    if not session.owns_transactions:
+        _apply(connection, timeouts(online_step=False), local=True)
+    event.listen(connection, "begin", session._on_begin)
+    event.listen(connection, "commit", session._on_commit)
     try:
-        connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({ADVISORY_LOCK_KEY})")
-    except OperationalError as exc:
-        if getattr(exc.orig, "sqlstate", None) == "55P03":
-            raise CommandError(
-                f"another migration run held the migration lock for longer than "
-                f"{LOCK_TIMEOUT_VAR}={wait:g}s; nothing was changed. Wait for it to finish, "
-                f"or raise {LOCK_TIMEOUT_VAR}"
-            ) from None
-        raise
-    connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{milliseconds(ddl_lock_timeout())}ms'")
+        yield session
+    finally:
+        event.remove(connection, "begin", session._on_begin)
+        event.remove(connection, "commit", session._on_commit)
+        _release(connection)
+
+
+def _acquire(connection: Connection) -> None:
+    """Queue for the lock in slices of at most ``SLICE`` seconds, each its own transaction.
+
+    A session blocked in ``pg_advisory_lock`` holds a snapshot while it waits,
+    and ``CREATE INDEX CONCURRENTLY`` waits for every older snapshot to end: a
+    run queued for the whole wait would deadlock with the running migration
+    (measured). A slice ends before the deadlock detector's first check, and
+    the next one begins with a newer snapshot, which the build does not wait for.
+    """
+    wait = lock_timeout()
+    deadline = time.monotonic() + wait
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            if connection.in_transaction():  # its owner's transaction: wait inside it
+                _try_lock(connection, left)
+            else:
+                with connection.begin():
+                    _try_lock(connection, min(SLICE, left))
+            return
+        except OperationalError as exc:
+            if _sqlstate(exc) != LOCK_NOT_AVAILABLE:
+                raise
+            if deadline - time.monotonic() <= 0 or connection.in_transaction():
+                raise CommandError(
+                    f"another migration run held the migration lock for longer than "
+                    f"{LOCK_TIMEOUT_VAR}={wait:g}s; nothing was changed. Wait for it to finish, "
+                    f"or raise {LOCK_TIMEOUT_VAR}"
+                ) from None
+
+
+def _try_lock(connection: Connection, seconds: float) -> None:
+    _apply(connection, {"lock_timeout": f"{milliseconds(seconds)}ms"}, local=True)
+    connection.exec_driver_sql(f"SELECT pg_advisory_lock({ADVISORY_LOCK_KEY})")
+
+
+def _release(connection: Connection) -> None:
+    """Unlock, and undo session settings an autocommit_block() made; a dead connection unlocked already."""
+    if connection.closed or connection.invalidated:
+        return
+    try:
+        if connection.in_transaction():  # its owner's transaction, whose SET LOCALs end with it
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({ADVISORY_LOCK_KEY})")
+            return
+        with connection.begin():
+            for statement in offline_epilogue():
+                connection.exec_driver_sql(statement)
+    except DBAPIError:
+        log.debug("could not release the migration lock; the server releases it with the connection")
 
 
 @contextmanager
@@ -54,10 +283,9 @@ def locked(url: URL, *, commit: bool = True, writes: bool = True) -> Iterator[Co
     """
     engine = build_engine(url, writes=writes)
     try:
-        with friendly_errors(url), engine.connect() as connection:
+        with friendly_errors(url), engine.connect() as connection, held(connection):
             transaction = connection.begin()
             try:
-                acquire(connection)
                 yield connection
             except BaseException:
                 transaction.rollback()

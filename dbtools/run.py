@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from alembic.config import Config
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import URL, Connection, Engine
 
 from dbtools.timing import StepTimer
 
@@ -22,6 +22,9 @@ class Run:
     # Migrate through this instead of opening the configured database
     # (make stamp and make rehearse hold the migration lock on it already).
     connection: Connection | Engine | None = None
+    # Migrate, or render with --sql, this database instead of the configured one
+    # (make lint renders PostgreSQL's SQL whatever DATABASE_URL says).
+    url: URL | None = None
     # Load the models up front: autogenerate compares with them. Otherwise they
     # are loaded only if a guard needs them, which keeps a no-op upgrade cheap.
     needs_models: bool = True

@@ -10,13 +10,16 @@ from alembic.util import CommandError
 LOCK_TIMEOUT_VAR = "MIGRATION_LOCK_TIMEOUT"
 BACKUP_KEEP_VAR = "MIGRATION_BACKUP_KEEP"
 DDL_LOCK_TIMEOUT_VAR = "MIGRATION_DDL_LOCK_TIMEOUT"
+LOCK_RETRIES_VAR = "MIGRATION_LOCK_RETRIES"
+STATEMENT_TIMEOUT_VAR = "MIGRATION_STATEMENT_TIMEOUT"
+MAX_RETRIES = 100
 
 
 # PostgreSQL's timeouts are whole milliseconds in an int: about 24.8 days at most.
 MAX_SECONDS = 2_147_483
 
 
-def _seconds(name: str, default: float) -> float:
+def _seconds(name: str, default: float, *, zero_means: str = "") -> float:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -24,11 +27,25 @@ def _seconds(name: str, default: float) -> float:
         value = float(raw)
     except ValueError:
         value = -1.0
+    if value == 0 and zero_means:
+        return 0.0
     if not 0 < value <= MAX_SECONDS:  # also refuses nan and inf
-        raise CommandError(
-            f"{name}={raw!r} is not a positive number of seconds (at most {MAX_SECONDS:,}); fix or unset it"
-        )
+        allowed = f"a positive number of seconds (at most {MAX_SECONDS:,})"
+        if zero_means:
+            allowed = f"0 ({zero_means}) or {allowed}"
+        raise CommandError(f"{name}={raw!r} is not {allowed}; fix or unset it")
     return value
+
+
+def _count(name: str, default: int, *, most: int, zero_means: str) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or int(raw) > most:
+        raise CommandError(
+            f"{name}={raw!r} is not a whole number from 0 ({zero_means}) to {most}; fix or unset it"
+        )
+    return int(raw)
 
 
 def milliseconds(seconds: float) -> int:
@@ -50,13 +67,31 @@ def ddl_lock_timeout() -> float:
     return _seconds(DDL_LOCK_TIMEOUT_VAR, 5.0)
 
 
+def lock_retries() -> int:
+    """How many times a PostgreSQL run that hit the DDL lock timeout is rolled back and run again.
+
+    strong_migrations and deploy scripts around Alembic do the same: the
+    application's lock is usually gone a moment later, and each attempt blocks
+    the queue behind it for at most the DDL lock timeout.
+    """
+    return _count(LOCK_RETRIES_VAR, 5, most=MAX_RETRIES, zero_means="never retry")
+
+
+def statement_timeout() -> float:
+    """How long one statement of a migration transaction may run on PostgreSQL; 0 is no limit.
+
+    Off by default: a run is one transaction, so a cancelled statement costs
+    the whole run, and only the user knows how long a rewrite of their table
+    may take. Steps in ``autocommit_block()`` are never bounded (see ``locking``).
+    """
+    return _seconds(STATEMENT_TIMEOUT_VAR, 0.0, zero_means="no limit")
+
+
 def backup_keep() -> int:
     """How many SQLite backups to keep per database; 0 turns backups off."""
-    raw = os.environ.get(BACKUP_KEEP_VAR, "").strip()
-    if not raw:
-        return 5
-    if not raw.isdigit():
-        raise CommandError(
-            f"{BACKUP_KEEP_VAR}={raw!r} is not a whole number (0 turns backups off); fix or unset it"
-        )
-    return int(raw)
+    return _count(BACKUP_KEEP_VAR, 5, most=10**9, zero_means="turns backups off")
+
+
+def check_all() -> None:
+    """Refuse a malformed setting before anything is opened, whichever backend reads it."""
+    lock_timeout(), ddl_lock_timeout(), lock_retries(), statement_timeout(), backup_keep()

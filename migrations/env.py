@@ -1,10 +1,13 @@
 """Alembic's migration environment: every upgrade, downgrade and autogenerate runs this.
 
-Online, a run is one transaction on every backend, taken with the migration
-lock held before the current revision is read. So a run is all-or-nothing,
-and concurrent runs queue instead of colliding. What differs between runs
-(a connection handed in, adopting, rehearsing) is decided by whoever starts
-the run (``dbtools.run``); the helpers live in the ``dbtools`` package.
+Online, a run is one transaction on every backend, begun with the migration
+lock held since before the current revision is read. So a run is
+all-or-nothing (except what a migration commits itself in an
+``autocommit_block()``), and concurrent runs queue instead of colliding. On
+PostgreSQL a run that hit a table-lock timeout is rolled back and run again.
+What differs between runs (a connection handed in, adopting, rehearsing) is
+decided by whoever starts the run (``dbtools.run``); the helpers live in the
+``dbtools`` package.
 """
 
 from collections.abc import Collection, Mapping
@@ -17,7 +20,7 @@ from alembic.runtime.migration import MigrationContext, MigrationInfo
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 
-from dbtools import autogen, backup, guards, integrity, locking, project, run
+from dbtools import autogen, backup, guards, integrity, locking, project, run, settings
 from dbtools.database import build_engine, check_before_opening
 from dbtools.dberrors import friendly_errors
 
@@ -26,7 +29,8 @@ if config.config_file_name is not None:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 this_run = run.of(config)
-url = project.database_url(config)
+url = this_run.url or project.database_url(config)
+settings.check_all()  # a malformed MIGRATION_* variable fails before anything is opened
 
 
 def load_models() -> MetaData:
@@ -51,8 +55,14 @@ def run_migrations_offline() -> None:
         transactional_ddl=True,
         **autogen.COMPARE_OPTIONS,
     )
+    # SQL applied by hand keeps a run's guarantees: the migration lock and its timeouts.
+    postgresql = url.get_backend_name() == "postgresql"
+    for statement in locking.offline_prelude() if postgresql else []:
+        context.execute(statement)
     with context.begin_transaction():
         context.run_migrations()
+    for statement in locking.offline_epilogue() if postgresql else []:
+        context.execute(statement)
 
 
 def run_migrations_online() -> None:
@@ -73,6 +83,7 @@ def run_migrations_online() -> None:
     with (
         friendly_errors(url),
         nullcontext(given) if isinstance(given, Connection) else given.connect() as connection,
+        locking.held(connection) as migration_lock,  # PostgreSQL; SQLite locks in BEGIN IMMEDIATE
     ):
         context.configure(
             connection=connection,
@@ -80,26 +91,27 @@ def run_migrations_online() -> None:
             render_as_batch=True,  # SQLite can ALTER little; batch mode rebuilds the table.
             transactional_ddl=True,  # True on SQLite too: the engine really begins a transaction.
             on_version_apply=after_each_step,
-            project_root=project.root_of(config),  # where autogenerate finds schema/ (dbtools.pgfacts)
+            # Where autogenerate finds schema/ (dbtools.pgfacts).
+            project_root=project.root_of(config),
             **autogen.COMPARE_OPTIONS,
         )
-        with context.begin_transaction():
-            locking.acquire(connection)
-            migration_context = context.get_context()
-            guards.check_database(
-                migration_context,
-                context.script,
-                lambda: target_metadata or load_models(),
-                adopting=this_run.adopting,
-            )
-            if this_run.autogenerates:
-                guards.check_autogenerate_base(migration_context, context.script)
-            if this_run.applies_migrations:
-                integrity.verify(connection, context.script, migration_context.get_current_heads())
-                if this_run.backs_up:
-                    backup.before_change(connection, migration_context)  # SQLite files only
-            this_run.timer.start()
-            context.run_migrations()
+        for attempt in migration_lock.attempts():  # PostgreSQL retries a run that hit a lock timeout
+            with attempt, context.begin_transaction():
+                migration_context = context.get_context()
+                guards.check_database(
+                    migration_context,
+                    context.script,
+                    lambda: target_metadata or load_models(),
+                    adopting=this_run.adopting,
+                )
+                if this_run.autogenerates:
+                    guards.check_autogenerate_base(migration_context, context.script)
+                if this_run.applies_migrations:
+                    integrity.verify(connection, context.script, migration_context.get_current_heads())
+                    if this_run.backs_up:
+                        backup.before_change(connection, migration_context)  # SQLite files only
+                this_run.timer.start()
+                context.run_migrations()
 
 
 if context.is_offline_mode():

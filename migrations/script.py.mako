@@ -19,9 +19,11 @@ branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
 
 # `make lint` refuses an upgrade() that drops a table, column or constraint, or
-# narrows a column's type or nullability. If losing that data is intended,
-# uncomment this and say why, for the reviewer:
+# narrows a column's type or nullability, and one whose PostgreSQL SQL takes a
+# lock that blocks a busy table (squawk; README "PostgreSQL in production").
+# If the hazard is intended, uncomment the line and say why, for the reviewer:
 # acknowledge_destructive = "why losing this data is intended"
+# acknowledge_locking = {"<squawk rule>": "why this lock is acceptable"}
 
 
 def upgrade() -> None:

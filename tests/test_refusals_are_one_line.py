@@ -86,17 +86,19 @@ def test_database_locked_past_the_timeout_names_the_setting(project: Project, da
         else:
             conn.exec_driver_sql(f"SELECT pg_advisory_lock({ADVISORY_LOCK_KEY})")  # another run
         started = time.monotonic()
-        result = project.alembic("upgrade", "head", url=database_url, env={"MIGRATION_LOCK_TIMEOUT": "1"})
+        result = project.alembic("upgrade", "head", url=database_url, env={"MIGRATION_LOCK_TIMEOUT": "0.5"})
         waited = time.monotonic() - started
         conn.rollback()
     holder.dispose()
     line = failed_line(result)
-    assert "MIGRATION_LOCK_TIMEOUT=1s" in line
-    assert 1 <= waited < 15
+    assert "MIGRATION_LOCK_TIMEOUT=0.5s" in line
+    assert 0.5 <= waited < 15
     assert current_revision(database_url) is None
 
 
-def test_ddl_waiting_behind_application_traffic_fails_fast(project_copy: Project, pg_admin_url: URL) -> None:
+def test_ddl_blocked_past_every_retry_fails_and_names_both_settings(
+    project_copy: Project, pg_admin_url: URL
+) -> None:
     with pgserver.fresh_database(pg_admin_url) as url:
         project_copy.migrate(url)
         project_copy.add_migration(
@@ -107,12 +109,19 @@ def test_ddl_waiting_behind_application_traffic_fails_fast(project_copy: Project
         with reader.connect() as conn:
             conn.exec_driver_sql("SELECT count(*) FROM users")  # a long read holds its lock
             result = project_copy.alembic(
-                "upgrade", "head", url=url, env={"MIGRATION_DDL_LOCK_TIMEOUT": "0.5"}
+                "upgrade",
+                "head",
+                url=url,
+                env={"MIGRATION_DDL_LOCK_TIMEOUT": "0.2", "MIGRATION_LOCK_RETRIES": "1"},
             )
             conn.rollback()
         reader.dispose()
         line = failed_line(result)
-        assert "MIGRATION_DDL_LOCK_TIMEOUT=0.5s" in line
+        assert "MIGRATION_DDL_LOCK_TIMEOUT=0.2s" in line
+        assert "in each of 2 attempt(s) (MIGRATION_LOCK_RETRIES=1); nothing was changed" in line
+        retries = [entry for entry in result.stderr.splitlines() if "retrying in" in entry]
+        assert len(retries) == 1
+        assert retries[0].startswith("WARNI [dbtools.locking] attempt 1 of 2")
         assert dump(url) == before
 
 
@@ -252,11 +261,20 @@ def test_unreachable_server_fails_clearly_without_printing_the_password(project:
     assert "Hidden-Secret-7" not in result.stdout + result.stderr
 
 
-def test_invalid_timeout_setting_is_refused(project: Project, tmp_path: Path) -> None:
-    line = failed_line(
-        project.make("upgrade", url=sqlite_url(tmp_path / "app.db"), env={"MIGRATION_LOCK_TIMEOUT": "soon"})
-    )
-    assert "MIGRATION_LOCK_TIMEOUT='soon' is not a positive number of seconds" in line
+@pytest.mark.parametrize(
+    ("variable", "raw", "expected"),
+    [
+        ("MIGRATION_LOCK_TIMEOUT", "soon", "is not a positive number of seconds"),
+        ("MIGRATION_LOCK_RETRIES", "-1", "is not a whole number from 0 (never retry) to 100"),
+        ("MIGRATION_STATEMENT_TIMEOUT", "1h", "is not 0 (no limit) or a positive number of seconds"),
+    ],
+)
+def test_invalid_setting_is_refused_on_either_backend(
+    project: Project, tmp_path: Path, variable: str, raw: str, expected: str
+) -> None:
+    """Even a setting only PostgreSQL reads: a typo must not wait for the day it matters."""
+    line = failed_line(project.make("upgrade", url=sqlite_url(tmp_path / "app.db"), env={variable: raw}))
+    assert f"{variable}={raw!r} {expected}" in line
     assert not (tmp_path / "app.db").exists()
 
 

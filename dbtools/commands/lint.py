@@ -1,37 +1,57 @@
-"""``make lint``'s own check: no migration may lose data without saying why.
+"""``make lint``'s own checks: no migration may lose data or lock a table without saying why.
 
-ruff and mypy run beside it in the Makefile; this is the part only this
-project knows (see ``dbtools.destructive``).
+ruff and mypy run beside it in the Makefile; these are the parts only this
+project knows: data loss (``dbtools.destructive``) and PostgreSQL locks
+(``dbtools.locklint``, squawk on each revision's SQL). An intended hazard is
+acknowledged in its migration file (``dbtools.acknowledgements``).
 """
 
 from __future__ import annotations
 
+import ast
 import sys
 from pathlib import Path
 
 from alembic.config import Config
+from alembic.util import CommandError
 
-from dbtools.destructive import MARKER, DestructiveChanges, scan
+from dbtools import acknowledgements, locklint
+from dbtools.acknowledgements import DESTRUCTIVE, LOCKING
+from dbtools.destructive import scan
 from dbtools.project import VERSIONS
 
 
 def lint(config: Config, paths: list[str] | None = None) -> None:
     given = [Path(path) for path in paths or []] or [VERSIONS]
     files = sorted(f for p in given for f in (p.glob("*.py") if p.is_dir() else [p]))
-    unacknowledged = []
+    hazards, reviewed = locklint.review(config, files)
+    refused: list[str] = []
     for path in files:
-        found, reason = scan(path)
-        if found and reason:
-            print(f"{path.name}: destructive, acknowledged ({reason})")
+        tree = ast.parse(path.read_text(), filename=str(path))
+        marked = acknowledgements.read(tree)
+        refused.extend(f"{path.name}: {problem}" for problem in marked.problems)
+        found = scan(tree, path)
+        if found and marked.destructive:
+            print(f"{path.name}: destructive, acknowledged ({marked.destructive})")
         elif found:
-            unacknowledged.extend(found)
-    for finding in unacknowledged:
-        print(finding, file=sys.stderr)
-    if unacknowledged:
-        raise DestructiveChanges(
-            f"{len(unacknowledged)} destructive operation(s) in upgrade() without "
-            f'`{MARKER} = "<reason>"` in the migration; make them safe, or add the marker '
-            "saying why the data loss is intended",
-            unacknowledged,
+            refused.extend(f"{finding} [data loss]" for finding in found)
+        if path.resolve() not in reviewed:
+            print(f"{path.name}: not in the migration history, so its PostgreSQL locks were not reviewed")
+        found_rules = {h.rule for h in hazards if h.path == path.resolve()}
+        refused.extend(str(h) for h in hazards if h.path == path.resolve() and h.rule not in marked.locking)
+        for rule, reason in marked.locking.items():
+            if rule in found_rules:
+                print(f"{path.name}: {rule}, acknowledged ({reason})")
+            elif path.resolve() in reviewed:
+                print(f"{path.name}: acknowledges {rule}, which the lock review does not find (any more)")
+    for line in refused:
+        print(line, file=sys.stderr)
+    if refused:
+        raise CommandError(
+            f"{len(refused)} hazard(s) in upgrade() that the migration does not acknowledge; make them "
+            f'safe, or say why they are intended: `{DESTRUCTIVE} = "<reason>"` for data loss, '
+            f'`{LOCKING} = {{"<squawk rule>": "<reason>"}}` for a lock'
         )
-    print(f"Destructive-change check: {len(files)} migration(s), nothing unacknowledged.")
+    print(
+        f"Migration lint: {len(files)} migration(s), no unacknowledged data loss or PostgreSQL lock hazard."
+    )

@@ -1,0 +1,159 @@
+"""``make lint``'s lock review: each revision's PostgreSQL SQL, on its own, through squawk.
+
+squawk (https://squawkhq.com) knows which statement takes which lock for how
+long. It must see one revision at a time: in one file covering the whole
+history, every table counts as created in that file, and creating a table
+locks nobody out, so most rules would stay silent. Each revision is rendered
+offline (``alembic upgrade <down>:<rev> --sql``) against PostgreSQL, whatever
+``DATABASE_URL`` says: the same migrations must be safe there.
+
+Which rules the project enforces, and why, is in ``.squawk.toml``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import subprocess
+import sysconfig
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.script import Script, ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy.engine import make_url
+
+from dbtools.project import root_of
+from dbtools.run import Run
+
+SQUAWK_VAR = "SQUAWK"
+CONFIG_FILE = ".squawk.toml"
+# squawk 2.70 counts every statement after a file's first COMMIT as outside a
+# transaction, even inside a later BEGIN ... COMMIT (as Alembic renders what
+# follows an autocommit_block()); this rule is re-checked here (_outside_transaction).
+ROBUST = "prefer-robust-stmts"
+# A revision whose SQL cannot be rendered offline (its upgrade() reads rows
+# through op.get_bind()) is not reviewed: a hazard of its own, acknowledgeable.
+NOT_RENDERED = "not-rendered"
+RENDER_HELP = (
+    "Its locks cannot be reviewed: make upgrade() work with `make sql` (op.execute() rather than reading "
+    'through op.get_bind()), or review it by hand: acknowledge_locking = {"not-rendered": "<reason>"}.'
+)
+# Offline rendering connects to nothing: only the dialect matters.
+RENDER_URL = make_url("postgresql+psycopg://lint@localhost/lint")
+
+
+@dataclass(frozen=True)
+class Hazard:
+    path: Path
+    rule: str
+    message: str
+    help: str
+    statement: str
+
+    def __str__(self) -> str:
+        shown = self.path.relative_to(Path.cwd()) if self.path.is_relative_to(Path.cwd()) else self.path
+        advice = f" {self.help}" if self.help else ""
+        return f"{shown}: {self.rule}: {self.message}{advice} In: {self.statement}"
+
+
+def squawk_binary() -> str:
+    """``SQUAWK`` if set, else the one squawk-cli installed beside this Python."""
+    return os.environ.get(SQUAWK_VAR) or str(Path(sysconfig.get_path("scripts")) / "squawk")
+
+
+def review(config: Config, paths: Iterable[Path]) -> tuple[list[Hazard], set[Path]]:
+    """squawk's findings for the revisions in ``paths``, each rendered on its own; and which were."""
+    script = ScriptDirectory.from_config(config)
+    wanted = {path.resolve() for path in paths}
+    revisions = [rev for rev in script.walk_revisions() if Path(str(rev.path)).resolve() in wanted]
+    reviewed = {Path(str(rev.path)).resolve() for rev in revisions}
+    with tempfile.TemporaryDirectory(prefix="dbtools-lint-") as folder:
+        rendered: dict[str, tuple[Path, list[str]]] = {}
+        hazards = []
+        for revision in revisions:
+            try:
+                sql = render(config, revision)
+            except Exception as exc:  # any failure of a user's migration
+                path = Path(str(revision.path)).resolve()
+                hazards.append(
+                    Hazard(path, NOT_RENDERED, f"{type(exc).__name__}: {exc}.", RENDER_HELP, "upgrade()")
+                )
+                continue
+            target = Path(folder) / f"{revision.revision}.sql"
+            target.write_text(sql)
+            rendered[str(target)] = (Path(str(revision.path)), sql.splitlines())
+        if not rendered:
+            return hazards, reviewed
+        findings = run_squawk(list(rendered), root_of(config) / CONFIG_FILE)
+    for finding in findings:
+        path, lines = rendered[finding["file"]]
+        line = int(finding.get("line", 0))
+        statement = " ".join(lines[line].split()) if 0 <= line < len(lines) else "?"
+        if finding["rule_name"] == ROBUST and not _outside_transaction(lines, line, statement):
+            continue
+        hazards.append(
+            Hazard(
+                path.resolve(), finding["rule_name"], finding["message"], finding.get("help") or "", statement
+            )
+        )
+    return hazards, reviewed
+
+
+def _outside_transaction(lines: list[str], line: int, statement: str) -> bool:
+    """Whether a re-run could trip on this statement: it runs on its own, and is not idempotent.
+
+    Alembic renders transaction control as lines of their own. ``VALIDATE
+    CONSTRAINT`` does nothing the second time, whatever squawk assumes.
+    """
+    inside = False
+    for text in lines[:line]:
+        if text.strip() in ("BEGIN;", "COMMIT;"):
+            inside = text.strip() == "BEGIN;"
+    return not inside and " VALIDATE CONSTRAINT " not in f" {statement.upper()} "
+
+
+def render(config: Config, revision: Script) -> str:
+    """The PostgreSQL SQL ``make sql`` would print for this one revision."""
+    down = revision.down_revision
+    start = down[0] if isinstance(down, tuple) else down  # a merge: from its first parent
+    target = f"{start}:{revision.revision}" if start else revision.revision
+    buffer = io.StringIO()
+    own = Config(config.config_file_name, output_buffer=buffer)
+    previous = logging.root.manager.disable
+    logging.disable(logging.INFO)  # env.py's per-run INFO lines, once per revision
+    try:
+        command.upgrade(Run(url=RENDER_URL, needs_models=False).start_with(own), target, sql=True)
+    finally:
+        logging.disable(previous)
+    return buffer.getvalue()
+
+
+def run_squawk(files: list[str], config_file: Path) -> list[dict[str, str]]:
+    binary = squawk_binary()
+    argv = [binary, "--reporter", "json", "--config", str(config_file), *files]
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+    except OSError as exc:
+        raise CommandError(
+            f"cannot run squawk, the PostgreSQL lock linter, at {binary} ({exc.strerror}), so no migration "
+            f"was reviewed for locks; run `make install` (squawk-cli is in requirements-dev.txt), "
+            f"or point {SQUAWK_VAR} at a squawk binary"
+        ) from None
+    try:
+        findings = json.loads(result.stdout) if result.returncode in (0, 1) else None
+    except ValueError:
+        findings = None
+    if not isinstance(findings, list):
+        said = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[0]
+        raise CommandError(
+            f"squawk at {binary} failed (exit status {result.returncode}: {said}), so no migration was "
+            "reviewed for locks; fix or reinstall it (make clean install)"
+        )
+    return findings

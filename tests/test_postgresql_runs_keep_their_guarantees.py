@@ -1,0 +1,304 @@
+"""On PostgreSQL a run keeps its guarantees through non-transactional steps, retries, and timeouts.
+
+The migration under test is the README's form of an index built without
+blocking writes: ``CREATE INDEX CONCURRENTLY`` in an ``autocommit_block()``,
+after dropping any index of that name a killed build left INVALID. Probes in
+it record, from the server's own view, what the run holds at each point.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+from dbtools import pgserver
+from dbtools.commands.upgrade import upgrade
+from tests import workers
+from tests.helpers import Project, base_env, current_revision, dump, engine_for, failed_line
+
+INDEX = "ix_users_email_lower"
+PROBE = '''
+
+def probe(where: str) -> None:
+    """Record what this session holds: the migration lock and its two timeouts."""
+    op.execute(
+        "INSERT INTO probe SELECT '" + where + "', "
+        "(SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted), "
+        "current_setting('lock_timeout'), current_setting('statement_timeout')"
+    )
+'''
+CONCURRENT_INDEX = f"""
+probe("before")
+with op.get_context().autocommit_block():
+    probe("inside")
+    op.drop_index("{INDEX}", "users", if_exists=True, postgresql_concurrently=True)
+    op.create_index(
+        "{INDEX}", "users", [sa.text("lower(email)")], postgresql_concurrently=True, if_not_exists=True
+    )
+probe("after")
+"""
+# Advisory locks on this database (pg_locks shows the whole server's).
+HELD_HERE = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+PROBE_TABLE = (
+    'op.create_table("probe", sa.Column("at", sa.Text), sa.Column("locks", sa.Integer), '
+    'sa.Column("lock_timeout", sa.Text), sa.Column("statement_timeout", sa.Text))'
+)
+
+
+@pytest.fixture
+def history(project_copy: Project) -> list[str]:
+    """The users table, a probe table, then the concurrent index build."""
+    revisions = project_copy.extend_history((PROBE_TABLE, 'op.drop_table("probe")'))
+    revisions.append(
+        project_copy.add_migration(
+            CONCURRENT_INDEX,
+            f'op.drop_index("{INDEX}", "users", if_exists=True, postgresql_concurrently=True)',
+            imports=PROBE,
+        )
+    )
+    return revisions
+
+
+@pytest.fixture
+def url(pg_admin_url: URL) -> Iterator[URL]:
+    with pgserver.fresh_database(pg_admin_url) as fresh:
+        yield fresh
+
+
+def query(url: URL, sql: str) -> list[tuple[object, ...]]:
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.exec_driver_sql(sql)]
+    finally:
+        engine.dispose()
+
+
+def index_validity(url: URL) -> list[bool]:
+    return [
+        bool(valid)
+        for (valid,) in query(
+            url,
+            "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            f"WHERE c.relname = '{INDEX}'",
+        )
+    ]
+
+
+@pytest.fixture
+def writer(url: URL) -> Iterator[sa.Connection]:
+    """An application transaction that inserted a row and is still open.
+
+    ``CREATE INDEX CONCURRENTLY`` waits for it (after committing the INVALID
+    index's catalog entry), which holds the migration inside its non-transactional step.
+    """
+    engine = engine_for(url)
+    conn = engine.connect()
+    try:
+        yield conn
+    finally:
+        conn.close()
+        engine.dispose()
+
+
+def wait_for_build(url: URL) -> int:
+    """The pid of the backend whose concurrent index build is waiting for a lock."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rows = query(
+            url,
+            "SELECT pid FROM pg_stat_activity WHERE starts_with(query, 'CREATE INDEX CONCURRENTLY') "
+            "AND wait_event_type = 'Lock'",
+        )
+        if rows:
+            return int(str(rows[0][0]))
+        time.sleep(0.05)
+    raise AssertionError("the concurrent index build never started waiting")
+
+
+@pytest.mark.slow
+def test_concurrent_runs_apply_a_non_transactional_step_once_with_lock_and_timeouts_held(
+    project_copy: Project, history: list[str], url: URL
+) -> None:
+    env = base_env(url, MIGRATION_STATEMENT_TIMEOUT="30")
+    processes = [
+        subprocess.Popen(
+            project_copy.make_argv("upgrade"),
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    outputs = [process.communicate(timeout=120) for process in processes]
+    assert [process.returncode for process in processes] == [0] * 8, outputs
+
+    # One run applied it: one row per probe. The lock and both timeouts held
+    # after the COMMIT that autocommit_block() makes, and the online step ran
+    # without a statement timeout.
+    assert query(url, "SELECT at, locks, lock_timeout, statement_timeout FROM probe ORDER BY at DESC") == [
+        ("inside", 1, "5s", "0"),
+        ("before", 1, "5s", "30s"),
+        ("after", 1, "5s", "30s"),
+    ]
+    assert index_validity(url) == [True]
+    assert current_revision(url) == history[-1]
+    # Released at the end: nothing of the run is left on the server.
+    assert query(url, HELD_HERE) == [(0,)]
+
+
+def test_a_killed_build_keeps_others_out_and_the_next_upgrade_completes(
+    project_copy: Project, history: list[str], url: URL, writer: sa.Connection
+) -> None:
+    project_copy.migrate(url, history[1])
+    writer.exec_driver_sql("INSERT INTO users (username, email) VALUES ('early', 'early@example.com')")
+    run = subprocess.Popen(
+        project_copy.make_argv("upgrade"),
+        env=base_env(url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        build = wait_for_build(url)
+    finally:
+        os.killpg(run.pid, signal.SIGKILL)  # make and the migration with it, mid-step
+        run.wait()
+
+    # Its server session lives on, and holds the migration lock: no second run can start.
+    quick = workers.call(str(project_copy.root), url, upgrade, MIGRATION_LOCK_TIMEOUT="0.3")
+    assert quick == 1
+    assert current_revision(url) == history[1]
+
+    # An operator kills the orphaned build: it leaves an INVALID index behind.
+    query(url, f"SELECT pg_terminate_backend({build})")
+    writer.commit()
+    assert index_validity(url) == [False]
+
+    result = project_copy.make("upgrade", url=url)
+    assert result.returncode == 0, result.stderr
+    assert index_validity(url) == [True]
+    assert current_revision(url) == history[-1]
+
+
+def test_a_failed_build_is_not_retried_says_so_and_the_next_upgrade_completes(
+    project_copy: Project, history: list[str], url: URL, writer: sa.Connection
+) -> None:
+    project_copy.migrate(url, history[1])
+    writer.exec_driver_sql("INSERT INTO users (username, email) VALUES ('early', 'early@example.com')")
+    # The build waits for the writer and gives up after the DDL lock timeout.
+    result = project_copy.make("upgrade", url=url, env={"MIGRATION_DDL_LOCK_TIMEOUT": "0.3"})
+    writer.commit()
+
+    line = failed_line(result)
+    assert "after a non-transactional step (autocommit_block) had committed" in line
+    assert "MIGRATION_DDL_LOCK_TIMEOUT=0.3s; such a run is not retried automatically" in line
+    assert "retrying" not in result.stderr
+    assert index_validity(url) == [False]
+    assert current_revision(url) == history[1]
+
+    result = project_copy.make("upgrade", url=url)
+    assert result.returncode == 0, result.stderr
+    assert index_validity(url) == [True]
+    assert current_revision(url) == history[-1]
+
+
+def test_a_run_blocked_for_less_than_the_retry_window_succeeds_on_its_own(
+    project_copy: Project, url: URL
+) -> None:
+    project_copy.migrate(url)
+    project_copy.add_migration(
+        'op.add_column("users", sa.Column("bio", sa.Text))', 'op.drop_column("users", "bio")'
+    )
+    reader = engine_for(url)
+    with reader.connect() as conn:
+        conn.exec_driver_sql("SELECT count(*) FROM users")  # an application read holds its lock
+        run = subprocess.Popen(
+            project_copy.make_argv("upgrade"),
+            env=base_env(url, MIGRATION_DDL_LOCK_TIMEOUT="0.2"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert run.stderr is not None
+        said = []
+        for line in run.stderr:  # until the first attempt has given up
+            said.append(line)
+            if "retrying in" in line:
+                break
+        conn.rollback()  # the application's transaction ends
+        said.extend(run.stderr)
+        assert run.wait(timeout=60) == 0, "".join(said)
+    reader.dispose()
+
+    retries = [line for line in said if "retrying in" in line]
+    assert retries[0].startswith("WARNI [dbtools.locking] attempt 1 of 6 waited longer than ")
+    assert "MIGRATION_DDL_LOCK_TIMEOUT=0.2s for a table lock; rolled back" in retries[0]
+    assert query(url, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'bio'") == [(1,)]
+
+
+def test_a_statement_past_the_statement_timeout_fails_and_changes_nothing(
+    project_copy: Project, url: URL
+) -> None:
+    project_copy.migrate(url)
+    project_copy.add_migration(
+        'op.create_table("report", sa.Column("id", sa.Integer, primary_key=True))\n'
+        'op.execute("SELECT pg_sleep(5)")',
+        'op.drop_table("report")',
+    )
+    before = dump(url)
+    result = project_copy.make("upgrade", url=url, env={"MIGRATION_STATEMENT_TIMEOUT": "0.3"})
+
+    line = failed_line(result)
+    assert "ran longer than MIGRATION_STATEMENT_TIMEOUT=0.3s and was cancelled; nothing was changed" in line
+    assert dump(url) == before
+
+
+def test_make_sql_carries_the_lock_and_timeouts_to_sql_applied_by_hand(
+    project_copy: Project, history: list[str], url: URL
+) -> None:
+    result = project_copy.make("sql", url=url, env={"MIGRATION_LOCK_TIMEOUT": "0.5"})
+    assert result.returncode == 0, result.stderr
+    statements = [line for line in result.stdout.splitlines() if line and not line.startswith("--")]
+    assert statements[:5] == [
+        "SET lock_timeout = '500ms';",
+        "SELECT pg_advisory_lock(7362410518202611);",
+        "SET lock_timeout = '5000ms';",
+        "SET statement_timeout = '0';",
+        "BEGIN;",
+    ]
+    script = Path(project_copy.root / "upgrade.sql")
+    script.write_text(result.stdout)
+    bindir = pgserver.bindir()
+    client = shutil.which("psql") or str(bindir / "psql" if bindir else "psql")
+    psql = [client, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script)]
+    # The same database URL, as libpq takes it.
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    holder = engine_for(url)
+    with holder.connect() as conn:
+        conn.exec_driver_sql("SELECT pg_advisory_lock(7362410518202611)")  # a migration run
+        blocked = subprocess.run([*psql, dsn], capture_output=True, text=True, timeout=60)
+    holder.dispose()
+    assert blocked.returncode != 0
+    assert "lock timeout" in blocked.stderr
+    assert current_revision(url) is None
+
+    applied = subprocess.run([*psql, dsn], capture_output=True, text=True, timeout=60)
+    assert applied.returncode == 0, applied.stderr
+    assert current_revision(url) == history[-1]
+    assert index_validity(url) == [True]
+    assert query(url, HELD_HERE) == [(0,)]
