@@ -37,9 +37,9 @@ upgrade: $(RUNTIME) ## Apply pending migrations (rev=<target>, default head); cr
 downgrade: $(RUNTIME) ## Revert one migration (rev=<target> for any other, e.g. rev=base)
 	@$(CLI) downgrade $(or $(rev),-1)
 
-migration: $(DEV) ## Autogenerate a migration from the models: msg="what changed"
+migration: $(DEV) ## Autogenerate a migration from the models: msg="what changed" [renames="t.old=new"]
 	@test -n $(call quote,$(value msg)) || { echo 'usage: make migration msg="describe the change"' >&2; exit 2; }
-	@$(CLI) migration --message=$(call quote,$(value msg))
+	@$(CLI) migration --message=$(call quote,$(value msg)) --renames=$(call quote,$(value renames))
 
 check: $(RUNTIME) ## Fail if the models differ from the migrated database
 	@$(CLI) check

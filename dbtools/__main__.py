@@ -32,8 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("downgrade", "revert migrations").add_argument(
         "revision", nargs="?", default="-1", help="the revision to reach (default: -1, one step back)"
     )
-    add("migration", "autogenerate a migration from the models").add_argument(
-        "-m", "--message", required=True, help="what changed, e.g. 'add display name'"
+    migration = add("migration", "autogenerate a migration from the models")
+    migration.add_argument("-m", "--message", required=True, help="what changed, e.g. 'add display name'")
+    migration.add_argument(
+        "--renames", default="", help="renames to write, e.g. 'users.name=display_name accounts=users'"
     )
     add("check", "fail if the models differ from the migrated database")
     add("current", "show the database's revision")

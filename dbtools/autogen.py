@@ -14,7 +14,7 @@ from sqlalchemy.schema import Column, DefaultClause
 from sqlalchemy.sql.elements import False_, True_
 from sqlalchemy.types import TypeEngine
 
-from dbtools import portable
+from dbtools import portable, renames
 from dbtools.integrity import TABLE_NAME as CHECKSUM_TABLE
 
 
@@ -98,6 +98,12 @@ def skip_empty_revision(
         print("No changes detected; no migration written.")
 
 
+def rewrite(context: MigrationContext, revision: Any, directives: list[MigrationScript]) -> None:
+    """Renames first (they replace operations), then the rewrite for both backends."""
+    renames.rewrite(context, revision, directives)
+    portable.rewrite(context, revision, directives)
+
+
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
     """The checksum table is bookkeeping beside alembic_version, not part of the models."""
     return not (type_ == "table" and name == CHECKSUM_TABLE)
@@ -111,5 +117,5 @@ COMPARE_OPTIONS: dict[str, Any] = {
     "autogenerate_plugins": ["alembic.autogenerate.*", "alembic.ext.checkconstraint_byname", portable.PLUGIN],
     "render_item": render_item,
     "include_name": include_name,
-    "process_revision_directives": portable.rewrite,  # after the command's own hook
+    "process_revision_directives": rewrite,  # after the command's own hook
 }

@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from dbtools.renames import renamed
+
 # Integer and text types that only ever widen within their family.
 INTEGER_RANK = {"SmallInteger": 0, "SMALLINT": 0, "Integer": 1, "INTEGER": 1, "BigInteger": 2, "BIGINT": 2}
 BOUNDED_TEXT = {"String", "VARCHAR", "Unicode", "NVARCHAR", "CHAR", "NCHAR"}
@@ -40,13 +42,22 @@ class Finding:
 
 
 def scan(tree: ast.Module, path: Path) -> list[Finding]:
-    """Every destructive operation ``upgrade()`` runs."""
+    """Every destructive operation ``upgrade()`` runs.
+
+    Dropping a constraint that the same ``upgrade()`` creates again under its
+    renamed name (a column or table rename, ``dbtools.renames``) loses nothing.
+    """
     functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
     if "upgrade" not in functions:
         return []
     visitor = _Upgrade(path, functions)
     visitor.visit(functions["upgrade"])
-    return visitor.findings
+    recreated = {
+        finding
+        for finding, name in visitor.dropped
+        if any(renamed(name, old, new) in visitor.created for old, new in visitor.renames)
+    }
+    return [finding for finding in visitor.findings if finding not in recreated]
 
 
 class _Upgrade(ast.NodeVisitor):
@@ -56,6 +67,9 @@ class _Upgrade(ast.NodeVisitor):
         self.seen = {"upgrade"}
         self.batch_tables: dict[str, str] = {}  # batch_op alias -> table
         self.findings: list[Finding] = []
+        self.dropped: list[tuple[Finding, str]] = []  # constraint drops, by name
+        self.created: set[str] = set()  # constraint names created
+        self.renames: list[tuple[str, str]] = []  # (old, new) column and table names
 
     def visit_With(self, node: ast.With) -> None:
         for item in node.items:
@@ -72,10 +86,27 @@ class _Upgrade(ast.NodeVisitor):
             self.visit(self.functions[func.id])
         elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name):
             table = self.batch_tables.get(func.value.id)
-            what = self._operation(func.attr, node, table) if table or func.value.id == "op" else None
-            if what:
-                self.findings.append(Finding(self.path, node.lineno, what))
+            if table or func.value.id == "op":
+                self._record_names(func.attr, node, table)
+                what = self._operation(func.attr, node, table)
+                if what:
+                    self.findings.append(Finding(self.path, node.lineno, what))
+                    if func.attr == "drop_constraint":
+                        self.dropped.append((self.findings[-1], _literal(_arg(node, 0, "constraint_name"))))
         self.generic_visit(node)
+
+    def _record_names(self, name: str, call: ast.Call, batch_table: str | None) -> None:
+        shift = 0 if batch_table else 1
+        if name.startswith("create_") and name.endswith(("constraint", "foreign_key", "primary_key")):
+            self.created.add(_literal(_arg(call, 0, "constraint_name")))
+        elif name == "rename_table" and not batch_table:
+            self.renames.append(
+                (_literal(_arg(call, 0, "old_table_name")), _literal(_arg(call, 1, "new_table_name")))
+            )
+        elif name == "alter_column":
+            new = next((kw.value for kw in call.keywords if kw.arg == "new_column_name"), None)
+            if new is not None:
+                self.renames.append((_literal(_arg(call, shift, "column_name")), _literal(new)))
 
     def _operation(self, name: str, call: ast.Call, batch_table: str | None) -> str | None:
         # In a batch, the table comes from the `with`, so every argument shifts left by one.

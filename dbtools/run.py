@@ -8,11 +8,15 @@ command line, pytest-alembic, scripts) get the full safety net.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from alembic.config import Config
 from sqlalchemy.engine import URL, Connection, Engine
 
 from dbtools.timing import StepTimer
+
+if TYPE_CHECKING:
+    from dbtools.renames import Decisions
 
 KEY = "dbtools.run"
 
@@ -34,6 +38,8 @@ class Run:
     applies_migrations: bool = True
     # Compares the models with the database: it must be at the single head.
     autogenerates: bool = False
+    # make migration: which renames the user accepted, and whether to ask (dbtools.renames).
+    rename_decisions: Decisions | None = None
     # make stamp: a schema without migration history is what is being adopted.
     adopting: bool = False
     # Copy a SQLite file before changing it (make rehearse works on a copy already).

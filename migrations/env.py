@@ -91,8 +91,9 @@ def run_migrations_online() -> None:
             render_as_batch=True,  # SQLite can ALTER little; batch mode rebuilds the table.
             transactional_ddl=True,  # True on SQLite too: the engine really begins a transaction.
             on_version_apply=after_each_step,
-            # Where autogenerate finds schema/ (dbtools.pgfacts).
+            # Where autogenerate finds schema/ (dbtools.pgfacts), and the renames it may write.
             project_root=project.root_of(config),
+            rename_decisions=this_run.rename_decisions,
             **autogen.COMPARE_OPTIONS,
         )
         for attempt in migration_lock.attempts():  # PostgreSQL retries a run that hit a lock timeout

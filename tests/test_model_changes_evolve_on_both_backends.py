@@ -1,8 +1,9 @@
 """Every model change in the corpus autogenerates, against SQLite, one migration for both backends.
 
 For each change (``tests/evolution.py``): edit the models, autogenerate as
-``make migration`` does against SQLite, apply the README's hand edit if the
-change needs one, then on SQLite and on a real PostgreSQL, with rows in
+``make migration`` does against SQLite (its renames answered as ``renames=``
+does), apply the README's hand edit if the change needs one, then on SQLite
+and on a real PostgreSQL, with rows in
 every table: upgrade, ``check`` clean, downgrade, upgrade again; values of
 surviving columns are kept throughout, and the application can still write.
 ``schema/postgresql.sql`` is refreshed after each change, as the README's
@@ -105,7 +106,11 @@ class Deployment:
 
     def autogenerate(self, change: Change) -> str:
         message = change.message
-        assert workers.call(self.root, self.urls["sqlite"], lambda c: migration.migration(c, message)) == 0
+        answers = change.answers
+        assert (
+            workers.call(self.root, self.urls["sqlite"], lambda c: migration.migration(c, message, answers))
+            == 0
+        )
         written = list(self.project.versions.glob(f"*_{message.replace(' ', '_')}.py"))
         assert len(written) == 1, f"{message}: expected one migration, make migration wrote {len(written)}"
         (path,) = written

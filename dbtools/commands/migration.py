@@ -1,16 +1,25 @@
-"""``make migration``: autogenerate a migration from the models, or nothing if they did not change."""
+"""``make migration``: autogenerate a migration from the models, or nothing if they did not change.
+
+Renames are asked about on a terminal, or answered with ``renames=`` (``dbtools.renames``).
+"""
 
 from __future__ import annotations
+
+import sys
 
 from alembic import command
 from alembic.config import Config
 
 from dbtools import autogen
+from dbtools.renames import Decisions, parse
 from dbtools.run import Run
 
 
-def migration(config: Config, message: str) -> None:
-    run = Run(creates_database=False, applies_migrations=False, autogenerates=True)
+def migration(config: Config, message: str, renames: str = "") -> None:
+    decisions = Decisions(answers=parse(renames), ask=sys.stdin.isatty(), message=message)
+    run = Run(
+        creates_database=False, applies_migrations=False, autogenerates=True, rename_decisions=decisions
+    )
     command.revision(
         run.start_with(config),
         message=message,
