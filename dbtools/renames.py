@@ -109,7 +109,9 @@ def rewrite(context: MigrationContext, revision: Any, directives: list[Migration
                 f'renames="{candidate.answer}"'
             )
     for old, new in ambiguous:
-        print(f"Not guessed: {old} could be any of {new}; write the rename by hand (README, renames)")
+        print(
+            f"Not guessed: {old} -> {new} could pair more than one way; write the rename by hand if it is one"
+        )
     for candidate in accepted:
         apply(upgrade, candidate)
     if accepted:
@@ -131,7 +133,7 @@ def _shell(text: str) -> str:
 def find(
     operations: Sequence[ops.MigrateOperation], dialect: Dialect
 ) -> tuple[list[Candidate], list[tuple[str, str]]]:
-    """Unambiguous candidates, and the ambiguous ones as (old, "new1, new2")."""
+    """Unambiguous candidates, and the ambiguous ones as ("old", "new1 or new2") or the other way."""
     candidates: list[Candidate] = []
     ambiguous: list[tuple[str, str]] = []
     for modify in (op for op in operations if isinstance(op, ops.ModifyTableOps)):
@@ -146,7 +148,7 @@ def find(
         table = modify.table_name
         found, unclear = _unique(pairs)
         candidates += [Candidate(table, old, new, what) for old, new, what in found]
-        ambiguous += [(f"{table}.{old}", ", ".join(f"{table}.{n}" for n in news)) for old, news in unclear]
+        ambiguous += [(_qualified(table, old), _qualified(table, new)) for old, new in unclear]
     drops_t = [op for op in operations if isinstance(op, ops.DropTableOp)]
     creates = [op for op in operations if isinstance(op, ops.CreateTableOp)]
     pairs = [
@@ -161,21 +163,28 @@ def find(
     ]
     found, unclear = _unique(pairs)
     candidates += [Candidate(None, old, new, what) for old, new, what in found]
-    ambiguous += [(old, ", ".join(news)) for old, news in unclear]
-    return candidates, ambiguous
+    return candidates, ambiguous + unclear
 
 
-def _unique(
-    pairs: list[tuple[str, str, str]],
-) -> tuple[list[tuple[str, str, str]], list[tuple[str, list[str]]]]:
-    """Pairs whose both sides have no other partner; the rest grouped by old name."""
+def _qualified(table: str, names: str) -> str:
+    return " or ".join(f"{table}.{name}" for name in names.split(" or "))
+
+
+def _unique(pairs: list[tuple[str, str, str]]) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+    """Pairs whose both sides have no other partner; the others, as "old" and "new1 or new2"."""
     olds, news = Counter(p[0] for p in pairs), Counter(p[1] for p in pairs)
     found = [p for p in pairs if olds[p[0]] == 1 and news[p[1]] == 1]
-    unclear: dict[str, list[str]] = {}
-    for old, new, _ in pairs:
-        if (old, new) not in {(f[0], f[1]) for f in found}:
-            unclear.setdefault(old, []).append(new)
-    return found, list(unclear.items())
+    unclear = [(old, new) for old, new, _ in pairs if olds[old] > 1 or news[new] > 1]
+    by_old: dict[str, list[str]] = {}
+    for old, new in unclear:
+        by_old.setdefault(old, []).append(new)
+    grouped = [(old, " or ".join(targets)) for old, targets in by_old.items() if len(targets) > 1]
+    by_new: dict[str, list[str]] = {}
+    for old, new in unclear:
+        if len(by_old[old]) == 1:
+            by_new.setdefault(new, []).append(old)
+    grouped += [(" or ".join(sources), new) for new, sources in by_new.items()]
+    return found, grouped
 
 
 def _same_column(old: sa.Column[Any], new: sa.Column[Any], dialect: Dialect) -> bool:
