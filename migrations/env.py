@@ -20,7 +20,7 @@ from alembic.runtime.migration import MigrationContext, MigrationInfo
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 
-from dbtools import autogen, backup, guards, integrity, locking, project, run, settings
+from dbtools import autogen, backup, guards, integrity, locking, naming, project, run, settings
 from dbtools.database import build_engine, check_before_opening
 from dbtools.dberrors import friendly_errors
 
@@ -41,7 +41,8 @@ def load_models() -> MetaData:
 
 # The models are the source of truth for autogenerate and `alembic check`.
 # Loading them loads the ORM, a sixth of a no-op `make upgrade` (bench/), so a
-# run that only migrates loads them only if a guard needs them.
+# run that only migrates loads them only if a guard, or an operation naming a
+# constraint by the naming convention (dbtools.naming), needs them.
 target_metadata = load_models() if this_run.needs_models else None
 
 
@@ -87,7 +88,7 @@ def run_migrations_online() -> None:
     ):
         context.configure(
             connection=connection,
-            target_metadata=target_metadata,
+            target_metadata=target_metadata or naming.Conventions(load_models),  # type: ignore[arg-type]
             render_as_batch=True,  # SQLite can ALTER little; batch mode rebuilds the table.
             transactional_ddl=True,  # True on SQLite too: the engine really begins a transaction.
             on_version_apply=after_each_step,

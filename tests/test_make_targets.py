@@ -301,3 +301,21 @@ def test_ctrl_c_during_a_migration_is_one_line_and_changes_nothing(
     assert "interrupted" in failed_line(result)
     assert process.returncode == 130
     assert dump(database_url) == before
+
+
+def test_make_upgrade_names_a_hand_written_constraint_by_the_convention(
+    project_copy: Project, database_url: URL
+) -> None:
+    """The same name `alembic upgrade` gives it, though `make upgrade` does not load the models up front."""
+    project_copy.add_migration(
+        'with op.batch_alter_table("users") as batch_op:\n'
+        '    batch_op.create_check_constraint("email_at", sa.text("email LIKE \'%@%\'"))'
+    )
+    result = project_copy.make("upgrade", url=database_url)
+    assert result.returncode == 0, result.stderr
+    engine = engine_for(database_url)
+    try:
+        names = [c["name"] for c in sa.inspect(engine).get_check_constraints("users")]
+    finally:
+        engine.dispose()
+    assert names == ["ck_users_email_at"]
