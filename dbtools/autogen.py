@@ -14,7 +14,7 @@ from sqlalchemy.schema import Column, DefaultClause
 from sqlalchemy.sql.elements import False_, True_
 from sqlalchemy.types import TypeEngine
 
-from dbtools import portable, renames
+from dbtools import online, portable, renames
 from dbtools.integrity import TABLE_NAME as CHECKSUM_TABLE
 
 
@@ -99,9 +99,10 @@ def skip_empty_revision(
 
 
 def rewrite(context: MigrationContext, revision: Any, directives: list[MigrationScript]) -> None:
-    """Renames first (they replace operations), then the rewrite for both backends."""
+    """Renames first (they replace operations), then the fixes for both backends, then online forms."""
     renames.rewrite(context, revision, directives)
     portable.rewrite(context, revision, directives)
+    online.rewrite(context, revision, directives)
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:

@@ -25,6 +25,8 @@ from dbtools.renames import renamed
 INTEGER_RANK = {"SmallInteger": 0, "SMALLINT": 0, "Integer": 1, "INTEGER": 1, "BigInteger": 2, "BIGINT": 2}
 BOUNDED_TEXT = {"String", "VARCHAR", "Unicode", "NVARCHAR", "CHAR", "NCHAR"}
 UNBOUNDED_TEXT = {"Text", "TEXT", "UnicodeText", "CLOB"}
+ADDED_CONSTRAINT = re.compile(r"\bADD\s+CONSTRAINT\s+(\S+)", re.IGNORECASE)
+DROPPED_CONSTRAINT = re.compile(r"\bDROP\s+CONSTRAINT\s+(?:IF\s+EXISTS\s+)?(\S+)", re.IGNORECASE)
 DESTRUCTIVE_SQL = re.compile(
     r"^(DROP\s+(TABLE|VIEW)\b|TRUNCATE\b|ALTER\s+TABLE\s+\S+\s+DROP\b)", re.IGNORECASE
 )
@@ -44,8 +46,9 @@ class Finding:
 def scan(tree: ast.Module, path: Path) -> list[Finding]:
     """Every destructive operation ``upgrade()`` runs.
 
-    Dropping a constraint that the same ``upgrade()`` creates again under its
-    renamed name (a column or table rename, ``dbtools.renames``) loses nothing.
+    Dropping a constraint that the same ``upgrade()`` creates (the temporary
+    CHECK of an online NOT NULL, ``dbtools.online``), or creates again under
+    its renamed name (``dbtools.renames``), loses nothing.
     """
     functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
     if "upgrade" not in functions:
@@ -55,7 +58,8 @@ def scan(tree: ast.Module, path: Path) -> list[Finding]:
     recreated = {
         finding
         for finding, name in visitor.dropped
-        if any(renamed(name, old, new) in visitor.created for old, new in visitor.renames)
+        if name in visitor.created
+        or any(renamed(name, old, new) in visitor.created for old, new in visitor.renames)
     }
     return [finding for finding in visitor.findings if finding not in recreated]
 
@@ -70,6 +74,7 @@ class _Upgrade(ast.NodeVisitor):
         self.dropped: list[tuple[Finding, str]] = []  # constraint drops, by name
         self.created: set[str] = set()  # constraint names created
         self.renames: list[tuple[str, str]] = []  # (old, new) column and table names
+        self.widened_text: set[tuple[str, str]] = set()  # (table, column): varchar longer, or to text
 
     def visit_With(self, node: ast.With) -> None:
         for item in node.items:
@@ -93,20 +98,31 @@ class _Upgrade(ast.NodeVisitor):
                     self.findings.append(Finding(self.path, node.lineno, what))
                     if func.attr == "drop_constraint":
                         self.dropped.append((self.findings[-1], _literal(_arg(node, 0, "constraint_name"))))
+                    for dropped in DROPPED_CONSTRAINT.findall(_sql_text(_arg(node, 0, "sqltext"))):
+                        self.dropped.append((self.findings[-1], dropped.strip('"')))
         self.generic_visit(node)
 
     def _record_names(self, name: str, call: ast.Call, batch_table: str | None) -> None:
         shift = 0 if batch_table else 1
         if name.startswith("create_") and name.endswith(("constraint", "foreign_key", "primary_key")):
             self.created.add(_literal(_arg(call, 0, "constraint_name")))
+        elif name == "execute" and not batch_table:
+            self.created.update(
+                n.strip('"') for n in ADDED_CONSTRAINT.findall(_sql_text(_arg(call, 0, "sqltext")))
+            )
         elif name == "rename_table" and not batch_table:
             self.renames.append(
                 (_literal(_arg(call, 0, "old_table_name")), _literal(_arg(call, 1, "new_table_name")))
             )
         elif name == "alter_column":
-            new = next((kw.value for kw in call.keywords if kw.arg == "new_column_name"), None)
-            if new is not None:
-                self.renames.append((_literal(_arg(call, shift, "column_name")), _literal(new)))
+            keywords = {kw.arg: kw.value for kw in call.keywords if kw.arg}
+            column = _literal(_arg(call, shift, "column_name"))
+            if "new_column_name" in keywords:
+                self.renames.append((column, _literal(keywords["new_column_name"])))
+            old_type, new_type = keywords.get("existing_type"), keywords.get("type_")
+            if old_type is not None and new_type is not None and _text_widens(old_type, new_type):
+                table = batch_table or _literal(_arg(call, 0, "table_name"))
+                self.widened_text.add((table, column))
 
     def _operation(self, name: str, call: ast.Call, batch_table: str | None) -> str | None:
         # In a batch, the table comes from the `with`, so every argument shifts left by one.
@@ -145,6 +161,29 @@ def _narrowing(call: ast.Call, column: str) -> str | None:
     return f"narrows column {column} from {ast.unparse(old_type)} to {ast.unparse(new_type)}"
 
 
+def widened_text(tree: ast.Module, path: Path) -> set[tuple[str, str]]:
+    """(table, column) whose type ``upgrade()`` widens within text: PostgreSQL changes only its catalog.
+
+    A longer varchar, or varchar to text, rewrites nothing and takes its lock
+    for a moment, though squawk flags every type change (``commands.lint``).
+    """
+    functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
+    if "upgrade" not in functions:
+        return set()
+    visitor = _Upgrade(path, functions)
+    visitor.visit(functions["upgrade"])
+    return visitor.widened_text
+
+
+def _text_widens(old: ast.expr, new: ast.expr) -> bool:
+    (old_name, _), (new_name, _) = _type(old), _type(new)
+    return (
+        old_name in BOUNDED_TEXT | UNBOUNDED_TEXT
+        and new_name in BOUNDED_TEXT | UNBOUNDED_TEXT
+        and _widens(old, new)
+    )
+
+
 def _widens(old: ast.expr, new: ast.expr) -> bool:
     if ast.dump(old) == ast.dump(new):
         return True
@@ -180,6 +219,13 @@ def _type(node: ast.expr) -> tuple[str, dict[str, int]]:
             if kw.arg and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, int):
                 args[kw.arg] = kw.value.value
     return name, args
+
+
+def _sql_text(node: ast.expr | None) -> str:
+    """The literal SQL an ``op.execute`` call runs, or "" when it is built at run time."""
+    if isinstance(node, ast.Call) and node.args and _method(node) == "text":
+        node = node.args[0]  # sa.text("...")
+    return node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else ""
 
 
 def _destructive_sql(node: ast.expr | None) -> str | None:

@@ -152,10 +152,10 @@ class SequenceTypeOp(PostgresqlOnlyOp):
 
 
 def _render_postgresql_only(autogen_context: AutogenContext, op: PostgresqlOnlyOp) -> list[str]:
-    return [op.comment(), ON_POSTGRESQL, *(_execute(sql) for sql in op.statements()), ""]
+    return [op.comment(), ON_POSTGRESQL, *(execute(sql) for sql in op.statements()), ""]
 
 
-def _execute(sql: str, width: int = 72) -> str:
+def execute(sql: str, width: int = 72) -> str:
     """``op.execute("...")``, the SQL split over lines that fit ``make lint``'s line length."""
     if len(sql) <= width:
         return f"    op.execute({sql!r})"

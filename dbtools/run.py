@@ -40,6 +40,9 @@ class Run:
     autogenerates: bool = False
     # make migration: which renames the user accepted, and whether to ask (dbtools.renames).
     rename_decisions: Decisions | None = None
+    # Autogenerate the online form of each change on PostgreSQL (dbtools.online);
+    # off only for make bench-online's baseline, Alembic's own rendering.
+    renders_online: bool = True
     # make stamp: a schema without migration history is what is being adopted.
     adopting: bool = False
     # Copy a SQLite file before changing it (make rehearse works on a copy already).

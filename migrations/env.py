@@ -95,6 +95,7 @@ def run_migrations_online() -> None:
             # Where autogenerate finds schema/ (dbtools.pgfacts), and the renames it may write.
             project_root=project.root_of(config),
             rename_decisions=this_run.rename_decisions,
+            online_rendering=this_run.renders_online,
             **autogen.COMPARE_OPTIONS,
         )
         for attempt in migration_lock.attempts():  # PostgreSQL retries a run that hit a lock timeout

@@ -135,14 +135,24 @@ USERS_CHAIN = (
                 'time_zone: Mapped[str] = mapped_column(String(64), server_default="UTC")',
             ),
         ),
-        expect=("nullable=False", 'server_default="UTC"'),
+        # On PostgreSQL: a validated CHECK proves NOT NULL, so SET NOT NULL does not scan.
+        expect=(
+            "nullable=False",
+            'server_default="UTC"',
+            "CHECK (time_zone IS NOT NULL) NOT VALID",
+            "VALIDATE CONSTRAINT ck_users_time_zone_not_null",
+        ),
         hand_edit=data_step("UPDATE users SET time_zone = 'UTC' WHERE time_zone IS NULL"),
         fills=("users.time_zone",),
     ),
     Change(
         "balance never negative",
         (USERS_TABLE_ARGS,),
-        expect=('create_check_constraint(batch_op.f("ck_users_balance_not_negative")',),
+        expect=(
+            'create_check_constraint(batch_op.f("ck_users_balance_not_negative")',
+            "CHECK (balance >= 0) NOT VALID",
+            "VALIDATE CONSTRAINT ck_users_balance_not_negative",
+        ),
     ),
     Change(
         "guests by default",
@@ -164,7 +174,7 @@ USERS_CHAIN = (
                 'mapped_column(String(64), server_default="", index=True)',
             ),
         ),
-        expect=('create_index(batch_op.f("ix_users_display_name")',),
+        expect=('create_index(batch_op.f("ix_users_display_name")', "postgresql_concurrently=True"),
     ),
     Change(
         "unindex display names",
@@ -175,7 +185,7 @@ USERS_CHAIN = (
                 'mapped_column(String(64), server_default="")',
             ),
         ),
-        expect=('drop_index(batch_op.f("ix_users_display_name"))',),
+        expect=('drop_index(batch_op.f("ix_users_display_name"))', "postgresql_concurrently=True"),
     ),
     Change(
         "nickname",
@@ -255,7 +265,10 @@ POSTS_CHAIN = (
         "unique titles per user",
         ((POST, POST_ARGS, POST_ARGS + '    __table_args__ = (sa.UniqueConstraint("user_id", "title"),)\n'),),
         # Named after both columns, so the next change can name its own.
-        expect=('create_unique_constraint(batch_op.f("uq_posts_user_id_title")',),
+        expect=(
+            'create_unique_constraint(batch_op.f("uq_posts_user_id_title")',
+            "UNIQUE USING INDEX uq_posts_user_id_title",
+        ),
     ),
     Change(
         "one post per user",
@@ -267,6 +280,24 @@ POSTS_CHAIN = (
             ),
         ),
         expect=('create_unique_constraint(batch_op.f("uq_posts_user_id"), ["user_id"])',),
+    ),
+    Change(
+        "post editors",
+        (
+            (
+                POST,
+                "    title: Mapped[str] = mapped_column(sa.String(200))\n",
+                "    title: Mapped[str] = mapped_column(sa.String(200))\n"
+                '    editor_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))\n',
+            ),
+        ),
+        # A foreign key to an existing table: NOT VALID, then validated while writes go on.
+        expect=(
+            'batch_op.f("fk_posts_editor_id_users")',
+            "FOREIGN KEY(editor_id) REFERENCES users (id) NOT VALID",
+            "VALIDATE CONSTRAINT fk_posts_editor_id_users",
+        ),
+        seed=("UPDATE posts SET editor_id = user_id",),
     ),
     Change(
         "big post ids",

@@ -1,0 +1,262 @@
+"""Autogenerate that writes each change in its online form on PostgreSQL, and plainly on SQLite.
+
+Alembic renders the blocking form of every change: an index built under a
+SHARE lock (writes wait for the whole build), a foreign key or CHECK
+validated under a lock that blocks writes, a unique constraint built under
+ACCESS EXCLUSIVE, NOT NULL checked by a full scan under ACCESS EXCLUSIVE.
+Here, a change to a table that already exists gets a PostgreSQL branch with
+the form django-pg-zero-downtime-migrations and strong_migrations recommend,
+and SQLite keeps its batch operations in the ``else:`` branch:
+
+- index: ``CREATE INDEX CONCURRENTLY`` in an ``autocommit_block()``, after
+  dropping any index of that name a killed build left INVALID; dropping one:
+  ``DROP INDEX CONCURRENTLY``;
+- foreign key, CHECK: ``ADD CONSTRAINT ... NOT VALID`` (a moment's lock),
+  then ``VALIDATE CONSTRAINT`` in a transaction of its own, which lets writes
+  through;
+- unique constraint: a unique index built concurrently, then ``ADD
+  CONSTRAINT ... UNIQUE USING INDEX``;
+- NOT NULL: ``CHECK (col IS NOT NULL) NOT VALID``, ``VALIDATE``, then ``SET
+  NOT NULL``, which trusts the valid check instead of scanning (PostgreSQL
+  12+), and the check is dropped;
+- a type change PostgreSQL does by rewriting the table stays as it is, with
+  the expand/contract recipe above it; ``make lint`` asks to acknowledge it.
+
+Tables created in the same migration are new and empty: nothing to protect.
+``dbtools.locking`` keeps the migration lock and the lock timeout through the
+COMMITs these blocks make.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from alembic.autogenerate import renderers
+from alembic.autogenerate.api import AutogenContext
+from alembic.autogenerate.render import render_op
+from alembic.operations import ops
+from alembic.operations.ops import MigrationScript
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.schema import AddConstraint
+
+from dbtools import portable
+
+ON_POSTGRESQL = 'if op.get_context().dialect.name == "postgresql":'
+AUTOCOMMIT = "with op.get_context().autocommit_block():"
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
+REWRITE_RECIPE = (
+    "# PostgreSQL rewrites the whole table for this type change, under ACCESS EXCLUSIVE:",
+    "# reads and writes wait until it is done. Fine for a small table. For a big one, expand",
+    "# and contract instead: add a column of the new type, backfill it in batches, switch the",
+    "# application to it, then drop the old column. `make lint` asks you to acknowledge it:",
+    '# acknowledge_locking = {"changing-column-type": "<why this lock is acceptable>"}',
+)
+TEXT_TYPES = ("VARCHAR", "TEXT", "CHARACTER VARYING")
+
+
+class OnlineOp(ops.ModifyTableOps):
+    """A table's changes: on PostgreSQL each in its online form, on SQLite Alembic's one batch.
+
+    A ``ModifyTableOps`` still, so ``make check`` lists its changes as before.
+    SQLite keeps the single batch Alembic wrote (one table rebuild, not one per
+    change); PostgreSQL runs the plain changes, then each online form, in order.
+    """
+
+
+class RewriteOp(ops.ModifyTableOps):
+    """A table's changes that include a type change PostgreSQL makes by rewriting the table."""
+
+
+def rewrite(context: MigrationContext, revision: Any, directives: list[MigrationScript]) -> None:
+    """``process_revision_directives``: both directions, each on its own (the downgrade keeps its fixes)."""
+    if not context.opts.get("online_rendering", True):
+        return  # the benchmark's baseline: Alembic's own rendering
+    for script in directives:
+        for container in (*script.upgrade_ops_list, *script.downgrade_ops_list):
+            # Tables created or dropped here: new and empty, or about to go.
+            whole = {
+                op.table_name for op in container.ops if isinstance(op, ops.CreateTableOp | ops.DropTableOp)
+            }
+            container.ops = [_wrap(op, whole) for op in container.ops]
+
+
+def _wrap(op: ops.MigrateOperation, whole: set[str]) -> ops.MigrateOperation:
+    if not isinstance(op, ops.ModifyTableOps) or op.table_name in whole:
+        return op
+    kinds = {_kind(inner) for inner in op.ops}
+    if "online" in kinds:
+        return OnlineOp(op.table_name, op.ops, schema=op.schema)
+    if "rewrite" in kinds:
+        return RewriteOp(op.table_name, op.ops, schema=op.schema)
+    return op
+
+
+def _kind(op: ops.MigrateOperation) -> str:
+    """ "online" if PostgreSQL has an online form of it, "rewrite" if it rewrites the table, else ""."""
+    if isinstance(op, ops.CreateIndexOp | ops.DropIndexOp | ops.CreateForeignKeyOp):
+        return "online"
+    if isinstance(op, ops.CreateUniqueConstraintOp | ops.CreateCheckConstraintOp):
+        return "online"
+    if isinstance(op, ops.AlterColumnOp):
+        if op.modify_nullable is False and op.existing_nullable is not False and _keeps_type_and_name(op):
+            return "online"
+        if op.modify_type is not None and _rewrites(op.existing_type, op.modify_type):
+            return "rewrite"
+    return ""
+
+
+def _keeps_type_and_name(op: ops.AlterColumnOp) -> bool:
+    return op.modify_type is None and op.modify_name is None
+
+
+def _rewrites(old: Any, new: Any) -> bool:
+    """Whether PostgreSQL rewrites the table; widening a varchar, or varchar to text, does not."""
+    try:
+        before, after = (str(sa.types.to_instance(t).compile(dialect=_PG)).upper() for t in (old, new))
+    except Exception:  # a type PostgreSQL cannot render here: assume the worst
+        return True
+    if before == after:
+        return False
+    if after == "TEXT" and before.startswith(TEXT_TYPES):
+        return False
+    old_length, new_length = getattr(old, "length", None), getattr(new, "length", None)
+    both_varchar = before.startswith("VARCHAR") and after.startswith("VARCHAR")
+    return not (
+        both_varchar and (new_length is None or (old_length is not None and new_length >= old_length))
+    )
+
+
+# --- rendering -------------------------------------------------------------
+
+
+# Alembic writes these lines through Mako's PythonPrinter, which indents by
+# itself: a line ending in ":" opens a block, an empty line closes one, and
+# "else:" dedents. So no line here carries its own indentation.
+
+
+@renderers.dispatch_for(OnlineOp)
+def _render_online(autogen_context: AutogenContext, op: OnlineOp) -> list[str]:
+    lines = list(REWRITE_RECIPE) if any(_kind(inner) == "rewrite" for inner in op.ops) else []
+    lines.append(ON_POSTGRESQL)
+    plain: list[ops.MigrateOperation] = []
+    for inner in op.ops:
+        if _kind(inner) != "online":
+            plain.append(inner)
+            continue
+        if plain:
+            lines += render_op(autogen_context, ops.ModifyTableOps(op.table_name, plain, schema=op.schema))
+            plain = []
+        comment, body = _postgresql(autogen_context, op.table_name, inner)
+        lines += [comment, *body]
+    if plain:
+        lines += render_op(autogen_context, ops.ModifyTableOps(op.table_name, plain, schema=op.schema))
+    sqlite = render_op(autogen_context, ops.ModifyTableOps(op.table_name, op.ops, schema=op.schema))
+    return [*lines, "else:", *sqlite, ""]
+
+
+@renderers.dispatch_for(RewriteOp)
+def _render_rewrite(autogen_context: AutogenContext, op: RewriteOp) -> list[str]:
+    batch = render_op(autogen_context, ops.ModifyTableOps(op.table_name, op.ops, schema=op.schema))
+    return [*REWRITE_RECIPE, *batch]
+
+
+def _postgresql(
+    autogen_context: AutogenContext, table: str, plain: ops.MigrateOperation
+) -> tuple[str, list[str]]:
+    """The comment a reviewer reads first, and the online form."""
+    if isinstance(plain, ops.CreateIndexOp):
+        build = _build_index(autogen_context, plain.index_name, table, plain.columns, plain.unique, plain.kw)
+        return "# PostgreSQL: built without blocking writes (CONCURRENTLY, outside the transaction)", [
+            AUTOCOMMIT,
+            *build,
+            "",
+        ]
+    if isinstance(plain, ops.DropIndexOp):
+        drop = ops.DropIndexOp(
+            plain.index_name, table_name=table, if_exists=True, postgresql_concurrently=True
+        )
+        return "# PostgreSQL: dropped without blocking reads or writes (CONCURRENTLY)", [
+            AUTOCOMMIT,
+            *render_op(autogen_context, drop),
+            "",
+        ]
+    if isinstance(plain, ops.CreateUniqueConstraintOp):
+        name = str(plain.constraint_name)
+        return "# PostgreSQL: a unique index built without blocking writes, then made the constraint", [
+            AUTOCOMMIT,
+            *_build_index(autogen_context, name, table, list(plain.columns), True, {}),
+            "",
+            _execute(
+                f"ALTER TABLE {_ident(table)} ADD CONSTRAINT {_ident(name)} UNIQUE USING INDEX {_ident(name)}"
+            ),
+        ]
+    if isinstance(plain, ops.CreateForeignKeyOp | ops.CreateCheckConstraintOp):
+        name = str(plain.constraint_name)
+        added = str(AddConstraint(plain.to_constraint()).compile(dialect=_PG))
+        return "# PostgreSQL: added NOT VALID (a moment's lock), validated while writes go on", [
+            _execute(f"{' '.join(added.split())} NOT VALID"),
+            AUTOCOMMIT,
+            _execute(f"ALTER TABLE {_ident(table)} VALIDATE CONSTRAINT {_ident(name)}"),
+            "",
+        ]
+    assert isinstance(plain, ops.AlterColumnOp)
+    check = _ident(f"ck_{table}_{plain.column_name}_not_null")
+    default = plain.existing_server_default
+    others: list[str] = []
+    if plain.modify_server_default is not False or plain.modify_comment is not False:
+        # The rest of the change first (a default, a comment: catalog only), then NOT NULL.
+        rest = ops.AlterColumnOp(
+            table,
+            plain.column_name,
+            existing_type=plain.existing_type,
+            existing_server_default=default,
+            existing_nullable=plain.existing_nullable,
+            modify_server_default=plain.modify_server_default,
+            modify_comment=plain.modify_comment,
+            existing_comment=plain.existing_comment,
+        )
+        others = render_op(autogen_context, rest)
+        default = default if plain.modify_server_default is False else plain.modify_server_default
+    alter = ops.AlterColumnOp(
+        table,
+        plain.column_name,
+        existing_type=plain.existing_type,
+        existing_server_default=default,
+        existing_nullable=plain.existing_nullable,
+        modify_nullable=False,
+    )
+    return "# PostgreSQL: NOT NULL proven by a validated CHECK, so SET NOT NULL need not scan", [
+        *others,
+        _execute(f"ALTER TABLE {_ident(table)} DROP CONSTRAINT IF EXISTS {check}"),
+        _execute(
+            f"ALTER TABLE {_ident(table)} ADD CONSTRAINT {check} "
+            f"CHECK ({_ident(plain.column_name)} IS NOT NULL) NOT VALID"
+        ),
+        AUTOCOMMIT,
+        _execute(f"ALTER TABLE {_ident(table)} VALIDATE CONSTRAINT {check}"),
+        "",
+        *render_op(autogen_context, alter),
+        _execute(f"ALTER TABLE {_ident(table)} DROP CONSTRAINT {check}"),
+    ]
+
+
+def _build_index(
+    autogen_context: AutogenContext, name: Any, table: str, columns: Any, unique: bool, kw: dict[str, Any]
+) -> list[str]:
+    """Drop an INVALID leftover of a killed build, then build; a re-run completes either way."""
+    drop = ops.DropIndexOp(name, table_name=table, if_exists=True, postgresql_concurrently=True)
+    create = ops.CreateIndexOp(
+        name, table, columns, unique=unique, if_not_exists=True, **{**kw, "postgresql_concurrently": True}
+    )
+    return [*render_op(autogen_context, drop), *render_op(autogen_context, create)]
+
+
+def _execute(sql: str) -> str:
+    """``op.execute(...)``, long SQL split over lines (ruff's post-write hook lays them out)."""
+    return portable.execute(sql).strip()
+
+
+def _ident(name: str) -> str:
+    return str(_PG.identifier_preparer.quote(name))
