@@ -107,3 +107,8 @@ def alembic_engine(database_url: URL) -> Iterator[Engine]:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Start the longest tests first: the suite takes as long as its slower worker."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """One worker more than cores: most tests spend their time waiting on a CLI run or the server."""
+    return (os.cpu_count() or 1) + 1
