@@ -19,15 +19,16 @@ ALEMBIC := $(PY) -m alembic -c alembic.ini
 CLI := $(PY) -m dbtools
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
+BENCH := $(VENV)/.bench-installed
 # A make value as one shell word, exactly as typed: msg='costs $5' keeps its $5.
 quote = '$(subst ','\'',$(1))'
 
 .DEFAULT_GOAL := help
-.PHONY: help install upgrade downgrade migration check status verify repair rehearse restore current history sql stamp schema test lint bench clean
+.PHONY: help install upgrade downgrade migration check status verify repair rehearse restore current history sql stamp schema test lint bench bench-online clean
 
 help: ## List the targets
 	@echo "Usage: make <target> [rev=...] [msg=...]   (DATABASE_URL overrides sqlite:///app.db)"
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 install: $(DEV) ## Create .venv/ with the pinned runtime, test and lint tools
 
@@ -84,6 +85,9 @@ lint: $(DEV) ## ruff, mypy, and each migration's data-loss and PostgreSQL lock r
 bench: $(DEV) ## Measure costs against their floors (n=rows, default 1000000; repeat=5; tests=0)
 	@$(PY) -m bench --rows $(or $(n),1000000) --repeat $(or $(repeat),5) --tests $(or $(tests),1)
 
+bench-online: $(BENCH) ## Each change under live traffic, plain against online (n=1000000 rows, repeat=3)
+	@$(PY) -m bench.online --rows $(or $(n),1000000) --repeat $(or $(repeat),3)
+
 clean: ## Remove .venv/ and caches (never the database)
 	rm -rf "$(VENV)" .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
@@ -97,4 +101,8 @@ $(RUNTIME): requirements.txt
 
 $(DEV): $(RUNTIME) requirements-dev.txt
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch "$@"
+
+$(BENCH): $(DEV) requirements-bench.txt
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
 	@touch "$@"
