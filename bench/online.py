@@ -27,7 +27,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -233,25 +232,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each change and rendering")
     options = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-online-") as folder, _server() as admin:
+    with tempfile.TemporaryDirectory(prefix="bench-online-") as folder, pgserver.server() as admin:
         outcomes = list(run_all(Path(folder), admin, options.rows, options.repeat))
     write_results(outcomes, options.rows, options.repeat)
-
-
-@contextmanager
-def _server() -> Iterator[URL]:
-    given = os.environ.get("TEST_DATABASE_URL")
-    if given:
-        from sqlalchemy.engine import make_url
-
-        yield make_url(given)
-        return
-    base = Path(tempfile.mkdtemp(prefix="bench-online-pg-"))
-    try:
-        yield pgserver.start(base)
-    finally:
-        pgserver.stop(base)
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def run_all(folder: Path, admin: URL, rows: int, repeat: int) -> Iterator[Outcome]:

@@ -134,17 +134,23 @@ def fresh_database(admin_url: URL) -> Iterator[URL]:
 
 
 @contextmanager
-def throwaway_database() -> Iterator[URL]:
-    """A fresh database on TEST_DATABASE_URL's server, else on a server started for it."""
+def server() -> Iterator[URL]:
+    """A superuser URL: TEST_DATABASE_URL's server, else a throwaway one started for the block."""
     given = os.environ.get("TEST_DATABASE_URL")
     if given:
-        with fresh_database(sa.make_url(given)) as url:
-            yield url
+        yield sa.make_url(given)
         return
+    # Not under a private temp root: the server may run as another user.
     base = Path(tempfile.mkdtemp(prefix="pgserver-"))
     try:
-        with fresh_database(start(base)) as url:
-            yield url
+        yield start(base)
     finally:
         stop(base)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def throwaway_database() -> Iterator[URL]:
+    """A fresh database on TEST_DATABASE_URL's server, else on a server started for it."""
+    with server() as admin, fresh_database(admin) as url:
+        yield url

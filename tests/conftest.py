@@ -10,14 +10,12 @@ With neither, the PostgreSQL leg is skipped and says so, unless
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import URL, Engine
 
 from dbtools import pgserver
 from dbtools.database import build_engine
@@ -29,23 +27,13 @@ BACKENDS = ["sqlite", "postgresql"]
 
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[URL]:
-    given = os.environ.get("TEST_DATABASE_URL")
-    if given:
-        yield make_url(given)
-        return
-    if pgserver.bindir() is None:
+    if not os.environ.get("TEST_DATABASE_URL") and pgserver.bindir() is None:
         reason = "PostgreSQL leg skipped: no TEST_DATABASE_URL and no local PostgreSQL (initdb) to start"
         if os.environ.get("REQUIRE_POSTGRESQL") == "1":
             pytest.fail(reason.replace("skipped", "required (REQUIRE_POSTGRESQL=1)"))
         pytest.skip(reason)
-    # Not under pytest's temp root: that is private to us, and the server may
-    # run as another user.
-    base = Path(tempfile.mkdtemp(prefix="pgserver-"))
-    try:
-        yield pgserver.start(base)
-    finally:
-        pgserver.stop(base)
-        shutil.rmtree(base, ignore_errors=True)
+    with pgserver.server() as admin:
+        yield admin
 
 
 @pytest.fixture(params=BACKENDS)
