@@ -81,9 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     except CommandError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        # Raised through every `with` block first: each transaction was rolled back.
-        print("FAILED: interrupted; the transaction was rolled back, so nothing was changed", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # Raised through every `with` block first: each transaction was rolled back
+        # (dbtools.locking says what an autocommit_block() had committed before).
+        said = str(exc) or "the transaction was rolled back, so nothing was changed"
+        print(f"FAILED: interrupted; {said}", file=sys.stderr)
         return 130
     return 0
 

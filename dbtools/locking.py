@@ -52,6 +52,10 @@ from dbtools.settings import (
 # Fixed forever: runs of different versions of this project must exclude each other.
 ADVISORY_LOCK_KEY = 7_362_410_518_202_611
 LOCK_NOT_AVAILABLE = "55P03"
+COMMITTED_MIDWAY = (
+    "a non-transactional step (autocommit_block) had already committed, so what ran before it stays "
+    "applied: `make current` shows the revision reached, and `make upgrade` resumes from there"
+)
 # Backoff between attempts: doubling from about a second, never above half a minute.
 FIRST_DELAY, MAX_DELAY = 1.0, 30.0
 # Longest single wait for the migration lock (see _acquire); well under deadlock_timeout's 1 s.
@@ -152,12 +156,11 @@ class Attempt:
             self.succeeded = True
             return False
         if self.session.committed:
+            if _interrupted(exc):  # Ctrl-C; SQLAlchemy may report the dead transaction over it
+                raise KeyboardInterrupt(COMMITTED_MIDWAY) from None
             if isinstance(exc, DBAPIError):
                 raise CommandError(_after_commit(exc)) from None
-            exc.add_note(
-                "A non-transactional step (autocommit_block) had already committed: `make current` shows "
-                "the revision reached, and `make upgrade` resumes from there."
-            )
+            exc.add_note(f"{COMMITTED_MIDWAY[0].upper()}{COMMITTED_MIDWAY[1:]}.")
             return False
         if not (isinstance(exc, OperationalError) and _sqlstate(exc) == LOCK_NOT_AVAILABLE):
             return False
@@ -173,16 +176,20 @@ class Attempt:
         ) from None
 
 
+def _interrupted(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        exc = exc.__context__
+    return False
+
+
 def _after_commit(exc: DBAPIError) -> str:
     detail = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
     retry = ""
     if _sqlstate(exc) == LOCK_NOT_AVAILABLE:
         retry = f" ({DDL_LOCK_TIMEOUT_VAR}={ddl_lock_timeout():g}s; such a run is not retried automatically)"
-    return (
-        f"the run failed after a non-transactional step (autocommit_block) had committed: {detail}{retry}. "
-        "What ran before that commit stays applied, and `make current` shows the revision reached; "
-        "fix the cause and run `make upgrade` again, which resumes from there"
-    )
+    return f"the run failed: {detail}{retry}; {COMMITTED_MIDWAY}, once the cause is fixed"
 
 
 def _sqlstate(exc: DBAPIError) -> str | None:

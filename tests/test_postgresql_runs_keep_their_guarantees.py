@@ -204,7 +204,7 @@ def test_a_failed_build_is_not_retried_says_so_and_the_next_upgrade_completes(
     writer.commit()
 
     line = failed_line(result)
-    assert "after a non-transactional step (autocommit_block) had committed" in line
+    assert "a non-transactional step (autocommit_block) had already committed" in line
     assert "MIGRATION_DDL_LOCK_TIMEOUT=0.3s; such a run is not retried automatically" in line
     assert "retrying" not in result.stderr
     assert index_validity(url) == [False]
@@ -214,6 +214,31 @@ def test_a_failed_build_is_not_retried_says_so_and_the_next_upgrade_completes(
     assert result.returncode == 0, result.stderr
     assert index_validity(url) == [True]
     assert current_revision(url) == history[-1]
+
+
+def test_ctrl_c_during_a_non_transactional_step_says_what_stays_applied(
+    project_copy: Project, history: list[str], url: URL, writer: sa.Connection
+) -> None:
+    project_copy.migrate(url, history[1])
+    writer.exec_driver_sql("INSERT INTO users (username, email) VALUES ('early', 'early@example.com')")
+    run = subprocess.Popen(
+        project_copy.make_argv("upgrade"),
+        env=base_env(url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    wait_for_build(url)
+    os.killpg(run.pid, signal.SIGINT)  # Ctrl-C, as a terminal sends it to the whole group
+    stdout, stderr = run.communicate(timeout=60)
+    writer.commit()
+
+    line = failed_line(subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr))
+    assert line.startswith("FAILED: interrupted; a non-transactional step (autocommit_block) had already")
+    assert current_revision(url) == history[1]
+    assert project_copy.make("upgrade", url=url).returncode == 0
+    assert index_validity(url) == [True]
 
 
 def test_a_run_blocked_for_less_than_the_retry_window_succeeds_on_its_own(
