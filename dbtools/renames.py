@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
+
+from dbtools import portable
 
 ON_POSTGRESQL = 'if op.get_context().dialect.name == "postgresql":'
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
@@ -250,13 +252,12 @@ class RenameOp(ops.MigrateOperation):
         self.table, self.old, self.new, self.names = table, old, new, names
 
     def reverse(self) -> RenameOp:
-        back = {
-            (self.old if self.table is None and table == self.new else table): [
-                change.reverse(self.old if self.table is None and table == self.new else None)
-                for change in changes
+        back = {}
+        for table, changes in self.names.items():
+            itself = self.table is None and table == self.new  # the renamed table: its name goes back too
+            back[self.old if itself else table] = [
+                change.reverse(self.old if itself else None) for change in changes
             ]
-            for table, changes in self.names.items()
-        }
         return RenameOp(self.table, self.new, self.old, back)
 
     def to_diff_tuple(self) -> tuple[Any, ...]:
@@ -346,17 +347,17 @@ def _table_names(before: sa.Table, after: sa.Table, old: str, new: str) -> list[
 
 @renderers.dispatch_for(RenameOp)
 def _render_rename(autogen_context: AutogenContext, op: RenameOp) -> list[str]:
+    # Mako's PythonPrinter indents these lines itself (see dbtools.online): none carries its own.
     if op.table is not None:
-        lines = [f"op.alter_column({op.table!r}, {op.old!r}, new_column_name={op.new!r})"]
+        lines = [f"op.alter_column({op.table!r}, {op.old!r}, new_column_name={op.new!r})", ""]
     else:
-        lines = [f"op.rename_table({op.old!r}, {op.new!r})"]
+        lines = [f"op.rename_table({op.old!r}, {op.new!r})", ""]
     for table, changes in op.names.items():
-        lines += ["", *_render_names(autogen_context, table, changes)]
-    return [*lines, ""]
+        lines += _render_names(autogen_context, table, changes)
+    return lines
 
 
-def _render_names(autogen_context: AutogenContext, table: str, changes: Iterable[NameChange]) -> list[str]:
-    changes = list(changes)
+def _render_names(autogen_context: AutogenContext, table: str, changes: list[NameChange]) -> list[str]:
     lines = ["# Names that follow the naming convention follow the rename.", ON_POSTGRESQL]
     for change in changes:
         if change.kind == "index":
@@ -365,17 +366,14 @@ def _render_names(autogen_context: AutogenContext, table: str, changes: Iterable
             sql = (
                 f"ALTER TABLE {_ident(table)} RENAME CONSTRAINT {_ident(change.old)} TO {_ident(change.new)}"
             )
-        lines.append(f"    op.execute({sql!r})")
+        lines.append(portable.execute(sql).strip())
     lines.append("else:")
     if any(change.kind != "index" for change in changes):
-        lines.append("    # SQLite keeps constraint names in its CREATE TABLE only: this rebuilds the table.")
+        lines.append("# SQLite keeps constraint names in its CREATE TABLE only: this rebuilds the table.")
     sqlite = ops.ModifyTableOps(
         table, [change.drop for change in changes] + [change.create for change in changes]
     )
-    lines += [f"    {line}" if line else "" for line in render_op(autogen_context, sqlite)]
-    while lines[-1] == "":
-        lines.pop()
-    return lines
+    return [*lines, *render_op(autogen_context, sqlite), ""]  # the batch block closes itself; "" closes else
 
 
 @renderers.dispatch_for(ops.CreatePrimaryKeyOp, replace=True)
