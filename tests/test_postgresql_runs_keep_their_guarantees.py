@@ -113,6 +113,25 @@ def writer(url: URL) -> Iterator[sa.Connection]:
         engine.dispose()
 
 
+@pytest.fixture
+def before_the_build(project_copy: Project, history: list[str], url: URL, writer: sa.Connection) -> None:
+    """The database one revision before the index build, the writer's row not yet committed."""
+    project_copy.migrate(url, history[1])
+    writer.exec_driver_sql("INSERT INTO users (username, email) VALUES ('early', 'early@example.com')")
+
+
+def start_upgrade(project: Project, url: URL) -> subprocess.Popen[str]:
+    """``make upgrade`` in a process group of its own, as a deploy starts it, to be killed whole."""
+    return subprocess.Popen(
+        project.make_argv("upgrade"),
+        env=base_env(url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
 def wait_for_build(url: URL) -> int:
     """The pid of the backend whose concurrent index build is waiting for a lock."""
     deadline = time.monotonic() + 30
@@ -160,23 +179,16 @@ def test_concurrent_runs_apply_a_non_transactional_step_once_with_lock_and_timeo
     assert query(url, HELD_HERE) == [(0,)]
 
 
+@pytest.mark.usefixtures("before_the_build")
 def test_a_killed_build_keeps_others_out_and_the_next_upgrade_completes(
     project_copy: Project, history: list[str], url: URL, writer: sa.Connection
 ) -> None:
-    project_copy.migrate(url, history[1])
-    writer.exec_driver_sql("INSERT INTO users (username, email) VALUES ('early', 'early@example.com')")
-    run = subprocess.Popen(
-        project_copy.make_argv("upgrade"),
-        env=base_env(url),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    run = start_upgrade(project_copy, url)
     try:
         build = wait_for_build(url)
     finally:
         os.killpg(run.pid, signal.SIGKILL)  # make and the migration with it, mid-step
-        run.wait()
+        run.communicate(timeout=60)
 
     # Its server session lives on, and holds the migration lock: no second run can start.
     quick = workers.call(str(project_copy.root), url, upgrade, MIGRATION_LOCK_TIMEOUT="0.3")
@@ -194,11 +206,10 @@ def test_a_killed_build_keeps_others_out_and_the_next_upgrade_completes(
     assert current_revision(url) == history[-1]
 
 
+@pytest.mark.usefixtures("before_the_build")
 def test_a_failed_build_is_not_retried_says_so_and_the_next_upgrade_completes(
     project_copy: Project, history: list[str], url: URL, writer: sa.Connection
 ) -> None:
-    project_copy.migrate(url, history[1])
-    writer.exec_driver_sql("INSERT INTO users (username, email) VALUES ('early', 'early@example.com')")
     # The build waits for the writer and gives up after the DDL lock timeout.
     result = project_copy.make("upgrade", url=url, env={"MIGRATION_DDL_LOCK_TIMEOUT": "0.3"})
     writer.commit()
@@ -216,19 +227,11 @@ def test_a_failed_build_is_not_retried_says_so_and_the_next_upgrade_completes(
     assert current_revision(url) == history[-1]
 
 
+@pytest.mark.usefixtures("before_the_build")
 def test_ctrl_c_during_a_non_transactional_step_says_what_stays_applied(
     project_copy: Project, history: list[str], url: URL, writer: sa.Connection
 ) -> None:
-    project_copy.migrate(url, history[1])
-    writer.exec_driver_sql("INSERT INTO users (username, email) VALUES ('early', 'early@example.com')")
-    run = subprocess.Popen(
-        project_copy.make_argv("upgrade"),
-        env=base_env(url),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    run = start_upgrade(project_copy, url)
     wait_for_build(url)
     os.killpg(run.pid, signal.SIGINT)  # Ctrl-C, as a terminal sends it to the whole group
     stdout, stderr = run.communicate(timeout=60)
