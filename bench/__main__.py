@@ -210,13 +210,6 @@ def warm_imports() -> None:
     import sqlalchemy.dialects.postgresql.psycopg
     import sqlalchemy.dialects.sqlite.pysqlite  # noqa: F401
 
-    import dbtools.autogen
-    import dbtools.backup
-    import dbtools.commands.upgrade
-    import dbtools.guards
-    import dbtools.locking
-    import dbtools.run  # noqa: F401
-
 
 def upgrade_in_process(ini: str, db: str, revision: str) -> Callable[[], str | None]:
     """`make upgrade` as the CLI runs it (env.py, lock, checksums, commit), minus start-up."""
@@ -415,7 +408,7 @@ def noop_rows(ws: Workspace, base: Path, repeat: int) -> list[Row]:
 
 
 def backup_rows(base: Path, repeat: int, scratch: Path) -> list[Row]:
-    from dbtools import backup
+    from dbtools.runtime import backup
 
     target, copy = scratch / "backup.db", scratch / "cp.db"
 

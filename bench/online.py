@@ -298,12 +298,12 @@ import sys
 sys.path.insert(0, {str(project)!r})
 from alembic import command
 from alembic.config import Config
-from dbtools import autogen
+from dbtools.autogenerate import hooks
 from dbtools.run import Run
 config = Config({str(project / "alembic.ini")!r})
 run = Run(creates_database=False, applies_migrations=False, autogenerates=True, renders_online={online!r})
 command.revision(run.start_with(config), message={change.name!r}, autogenerate=True,
-                 process_revision_directives=autogen.write_or_skip)
+                 process_revision_directives=hooks.write_or_skip)
 """
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{project / 'app.db'}"}
     _cli(project, None, "upgrade", env=env)

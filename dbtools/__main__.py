@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from dbtools import fastpath
+from dbtools.runtime import fastpath
 
 if TYPE_CHECKING:
     import argparse
@@ -65,25 +65,25 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     done = fastpath.nothing_to_do(argv)  # before SQLAlchemy or Alembic is imported
     if done:
-        print(f"INFO  [dbtools.fastpath] {done}", file=sys.stderr)
+        print(f"INFO  [dbtools.runtime.fastpath] {done}", file=sys.stderr)
         return 0
     import importlib
 
     from alembic.util import CommandError
 
-    from dbtools import project
+    from dbtools import paths
 
     options = vars(build_parser().parse_args(argv))
     name = options.pop("command")
     command = getattr(importlib.import_module(f"dbtools.commands.{name}"), name)
     try:
-        command(project.alembic_config(), **options)
+        command(paths.alembic_config(), **options)
     except CommandError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
         # Raised through every `with` block first: each transaction was rolled back
-        # (dbtools.locking says what an autocommit_block() had committed before).
+        # (dbtools.runtime.locking says what an autocommit_block() had committed before).
         said = str(exc) or "the transaction was rolled back, so nothing was changed"
         print(f"FAILED: interrupted; {said}", file=sys.stderr)
         return 130

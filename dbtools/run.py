@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 from alembic.config import Config
 from sqlalchemy.engine import URL, Connection, Engine
 
-from dbtools.timing import StepTimer
+from dbtools.runtime.timing import StepTimer
 
 if TYPE_CHECKING:
-    from dbtools.renames import Decisions
+    from dbtools.autogenerate.renames import Decisions
 
 KEY = "dbtools.run"
 
@@ -38,9 +38,9 @@ class Run:
     applies_migrations: bool = True
     # Compares the models with the database: it must be at the single head.
     autogenerates: bool = False
-    # make migration: which renames the user accepted, and whether to ask (dbtools.renames).
+    # make migration: which renames the user accepted, and whether to ask (dbtools.autogenerate.renames).
     rename_decisions: Decisions | None = None
-    # Autogenerate the online form of each change on PostgreSQL (dbtools.online);
+    # Autogenerate the online form of each change on PostgreSQL (dbtools.autogenerate.nonblocking);
     # off only for make bench-online's baseline, Alembic's own rendering.
     renders_online: bool = True
     # make stamp: a schema without migration history is what is being adopted.

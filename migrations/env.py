@@ -20,16 +20,18 @@ from alembic.runtime.migration import MigrationContext, MigrationInfo
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 
-from dbtools import autogen, backup, guards, integrity, locking, naming, project, run, settings
-from dbtools.database import build_engine, check_before_opening
-from dbtools.dberrors import friendly_errors
+from dbtools import paths, run, settings
+from dbtools.autogenerate import hooks
+from dbtools.errors import friendly_errors
+from dbtools.runtime import backup, checksums, locking, naming, refusals
+from dbtools.target import build_engine, check_before_opening
 
 config = context.config
 if config.config_file_name is not None:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 this_run = run.of(config)
-url = this_run.url or project.database_url(config)
+url = this_run.url or paths.database_url(config)
 settings.check_all()  # a malformed MIGRATION_* variable fails before anything is opened
 
 
@@ -42,7 +44,7 @@ def load_models() -> MetaData:
 # The models are the source of truth for autogenerate and `alembic check`.
 # Loading them loads the ORM, a sixth of a no-op `make upgrade` (bench/), so a
 # run that only migrates loads them only if a guard, or an operation naming a
-# constraint by the naming convention (dbtools.naming), needs them.
+# constraint by the naming convention (dbtools.runtime.naming), needs them.
 target_metadata = load_models() if this_run.needs_models else None
 
 
@@ -54,7 +56,7 @@ def run_migrations_offline() -> None:
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
         transactional_ddl=True,
-        **autogen.COMPARE_OPTIONS,
+        **hooks.COMPARE_OPTIONS,
     )
     # SQL applied by hand keeps a run's guarantees: the migration lock and its timeouts.
     postgresql = url.get_backend_name() == "postgresql"
@@ -67,7 +69,7 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    integrity.check_history(context.script)  # A missing file fails here, not as a KeyError.
+    checksums.check_history(context.script)  # A missing file fails here, not as a KeyError.
     given = this_run.connection
     if given is None:
         writes = this_run.applies_migrations  # the others only look: a read-only file will do
@@ -77,7 +79,7 @@ def run_migrations_online() -> None:
     def after_each_step(
         ctx: MigrationContext, step: MigrationInfo, heads: Collection[str], run_args: Mapping[str, Any]
     ) -> None:
-        integrity.on_version_apply(ctx, step, heads, run_args)  # in the step's transaction
+        checksums.on_version_apply(ctx, step, heads, run_args)  # in the step's transaction
         this_run.timer.on_version_apply(ctx, step, heads, run_args)
 
     # Entered in order, so connection failures are translated too.
@@ -92,25 +94,25 @@ def run_migrations_online() -> None:
             render_as_batch=True,  # SQLite can ALTER little; batch mode rebuilds the table.
             transactional_ddl=True,  # True on SQLite too: the engine really begins a transaction.
             on_version_apply=after_each_step,
-            # Where autogenerate finds schema/ (dbtools.pgfacts), and the renames it may write.
-            project_root=project.root_of(config),
+            # Where autogenerate finds schema/ (dbtools.autogenerate.pgfacts), and the renames it may write.
+            project_root=paths.root_of(config),
             rename_decisions=this_run.rename_decisions,
             online_rendering=this_run.renders_online,
-            **autogen.COMPARE_OPTIONS,
+            **hooks.COMPARE_OPTIONS,
         )
         for attempt in migration_lock.attempts():  # PostgreSQL retries a run that hit a lock timeout
             with attempt, context.begin_transaction():
                 migration_context = context.get_context()
-                guards.check_database(
+                refusals.check_database(
                     migration_context,
                     context.script,
                     lambda: target_metadata or load_models(),
                     adopting=this_run.adopting,
                 )
                 if this_run.autogenerates:
-                    guards.check_autogenerate_base(migration_context, context.script)
+                    refusals.check_autogenerate_base(migration_context, context.script)
                 if this_run.applies_migrations:
-                    integrity.verify(connection, context.script, migration_context.get_current_heads())
+                    checksums.verify(connection, context.script, migration_context.get_current_heads())
                     if this_run.backs_up:
                         backup.before_change(connection, migration_context)  # SQLite files only
                 this_run.timer.start()

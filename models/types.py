@@ -33,7 +33,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     stores the text of ``CURRENT_TIMESTAMP``, which is UTC without an offset
     (or, written by another client, epoch seconds: read as that UTC instant).
     Naive values are refused on the way in, because their zone is a guess.
-    Migrations render this as ``sa.DateTime(timezone=True)`` (``dbtools.autogen``), so
+    Migrations render this as ``sa.DateTime(timezone=True)`` (``dbtools.autogenerate.hooks``), so
     they never import application code.
     """
 

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy.engine import URL, Engine
 
 from dbtools import pgserver
-from dbtools.database import build_engine
+from dbtools.target import build_engine
 from tests.helpers import ROOT, Project
 from tests.revision_data import REVISION_DATA
 

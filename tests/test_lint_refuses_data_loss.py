@@ -10,7 +10,7 @@ import pytest
 from alembic.util import CommandError
 
 from dbtools.commands.lint import lint
-from dbtools.project import alembic_config
+from dbtools.paths import alembic_config
 from tests.helpers import ROOT, VENV, Project
 
 HEADER = 'import sqlalchemy as sa\nfrom alembic import op\n\nrevision = "r1"\ndown_revision = None\n\n'

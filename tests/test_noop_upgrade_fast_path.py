@@ -18,7 +18,7 @@ from sqlalchemy.engine import URL
 
 from tests.helpers import VENV, Project, as_plain_user, base_env, current_revision, execute, failed_line
 
-FAST = "[dbtools.fastpath]"
+FAST = "[dbtools.runtime.fastpath]"
 
 
 @pytest.fixture

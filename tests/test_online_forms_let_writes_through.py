@@ -18,8 +18,8 @@ from alembic.config import Config
 from sqlalchemy.engine import URL
 
 from dbtools import pgserver
+from dbtools.autogenerate.nonblocking import REWRITE_RECIPE
 from dbtools.commands import migration
-from dbtools.online import REWRITE_RECIPE
 from tests import workers
 from tests.helpers import VENV, Project, engine_for, insert_users
 
@@ -28,7 +28,7 @@ SLOW_KEY = (
     "CREATE FUNCTION slow_key(i integer) RETURNS integer IMMUTABLE LANGUAGE sql "
     "AS 'SELECT i FROM pg_sleep(0.05)'"
 )
-# As dbtools.online writes them.
+# As dbtools.autogenerate.nonblocking writes them.
 ONLINE_INDEX_AND_CHECK = """
 with op.get_context().autocommit_block():
     op.drop_index("ix_users_slow", table_name="users", postgresql_concurrently=True, if_exists=True)

@@ -273,7 +273,7 @@ def test_a_run_blocked_for_less_than_the_retry_window_succeeds_on_its_own(
     reader.dispose()
 
     retries = [line for line in said if "retrying in" in line]
-    assert retries[0].startswith("WARNI [dbtools.locking] attempt 1 of 6 waited longer than ")
+    assert retries[0].startswith("WARNI [dbtools.runtime.locking] attempt 1 of 6 waited longer than ")
     assert "MIGRATION_DDL_LOCK_TIMEOUT=0.2s for a table lock; rolled back" in retries[0]
     assert query(url, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'bio'") == [(1,)]
 

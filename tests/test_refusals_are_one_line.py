@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from dbtools import pgserver
-from dbtools.locking import ADVISORY_LOCK_KEY
+from dbtools.runtime.locking import ADVISORY_LOCK_KEY
 from models import Base
 from tests.helpers import (
     Project,
@@ -121,7 +121,7 @@ def test_ddl_blocked_past_every_retry_fails_and_names_both_settings(
         assert "in each of 2 attempt(s) (MIGRATION_LOCK_RETRIES=1); nothing was changed" in line
         retries = [entry for entry in result.stderr.splitlines() if "retrying in" in entry]
         assert len(retries) == 1
-        assert retries[0].startswith("WARNI [dbtools.locking] attempt 1 of 2")
+        assert retries[0].startswith("WARNI [dbtools.runtime.locking] attempt 1 of 2")
         assert dump(url) == before
 
 

@@ -1,9 +1,9 @@
 """``make lint``'s own checks: no migration may lose data or lock a table without saying why.
 
 ruff and mypy run beside it in the Makefile; these are the parts only this
-project knows: data loss (``dbtools.destructive``) and PostgreSQL locks
-(``dbtools.locklint``, squawk on each revision's SQL). An intended hazard is
-acknowledged in its migration file (``dbtools.acknowledgements``).
+project knows: data loss (``dbtools.lint.dataloss``) and PostgreSQL locks
+(``dbtools.lint.locks``, squawk on each revision's SQL). An intended hazard is
+acknowledged in its migration file (``dbtools.lint.acknowledgements``).
 """
 
 from __future__ import annotations
@@ -15,17 +15,17 @@ from pathlib import Path
 from alembic.config import Config
 from alembic.util import CommandError
 
-from dbtools import acknowledgements, locklint
-from dbtools.acknowledgements import DESTRUCTIVE, LOCKING
-from dbtools.destructive import scan, widened_text
-from dbtools.locklint import Hazard
-from dbtools.project import VERSIONS
+from dbtools.lint import acknowledgements, locks
+from dbtools.lint.acknowledgements import DESTRUCTIVE, LOCKING
+from dbtools.lint.dataloss import scan, widened_text
+from dbtools.lint.locks import Hazard
+from dbtools.paths import VERSIONS
 
 
 def lint(config: Config, paths: list[str] | None = None) -> None:
     given = [Path(path) for path in paths or []] or [VERSIONS]
     files = sorted(f for p in given for f in (p.glob("*.py") if p.is_dir() else [p]))
-    hazards, reviewed = locklint.review(config, files)
+    hazards, reviewed = locks.review(config, files)
     refused: list[str] = []
     for path in files:
         tree = ast.parse(path.read_text(), filename=str(path))

@@ -1,6 +1,6 @@
 """``make migration``: autogenerate a migration from the models, or nothing if they did not change.
 
-Renames are asked about on a terminal, or answered with ``renames=`` (``dbtools.renames``).
+Renames are asked about on a terminal, or answered with ``renames=`` (``dbtools.autogenerate.renames``).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import sys
 from alembic import command
 from alembic.config import Config
 
-from dbtools import autogen
-from dbtools.renames import Decisions, parse
+from dbtools.autogenerate import hooks
+from dbtools.autogenerate.renames import Decisions, parse
 from dbtools.run import Run
 
 
@@ -24,5 +24,5 @@ def migration(config: Config, message: str, renames: str = "") -> None:
         run.start_with(config),
         message=message,
         autogenerate=True,
-        process_revision_directives=autogen.write_or_skip,
+        process_revision_directives=hooks.write_or_skip,
     )

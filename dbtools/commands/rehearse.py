@@ -27,10 +27,11 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import URL
 
-from dbtools import backup, database, project
-from dbtools.database import mask, sqlite_path
-from dbtools.locking import locked
+from dbtools import paths, target
 from dbtools.run import Run
+from dbtools.runtime import backup
+from dbtools.runtime.locking import locked
+from dbtools.target import mask, sqlite_path
 
 
 @dataclass
@@ -53,7 +54,7 @@ class Rehearsal:
 
 
 def rehearse(config: Config, revision: str = "head") -> None:
-    url = project.database_url(config)
+    url = paths.database_url(config)
     print("\n".join(rehearsal(config, url, revision).lines()))
 
 
@@ -96,7 +97,7 @@ def _target(url: URL) -> Iterator[tuple[URL, str]]:
     if path is None:
         yield url, f"{mask(url)}, in a transaction that was rolled back"
         return
-    if not database.exists(url):
+    if not target.exists(url):
         yield url.set(database=":memory:"), f"a new database (as {path} does not exist yet)"
         return
     _remove_abandoned_copies(path)

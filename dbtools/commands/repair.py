@@ -11,26 +11,27 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script
 from alembic.util import CommandError
 
-from dbtools import database, integrity, project
-from dbtools.checksums import read_script
-from dbtools.database import mask
-from dbtools.integrity import Mismatch
-from dbtools.locking import locked
+from dbtools import paths, target
+from dbtools.runtime import checksums
+from dbtools.runtime.checksums import Mismatch
+from dbtools.runtime.digest import read_script
+from dbtools.runtime.locking import locked
+from dbtools.target import mask
 
 
 def repair(config: Config) -> None:
-    script = integrity.whole_history(config)
-    url = project.database_url(config)
-    if not database.exists(url):
+    script = checksums.whole_history(config)
+    url = paths.database_url(config)
+    if not target.exists(url):
         raise CommandError(f"{mask(url)} does not exist; there is nothing to repair")
     with locked(url) as connection:
         heads = MigrationContext.configure(connection).get_current_heads()
         before = {
-            problem.revision: integrity.recorded_source(connection, problem.revision)
-            for problem in integrity.problems(connection, script, heads)
+            problem.revision: checksums.recorded_source(connection, problem.revision)
+            for problem in checksums.problems(connection, script, heads)
             if problem.kind is Mismatch.EDITED
         }
-        found = integrity.repair(connection, script, heads)
+        found = checksums.repair(connection, script, heads)
     if not found:
         print(f"Nothing to repair: every applied migration of {mask(url)} matches its recorded checksum.")
         return

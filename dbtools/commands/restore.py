@@ -17,12 +17,13 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 
-from dbtools import backup, project
-from dbtools.database import SQLITE_HEADER, check_sqlite_file, mask, sqlite_path
+from dbtools import paths
+from dbtools.runtime import backup
+from dbtools.target import SQLITE_HEADER, check_sqlite_file, mask, sqlite_path
 
 
 def restore(config: Config, file: str | None = None) -> None:
-    url = project.database_url(config)
+    url = paths.database_url(config)
     database = sqlite_path(url)
     if database is None:
         raise CommandError(

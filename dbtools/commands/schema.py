@@ -24,11 +24,12 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import URL
 
-from dbtools import integrity, pgserver, scratch
-from dbtools.database import build_engine
-from dbtools.project import root_of
+from dbtools import pgserver
+from dbtools.paths import root_of
+from dbtools.runtime import checksums, scratch
+from dbtools.target import build_engine
 
-BOOKKEEPING = ("alembic_version", integrity.TABLE_NAME)
+BOOKKEEPING = ("alembic_version", checksums.TABLE_NAME)
 
 
 class StaleSchema(CommandError):
@@ -154,7 +155,7 @@ def stale(path: Path, fresh: str) -> str:
 
 def schema(config: Config, check: bool = False) -> None:
     """Rewrite schema/*.sql, or with ``check`` print the diff and fail when one is stale."""
-    script = integrity.whole_history(config)
+    script = checksums.whole_history(config)
     snapshots = {"sqlite.sql": sqlite_schema(script)}
     try:
         # A server of our own (or TEST_DATABASE_URL's), so no real database is touched.

@@ -14,21 +14,22 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
 
-from dbtools import autogen, database, project
-from dbtools.database import mask
-from dbtools.locking import locked
+from dbtools import paths, target
+from dbtools.autogenerate import hooks
 from dbtools.run import Run
+from dbtools.runtime.locking import locked
+from dbtools.target import mask
 from models import Base
 
 
 def stamp(config: Config) -> None:
-    url = project.database_url(config)
-    if not database.exists(url):
+    url = paths.database_url(config)
+    if not target.exists(url):
         raise CommandError(
-            f"{database.sqlite_path(url)} does not exist; there is nothing to adopt. Run `make upgrade`"
+            f"{target.sqlite_path(url)} does not exist; there is nothing to adopt. Run `make upgrade`"
         )
     with locked(url) as connection:
-        context = MigrationContext.configure(connection, opts=autogen.COMPARE_OPTIONS)
+        context = MigrationContext.configure(connection, opts=hooks.COMPARE_OPTIONS)
         current = context.get_current_heads()
         if current:
             raise CommandError(

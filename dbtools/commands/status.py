@@ -15,10 +15,12 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import URL, Connection
 
-from dbtools import autogen, database, integrity, project, scratch
-from dbtools.database import mask
-from dbtools.integrity import Mismatch
-from dbtools.locking import locked
+from dbtools import paths, target
+from dbtools.autogenerate import hooks
+from dbtools.runtime import checksums, scratch
+from dbtools.runtime.checksums import Mismatch
+from dbtools.runtime.locking import locked
+from dbtools.target import mask
 from models import Base
 
 
@@ -28,7 +30,7 @@ class Status:
     revisions: list[tuple[str, str]]  # (revision, message), oldest first
     heads: tuple[str, ...]
     applied: set[str]
-    problems: dict[str, integrity.Problem]
+    problems: dict[str, checksums.Problem]
     drift: list[str] | None  # None: could not be checked
     drift_checked_on: str
 
@@ -69,29 +71,29 @@ class Status:
 
 
 def status(config: Config) -> None:
-    print("\n".join(collect(config, project.database_url(config)).lines()))
+    print("\n".join(collect(config, paths.database_url(config)).lines()))
 
 
 def collect(config: Config, url: URL) -> Status:
-    script = integrity.whole_history(config)
+    script = checksums.whole_history(config)
     revision_map = script.revision_map
     revisions = [(rev.revision, rev.doc) for rev in reversed(list(script.walk_revisions()))]
     heads: tuple[str, ...] = ()
-    problems: list[integrity.Problem] = []
+    problems: list[checksums.Problem] = []
     record: dict[str, str] = {}
     drift: list[str] | None = None
-    if database.exists(url, writes=False):
+    if target.exists(url, writes=False):
         with locked(url, writes=False) as connection:
             heads = tuple(MigrationContext.configure(connection).get_current_heads())
-            problems = integrity.problems(connection, script, heads)
-            record = integrity.recorded(connection)
+            problems = checksums.problems(connection, script, heads)
+            record = checksums.recorded(connection)
             if set(heads) == set(script.get_heads()):
                 drift = _drift(connection)
     if any(problem.kind is Mismatch.MISSING for problem in problems):
         # The history behind a missing file cannot be walked; the checksum records say what ran.
         applied = set(heads) | set(record)
     else:
-        applied = {rev.revision for rev in integrity.applied_revisions(revision_map, heads)}
+        applied = {rev.revision for rev in checksums.applied_revisions(revision_map, heads)}
     checked_on = "this database, at head"
     if drift is None:
         checked_on = "a scratch SQLite database migrated to head"
@@ -118,7 +120,7 @@ def collect(config: Config, url: URL) -> Status:
 
 def _drift(connection: Connection) -> list[str]:
     """What `make check` would find, one short phrase per difference."""
-    context = MigrationContext.configure(connection, opts=autogen.COMPARE_OPTIONS)
+    context = MigrationContext.configure(connection, opts=hooks.COMPARE_OPTIONS)
     return [_describe(diff) for diff in compare_metadata(context, Base.metadata)]
 
 

@@ -1,6 +1,6 @@
 """``make upgrade``: apply pending migrations; creates a missing SQLite database.
 
-After a full run to head it records what the no-op fast path needs (``dbtools.fastpath``).
+After a full run to head it records what the no-op fast path needs (``dbtools.runtime.fastpath``).
 """
 
 from __future__ import annotations
@@ -14,15 +14,16 @@ from alembic.script.revision import MultipleHeads, ResolutionError
 from alembic.util import CommandError
 from sqlalchemy.engine import URL
 
-from dbtools import database, fastpath, project
+from dbtools import paths, target
 from dbtools.run import Run
+from dbtools.runtime import fastpath
 
 
 def upgrade(config: Config, revision: str = "head") -> None:
     seen = fastpath.fingerprint()  # before Alembic reads a single migration file
-    url = project.database_url(config)
+    url = paths.database_url(config)
     try:
-        if not database.exists(url):
+        if not target.exists(url):
             # Resolve the target before a file is created for it: a typo must not leave an empty app.db.
             ScriptDirectory.from_config(config)._upgrade_revs(revision, ())  # type: ignore[arg-type]
         # Only migrating: the models load only if a guard needs them, so a no-op stays cheap.
@@ -44,7 +45,7 @@ def upgrade(config: Config, revision: str = "head") -> None:
 
 def _remember(config: Config, url: URL, seen: str) -> None:
     """Plain SQLite files only: PostgreSQL, URI filenames and memory take the full path every time."""
-    path = database.sqlite_path(url)
+    path = target.sqlite_path(url)
     if path is None or url.query or fastpath.recorded(path, seen):
         return
     script = ScriptDirectory.from_config(config)  # Alembic's graph: the heads and every revision's file

@@ -23,7 +23,7 @@ and SQLite keeps its batch operations in the ``else:`` branch:
   the expand/contract recipe above it; ``make lint`` asks to acknowledge it.
 
 Tables created in the same migration are new and empty: nothing to protect.
-``dbtools.locking`` keeps the migration lock and the lock timeout through the
+``dbtools.runtime.locking`` keeps the migration lock and the lock timeout through the
 COMMITs these blocks make.
 """
 
@@ -41,7 +41,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import AddConstraint
 
-from dbtools import portable
+from dbtools.autogenerate import portable
 
 ON_POSTGRESQL = 'if op.get_context().dialect.name == "postgresql":'
 AUTOCOMMIT = "with op.get_context().autocommit_block():"

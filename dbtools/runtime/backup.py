@@ -27,8 +27,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 
-from dbtools.database import SQLITE_HEADER
 from dbtools.settings import BACKUP_KEEP_VAR, backup_keep
+from dbtools.target import SQLITE_HEADER
 
 log = logging.getLogger(__name__)
 STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"

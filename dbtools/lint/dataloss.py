@@ -2,7 +2,7 @@
 
 In the spirit of Atlas's lint and django-migration-linter: dropping a table,
 column or constraint, or narrowing a column's type or nullability, is refused
-by ``make lint`` unless the migration carries the marker (``dbtools.acknowledgements``)
+by ``make lint`` unless the migration carries the marker (``dbtools.lint.acknowledgements``)
 
     acknowledge_destructive = "why losing this is intended"
 
@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from dbtools.renames import renamed
+from dbtools.autogenerate.renames import renamed
 
 # Integer and text types that only ever widen within their family.
 INTEGER_RANK = {"SmallInteger": 0, "SMALLINT": 0, "Integer": 1, "INTEGER": 1, "BigInteger": 2, "BIGINT": 2}
@@ -47,8 +47,8 @@ def scan(tree: ast.Module, path: Path) -> list[Finding]:
     """Every destructive operation ``upgrade()`` runs.
 
     Dropping a constraint that the same ``upgrade()`` creates (the temporary
-    CHECK of an online NOT NULL, ``dbtools.online``), or creates again under
-    its renamed name (``dbtools.renames``), loses nothing.
+    CHECK of an online NOT NULL, ``dbtools.autogenerate.nonblocking``), or creates again under
+    its renamed name (``dbtools.autogenerate.renames``), loses nothing.
     """
     functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
     if "upgrade" not in functions:

@@ -2,7 +2,7 @@
 
 Users autogenerate against SQLite, the default, and deploy the same file on
 PostgreSQL. Alembic renders what the compared database reports, so this
-module adds what SQLite cannot say (``dbtools.pgfacts``) and rewrites what it
+module adds what SQLite cannot say (``dbtools.autogenerate.pgfacts``) and rewrites what it
 says in its own dialect:
 
 - PostgreSQL enum types are created before their first column, dropped after
@@ -34,9 +34,9 @@ from alembic.util import DispatchPriority, PriorityDispatchResult
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import Column, DefaultClause
 
-from dbtools import pgfacts
+from dbtools.autogenerate import pgfacts
 
-PLUGIN = "dbtools.portable"
+PLUGIN = "dbtools.autogenerate.portable"
 ON_POSTGRESQL = 'if op.get_context().dialect.name == "postgresql":'
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
 _BOOLEAN_TEXT = {"1": True, "true": True, "'1'": True, "0": False, "false": False, "'0'": False}

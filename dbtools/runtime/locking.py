@@ -35,8 +35,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from dbtools.database import build_engine
-from dbtools.dberrors import friendly_errors
+from dbtools.errors import friendly_errors
 from dbtools.settings import (
     DDL_LOCK_TIMEOUT_VAR,
     LOCK_RETRIES_VAR,
@@ -47,6 +46,7 @@ from dbtools.settings import (
     milliseconds,
     statement_timeout,
 )
+from dbtools.target import build_engine
 
 # pg_advisory_lock key shared by every migration run on a database.
 # Fixed forever: runs of different versions of this project must exclude each other.

@@ -14,7 +14,6 @@ from alembic.util import CommandError
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
-from dbtools.database import mask, scrub, sqlite_path
 from dbtools.settings import (
     DDL_LOCK_TIMEOUT_VAR,
     LOCK_TIMEOUT_VAR,
@@ -23,6 +22,7 @@ from dbtools.settings import (
     lock_timeout,
     statement_timeout,
 )
+from dbtools.target import mask, scrub, sqlite_path
 
 UNCHANGED = "nothing was changed"
 

@@ -11,8 +11,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import make_url
 from sqlalchemy.engine import Connection, Engine
 
-from dbtools import autogen
-from dbtools.database import build_engine
+from dbtools.autogenerate import hooks
+from dbtools.target import build_engine
 
 
 def upgrade(connection: Connection, script: ScriptDirectory, destination: str = "heads") -> MigrationContext:
@@ -28,7 +28,7 @@ def upgrade(connection: Connection, script: ScriptDirectory, destination: str = 
         return script._upgrade_revs(destination, revision)  # type: ignore[arg-type]
 
     context = MigrationContext.configure(
-        connection, opts={"fn": steps, "script": script, "transactional_ddl": True, **autogen.COMPARE_OPTIONS}
+        connection, opts={"fn": steps, "script": script, "transactional_ddl": True, **hooks.COMPARE_OPTIONS}
     )
     with context.begin_transaction(), Operations.context(context):
         context.run_migrations()

@@ -29,7 +29,7 @@ from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import make_url
 
-from dbtools.project import root_of
+from dbtools.paths import root_of
 from dbtools.run import Run
 
 SQUAWK_VAR = "SQUAWK"

@@ -34,7 +34,7 @@ from alembic.util import CommandError
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
-from dbtools import portable
+from dbtools.autogenerate import portable
 
 ON_POSTGRESQL = 'if op.get_context().dialect.name == "postgresql":'
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
@@ -347,7 +347,7 @@ def _table_names(before: sa.Table, after: sa.Table, old: str, new: str) -> list[
 
 @renderers.dispatch_for(RenameOp)
 def _render_rename(autogen_context: AutogenContext, op: RenameOp) -> list[str]:
-    # Mako's PythonPrinter indents these lines itself (see dbtools.online): none carries its own.
+    # Mako's PythonPrinter indents these lines itself (see autogenerate.nonblocking): none carries its own.
     if op.table is not None:
         lines = [f"op.alter_column({op.table!r}, {op.old!r}, new_column_name={op.new!r})", ""]
     else:

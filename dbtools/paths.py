@@ -11,7 +11,7 @@ from pathlib import Path
 from alembic.config import Config
 from sqlalchemy.engine import URL
 
-from dbtools.database import resolve_url
+from dbtools.target import resolve_url
 
 ROOT = Path(__file__).resolve().parent.parent
 INI = ROOT / "alembic.ini"

@@ -30,9 +30,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 
-from dbtools.checksums import file_checksum
+from dbtools.runtime.digest import file_checksum
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 VERSIONS = ROOT / "migrations" / "versions"
 CACHE = ROOT / ".dbtools"
 FORMAT = 1
@@ -113,7 +113,7 @@ def _inputs() -> Iterator[Path]:
     yield ROOT / "migrations" / "env.py"
     # Any new, removed or edited entry; Python's own bytecode cache aside.
     yield from sorted(path for path in VERSIONS.iterdir() if path.name != "__pycache__")
-    yield from sorted(Path(__file__).parent.rglob("*.py"))
+    yield from sorted((ROOT / "dbtools").rglob("*.py"))
 
 
 def _cache_file(environ: Mapping[str, str]) -> Path:

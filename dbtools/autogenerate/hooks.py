@@ -14,8 +14,8 @@ from sqlalchemy.schema import Column, DefaultClause
 from sqlalchemy.sql.elements import False_, True_
 from sqlalchemy.types import TypeEngine
 
-from dbtools import online, portable, renames
-from dbtools.integrity import TABLE_NAME as CHECKSUM_TABLE
+from dbtools.autogenerate import nonblocking, portable, renames
+from dbtools.runtime.checksums import TABLE_NAME as CHECKSUM_TABLE
 
 
 def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | bool:
@@ -25,7 +25,7 @@ def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | 
     imports application code: application types render as their base type.
     A boolean default renders as ``sa.true()`` rather than as the compared
     database's ``1``. An enum never creates or drops its PostgreSQL type on
-    its own: ``dbtools.portable`` writes those steps where they belong.
+    its own: ``dbtools.autogenerate.portable`` writes those steps where they belong.
     """
     from models import UTCDateTime  # only autogenerate renders, so only it loads the models
 
@@ -46,7 +46,7 @@ def compare_type(
     inspected_type: TypeEngine[Any],
     metadata_type: TypeEngine[Any],
 ) -> bool | None:
-    """SQLite's rowid key is declared INTEGER at every width: no drift (``dbtools.portable``)."""
+    """SQLite's rowid key is declared INTEGER at every width: no drift (``dbtools.autogenerate.portable``)."""
     if (
         context.dialect.name == "sqlite"
         and metadata.primary_key
@@ -102,7 +102,7 @@ def rewrite(context: MigrationContext, revision: Any, directives: list[Migration
     """Renames first (they replace operations), then the fixes for both backends, then online forms."""
     renames.rewrite(context, revision, directives)
     portable.rewrite(context, revision, directives)
-    online.rewrite(context, revision, directives)
+    nonblocking.rewrite(context, revision, directives)
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:

@@ -1,0 +1,1 @@
+"""What ``make lint`` reviews in each migration: data loss, PostgreSQL locks, acknowledgements."""
