@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -141,6 +142,15 @@ def as_plain_user() -> None:
     for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
         if libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def as_from_a_terminal() -> None:
+    """SIGINT as a shell delivers it: a test worker may ignore or block it, and children inherit that.
+
+    A subprocess's preexec_fn, for every test that sends Ctrl-C.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def failed_line(result: subprocess.CompletedProcess[str]) -> str:

@@ -15,6 +15,7 @@ from sqlalchemy.engine import URL
 from tests.helpers import (
     VENV,
     Project,
+    as_from_a_terminal,
     base_env,
     current_revision,
     dump,
@@ -260,12 +261,6 @@ def test_one_step_back_from_a_merge_says_what_to_run(project_copy: Project, tmp_
     assert "merge revision" in line
     assert "make downgrade rev=<revision>" in line
     assert dump(database_url) == before
-
-
-def as_from_a_terminal() -> None:
-    """SIGINT as a shell delivers it: a test worker may ignore or block it, and children inherit that."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
 def test_ctrl_c_during_a_migration_is_one_line_and_changes_nothing(

@@ -23,7 +23,15 @@ from sqlalchemy.engine import URL
 from dbtools import pgserver
 from dbtools.commands.upgrade import upgrade
 from tests import workers
-from tests.helpers import Project, base_env, current_revision, dump, engine_for, failed_line
+from tests.helpers import (
+    Project,
+    as_from_a_terminal,
+    base_env,
+    current_revision,
+    dump,
+    engine_for,
+    failed_line,
+)
 
 INDEX = "ix_users_email_lower"
 PROBE = '''
@@ -129,6 +137,7 @@ def start_upgrade(project: Project, url: URL) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=as_from_a_terminal,  # a test worker may ignore SIGINT; a terminal does not
     )
 
 
