@@ -26,69 +26,69 @@ quote = '$(subst ','\'',$(1))'
 .DEFAULT_GOAL := help
 .PHONY: help install upgrade downgrade migration check status verify repair rehearse restore current history sql stamp schema test lint bench bench-online clean
 
-help: ## List the targets
-	@echo "Usage: make <target> [rev=...] [msg=...]   (DATABASE_URL overrides sqlite:///app.db)"
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+# Each target's summary lives in dbtools/catalog.py, shared with python -m dbtools --help.
+help:
+	@$(PYTHON) -m dbtools.catalog
 
-install: $(DEV) ## Create .venv/ with the pinned runtime, test and lint tools
+install: $(DEV)
 
-upgrade: $(RUNTIME) ## Apply pending migrations (rev=<target>, default head); creates app.db
+upgrade: $(RUNTIME)
 	@$(CLI) upgrade $(or $(rev),head)
 
-downgrade: $(RUNTIME) ## Revert one migration (rev=<target> for any other, e.g. rev=base)
+downgrade: $(RUNTIME)
 	@$(CLI) downgrade $(or $(rev),-1)
 
-migration: $(DEV) ## Autogenerate a migration from the models: msg="what changed" [renames="t.old=new"]
+migration: $(DEV)
 	@test -n $(call quote,$(value msg)) || { echo 'usage: make migration msg="describe the change"' >&2; exit 2; }
 	@$(CLI) migration --message=$(call quote,$(value msg)) --renames=$(call quote,$(value renames))
 
-check: $(RUNTIME) ## Fail if the models differ from the migrated database
+check: $(RUNTIME)
 	@$(CLI) check
 
-status: $(RUNTIME) ## Every migration, applied or pending, its checksum, and model drift
+status: $(RUNTIME)
 	@$(CLI) status
 
-verify: $(RUNTIME) ## Fail if an applied migration was edited, deleted or never recorded
+verify: $(RUNTIME)
 	@$(CLI) verify
 
-repair: $(RUNTIME) ## Show how applied migrations differ from their files, then re-record them
+repair: $(RUNTIME)
 	@$(CLI) repair
 
-rehearse: $(RUNTIME) ## Run pending migrations (rev=<target>) for real, time each, roll back
+rehearse: $(RUNTIME)
 	@$(CLI) rehearse $(rev)
 
-restore: $(RUNTIME) ## Replace the SQLite database with its newest backup (file=<backup>)
+restore: $(RUNTIME)
 	@$(CLI) restore $(if $(value file),$(call quote,$(value file)))
 
-current: $(RUNTIME) ## Show the database's revision
+current: $(RUNTIME)
 	@$(CLI) current
 
-history: $(RUNTIME) ## List the migrations, newest first
+history: $(RUNTIME)
 	@$(ALEMBIC) history
 
-sql: $(RUNTIME) ## Print the upgrade SQL without connecting (rev=<target>, default head)
+sql: $(RUNTIME)
 	@$(ALEMBIC) upgrade $(or $(rev),head) --sql
 
-stamp: $(RUNTIME) ## Adopt a database made without migrations, if it matches the models
+stamp: $(RUNTIME)
 	@$(CLI) stamp
 
-schema: $(RUNTIME) ## Rewrite schema/*.sql, the DDL at head (starts a throwaway PostgreSQL)
+schema: $(RUNTIME)
 	@$(CLI) schema
 
-test: $(DEV) ## Run the test suite
+test: $(DEV)
 	@$(PY) -m pytest
 
-lint: $(DEV) ## ruff, mypy, and each migration's data-loss and PostgreSQL lock review (squawk)
+lint: $(DEV)
 	@$(PY) -m ruff check . && $(PY) -m ruff format --check . && $(PY) -m mypy
 	@$(CLI) lint
 
-bench: $(DEV) ## Measure costs against their floors (n=rows, default 1000000; repeat=5; tests=0)
+bench: $(DEV)
 	@$(PY) -m bench --rows $(or $(n),1000000) --repeat $(or $(repeat),5) --tests $(or $(tests),1)
 
-bench-online: $(BENCH) ## Each change under live traffic, plain against online (n=1000000 rows, repeat=3)
+bench-online: $(BENCH)
 	@$(PY) -m bench.online --rows $(or $(n),1000000) --repeat $(or $(repeat),3)
 
-clean: ## Remove .venv/ and caches (never the database)
+clean:
 	rm -rf "$(VENV)" .pytest_cache .mypy_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
+from dbtools import catalog
 from dbtools.runtime import fastpath
 
 if TYPE_CHECKING:
@@ -23,39 +24,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m dbtools", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, summary: str) -> argparse.ArgumentParser:
+    def add(name: str) -> argparse.ArgumentParser:
+        summary = catalog.by_name(name).summary
         return commands.add_parser(name, help=summary, description=summary)
 
-    add("upgrade", "apply pending migrations; creates a missing SQLite database").add_argument(
+    add("upgrade").add_argument(
         "revision", nargs="?", default="head", help="the revision to reach (default: head)"
     )
-    add("downgrade", "revert migrations").add_argument(
+    add("downgrade").add_argument(
         "revision", nargs="?", default="-1", help="the revision to reach (default: -1, one step back)"
     )
-    migration = add("migration", "autogenerate a migration from the models")
+    migration = add("migration")
     migration.add_argument("-m", "--message", required=True, help="what changed, e.g. 'add display name'")
     migration.add_argument(
         "--renames", default="", help="renames to write, e.g. 'users.name=display_name accounts=users'"
     )
-    add("check", "fail if the models differ from the migrated database")
-    add("current", "show the database's revision")
-    add("status", "every migration, applied or pending, its checksum, and model drift")
-    add("verify", "fail if an applied migration was edited, deleted or never recorded")
-    add("repair", "show how applied migrations differ from their files, then re-record them")
-    add("rehearse", "run the pending migrations for real, time each, roll back").add_argument(
+    for name in ("check", "current", "status", "verify", "repair", "stamp"):
+        add(name)
+    add("rehearse").add_argument(
         "revision", nargs="?", default="head", help="the revision to reach (default: head)"
     )
-    add("restore", "replace the SQLite database with a backup").add_argument(
-        "file", nargs="?", help="the backup to restore (default: the newest)"
-    )
-    add("stamp", "adopt a database made without migrations, if it matches the models")
-    add("schema", "rewrite schema/*.sql, the DDL at head").add_argument(
+    add("restore").add_argument("file", nargs="?", help="the backup to restore (default: the newest)")
+    add("schema").add_argument(
         "--check", action="store_true", help="print the diff and fail instead of writing"
     )
-    add("lint", "refuse migrations that lose data without saying why").add_argument(
+    add("lint").add_argument(
         "paths", nargs="*", help="migration files or folders (default: migrations/versions)"
     )
-    pgserver = add("pgserver", "start or stop a throwaway PostgreSQL server (for CI)")
+    pgserver = add("pgserver")
     pgserver.add_argument("action", choices=("start", "stop"))
     pgserver.add_argument("directory", help="where the server keeps its files")
     return parser

@@ -135,6 +135,27 @@ def test_make_help_lists_every_target(project: Project) -> None:
         }
 
 
+def test_make_help_and_the_cli_take_each_summary_from_the_catalog(project: Project) -> None:
+    import argparse
+    import re
+
+    from dbtools import catalog
+    from dbtools.__main__ import build_parser
+
+    makefile = (project.root / "Makefile").read_text()
+    targets = re.findall(r"^([a-z-]+):", makefile, re.MULTILINE)
+    assert sorted(targets) == sorted(e.name for e in catalog.ENTRIES if e.name not in catalog.CLI_ONLY)
+    assert "## " not in makefile  # no second copy of a summary
+    shown = project.make("help").stdout.splitlines()
+    for entry in catalog.ENTRIES:
+        if entry.name not in catalog.CLI_ONLY:
+            assert any(line.split()[0] == entry.name and entry.summary in line for line in shown[1:])
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert {name: parser.description for name, parser in sub.choices.items()} == {
+        entry.name: entry.summary for entry in catalog.ENTRIES if entry.command
+    }
+
+
 def test_make_migration_without_msg_prints_usage(project_copy: Project) -> None:
     result = project_copy.make("migration")
     assert result.returncode != 0

@@ -1,0 +1,88 @@
+"""Every make target and ``python -m dbtools`` command, with its one-line summary, defined once.
+
+``make help`` prints this list (``python3 -m dbtools.catalog``, no virtualenv
+needed), ``python -m dbtools --help`` builds its sub-commands' help from it,
+and a test holds the Makefile, this list and the docs to one another. Standard
+library only: ``make help`` runs it with whatever ``python3`` is on the machine.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    summary: str
+    # What the make target takes, e.g. "rev=<target>, default head"; shown by make help only.
+    make_args: str = ""
+    # Also a command of python -m dbtools (the make target calls it), or make-only.
+    command: bool = True
+
+
+ENTRIES = (
+    Entry("help", "List the targets", command=False),
+    Entry("install", "Create .venv/ with the pinned runtime, test and lint tools", command=False),
+    Entry(
+        "upgrade",
+        "Apply pending migrations; creates a missing SQLite database",
+        "rev=<target>, default head",
+    ),
+    Entry("downgrade", "Revert migrations, one by default", "rev=<target> for any other, e.g. rev=base"),
+    Entry(
+        "migration",
+        "Autogenerate a migration from the models",
+        'msg="what changed" [renames="t.old=new"]',
+    ),
+    Entry("check", "Fail if the models differ from the migrated database"),
+    Entry("status", "Every migration, applied or pending, its checksum, and model drift"),
+    Entry("verify", "Fail if an applied migration was edited, deleted or never recorded"),
+    Entry("repair", "Show how applied migrations differ from their files, then re-record them"),
+    Entry("rehearse", "Run the pending migrations for real, time each, roll back", "rev=<target>"),
+    Entry("restore", "Replace the SQLite database with a backup, the newest by default", "file=<backup>"),
+    Entry("current", "Show the database's revision"),
+    Entry("history", "List the migrations, newest first", command=False),
+    Entry("sql", "Print the upgrade SQL without connecting", "rev=<target>, default head", command=False),
+    Entry("stamp", "Adopt a database made without migrations, if it matches the models"),
+    Entry("schema", "Rewrite schema/*.sql, the DDL at head (starts a throwaway PostgreSQL)"),
+    Entry("test", "Run the test suite", command=False),
+    Entry(
+        "lint", "Refuse migrations that lose data or lock a table without saying why", "after ruff and mypy"
+    ),
+    Entry(
+        "bench",
+        "Measure costs against their floors",
+        "n=rows, default 1000000; repeat=5; tests=0",
+        command=False,
+    ),
+    Entry(
+        "bench-online",
+        "Each change under live traffic, plain against online",
+        "n=1000000 rows, repeat=3",
+        command=False,
+    ),
+    Entry("clean", "Remove .venv/ and caches (never the database)", command=False),
+    Entry("pgserver", "Start or stop a throwaway PostgreSQL server (for CI)"),
+)
+# Commands of python -m dbtools that no make target wraps.
+CLI_ONLY = ("pgserver",)
+
+
+def by_name(name: str) -> Entry:
+    return next(entry for entry in ENTRIES if entry.name == name)
+
+
+def make_help() -> str:
+    lines = ["Usage: make <target> [rev=...] [msg=...]   (DATABASE_URL overrides sqlite:///app.db)"]
+    for entry in ENTRIES:
+        if entry.name in CLI_ONLY:
+            continue
+        args = f" ({entry.make_args})" if entry.make_args else ""
+        lines.append(f"  {entry.name:<13} {entry.summary}{args}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(make_help() + "\n")
