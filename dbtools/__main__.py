@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from alembic.util import CommandError
 
     from dbtools import paths
+    from dbtools.errors import Interrupted
 
     options = vars(build_parser().parse_args(argv))
     name = options.pop("command")
@@ -79,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt as exc:
         # Raised through every `with` block first: each transaction was rolled back
-        # (dbtools.runtime.locking says what an autocommit_block() had committed before).
-        said = str(exc) or "the transaction was rolled back, so nothing was changed"
+        # (an Interrupted says what an autocommit_block() had committed before).
+        said = (exc.committed if isinstance(exc, Interrupted) else "") or (
+            "the transaction was rolled back, so nothing was changed"
+        )
         print(f"FAILED: interrupted; {said}", file=sys.stderr)
         return 130
     return 0

@@ -1,32 +1,39 @@
-"""Where the project lives and which database it is configured for.
+"""Where the project lives: its root, ``alembic.ini`` and the migration files.
 
-Every entry point (env.py, the CLI, the tests, the benchmark) starts here, so
-the project root, ``alembic.ini`` and the database URL are each found one way.
+Every entry point (env.py, the CLI, the no-op fast path, the tests, the
+benchmark) finds them here, one way. Standard library only: the fast path
+reads these before SQLAlchemy or Alembic is imported.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic.config import Config
-from sqlalchemy.engine import URL
-
-from dbtools.target import resolve_url
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 INI = ROOT / "alembic.ini"
+ENV = ROOT / "migrations" / "env.py"
 VERSIONS = ROOT / "migrations" / "versions"
+# The no-op fast path's records (dbtools.runtime.fastpath); git-ignored.
+CACHE = ROOT / ".dbtools"
+# The committed DDL at head (make schema), relative to a project's root.
+SCHEMA = Path("schema")
+# Where a database keeps its migration records: Alembic's table and the project's checksums.
+VERSION_TABLE = "alembic_version"
+CHECKSUM_TABLE = "alembic_checksums"
+# The first 16 bytes of every SQLite database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 def alembic_config() -> Config:
+    from alembic.config import Config
+
     return Config(str(INI))
 
 
 def root_of(config: Config) -> Path:
     """The project that ``config`` belongs to (a copy of this one, in the tests)."""
     return Path(config.config_file_name).resolve().parent if config.config_file_name else ROOT
-
-
-def database_url(config: Config) -> URL:
-    """``DATABASE_URL`` over ``sqlalchemy.url``; relative SQLite paths are relative to ROOT."""
-    return resolve_url(config.get_main_option("sqlalchemy.url"), ROOT)

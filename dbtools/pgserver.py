@@ -39,18 +39,27 @@ class NoServer(RuntimeError):
     """No PostgreSQL installation to start a server from."""
 
 
-def bindir() -> Path | None:
-    """Where initdb and pg_ctl live, or None when PostgreSQL is not installed."""
-    found = shutil.which("initdb")
+def binary(name: str) -> Path | None:
+    """A PostgreSQL program (initdb, pg_ctl, pg_dump): on PATH, else in ``pg_config --bindir``.
+
+    Debian installs the server's programs outside PATH, where only pg_config knows them.
+    """
+    found = shutil.which(name)
     if found:
-        return Path(found).parent
+        return Path(found)
     pg_config = shutil.which("pg_config")
     if pg_config:
         out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
-        candidate = Path(out.stdout.strip())
-        if (candidate / "initdb").exists():
+        candidate = Path(out.stdout.strip()) / name
+        if candidate.exists():
             return candidate
     return None
+
+
+def bindir() -> Path | None:
+    """Where initdb and pg_ctl live, or None when PostgreSQL is not installed."""
+    initdb = binary("initdb")
+    return initdb.parent if initdb else None
 
 
 def _run_as_server_user(argv: list[str]) -> None:

@@ -7,18 +7,61 @@ command line, pytest-alembic, scripts) get the full safety net.
 
 from __future__ import annotations
 
+import logging
+import sys
+import time
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from alembic.config import Config
-from sqlalchemy.engine import URL, Connection, Engine
-
-from dbtools.runtime.timing import StepTimer
+from alembic.runtime.migration import MigrationContext, MigrationInfo
+from sqlalchemy.engine import Connection, Engine
 
 if TYPE_CHECKING:
-    from dbtools.autogenerate.renames import Decisions
+    from dbtools.target import Target
 
 KEY = "dbtools.run"
+
+
+def _ask(question: str) -> bool:
+    print(question, end="", flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+@dataclass
+class Decisions:
+    """What the user said about renames (``dbtools.autogenerate.renames``): ``renames=``
+    answers, and whether a terminal may be asked."""
+
+    answers: tuple[str, ...] = ()
+    ask: bool = False
+    message: str = ""
+    ask_one: Callable[[str], bool] = field(default=lambda question: _ask(question))
+
+
+log = logging.getLogger(__name__)
+
+
+class StepTimer:
+    """How long each migration of a run took: logged, and kept for `make rehearse`."""
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, float]] = []  # (revision, seconds)
+        self._mark = time.perf_counter()
+
+    def start(self) -> None:
+        self._mark = time.perf_counter()
+
+    def on_version_apply(
+        self, ctx: MigrationContext, step: MigrationInfo, heads: Collection[str], run_args: Mapping[str, Any]
+    ) -> None:
+        now = time.perf_counter()
+        elapsed, self._mark = now - self._mark, now
+        # Up or down, the migration that ran is the "up" side of the step.
+        revision = ",".join(step.up_revision_ids)
+        self.steps.append((revision, elapsed))
+        log.info("%s %s took %.3f s", "Upgrade to" if step.is_upgrade else "Downgrade of", revision, elapsed)
 
 
 @dataclass(frozen=True)
@@ -28,7 +71,7 @@ class Run:
     connection: Connection | Engine | None = None
     # Migrate, or render with --sql, this database instead of the configured one
     # (make lint renders PostgreSQL's SQL whatever DATABASE_URL says).
-    url: URL | None = None
+    target: Target | None = None
     # Load the models up front: autogenerate compares with them. Otherwise they
     # are loaded only if a guard needs them, which keeps a no-op upgrade cheap.
     needs_models: bool = True
@@ -59,10 +102,16 @@ def of(config: Config) -> Run:
     """This run's options; a connection in ``attributes["connection"]`` counts too.
 
     That key is Alembic's cookbook recipe for sharing a connection, and how
-    pytest-alembic hands its engine to env.py.
+    pytest-alembic hands its engine to env.py. A run handed a connection
+    works on that connection's database, whatever DATABASE_URL says.
     """
+    from dbtools.target import Target
+
     run = config.attributes.get(KEY) or Run()
     shared = config.attributes.get("connection")
     if run.connection is None and shared is not None:
         run = replace(run, connection=shared)
+    if run.target is None and run.connection is not None:
+        url = run.connection.url if isinstance(run.connection, Engine) else run.connection.engine.url
+        run = replace(run, target=Target.of(url))
     return run

@@ -1,22 +1,40 @@
-"""Tunables read from the environment, validated once, with safe defaults."""
+"""Tunables read from the environment, validated once, with safe defaults.
+
+Standard library only until a value is refused: the no-op fast path keys its
+record on ``NAMES`` before SQLAlchemy or Alembic is imported.
+"""
 
 from __future__ import annotations
 
 import math
 import os
 
-from alembic.util import CommandError
-
+DATABASE_URL_VAR = "DATABASE_URL"
 LOCK_TIMEOUT_VAR = "MIGRATION_LOCK_TIMEOUT"
 BACKUP_KEEP_VAR = "MIGRATION_BACKUP_KEEP"
 DDL_LOCK_TIMEOUT_VAR = "MIGRATION_DDL_LOCK_TIMEOUT"
 LOCK_RETRIES_VAR = "MIGRATION_LOCK_RETRIES"
 STATEMENT_TIMEOUT_VAR = "MIGRATION_STATEMENT_TIMEOUT"
 MAX_RETRIES = 100
+# Everything in the environment a migration run reads: a change may mean another answer.
+NAMES = (
+    DATABASE_URL_VAR,
+    LOCK_TIMEOUT_VAR,
+    DDL_LOCK_TIMEOUT_VAR,
+    LOCK_RETRIES_VAR,
+    STATEMENT_TIMEOUT_VAR,
+    BACKUP_KEEP_VAR,
+)
 
 
 # PostgreSQL's timeouts are whole milliseconds in an int: about 24.8 days at most.
 MAX_SECONDS = 2_147_483
+
+
+def _refuse(message: str) -> Exception:
+    from alembic.util import CommandError
+
+    return CommandError(message)
 
 
 def _seconds(name: str, default: float, *, zero_means: str = "") -> float:
@@ -33,7 +51,7 @@ def _seconds(name: str, default: float, *, zero_means: str = "") -> float:
         allowed = f"a positive number of seconds (at most {MAX_SECONDS:,})"
         if zero_means:
             allowed = f"0 ({zero_means}) or {allowed}"
-        raise CommandError(f"{name}={raw!r} is not {allowed}; fix or unset it")
+        raise _refuse(f"{name}={raw!r} is not {allowed}; fix or unset it")
     return value
 
 
@@ -42,7 +60,7 @@ def _count(name: str, default: int, *, most: int, zero_means: str) -> int:
     if not raw:
         return default
     if not raw.isdigit() or int(raw) > most:
-        raise CommandError(
+        raise _refuse(
             f"{name}={raw!r} is not a whole number from 0 ({zero_means}) to {most}; fix or unset it"
         )
     return int(raw)

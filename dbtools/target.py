@@ -1,16 +1,22 @@
-"""Which database a migration run talks to, and how it connects.
+"""The database a command or a run works on, resolved once from configuration.
 
-The URL comes from ``DATABASE_URL`` or ``alembic.ini``; it is kept as a
+The URL comes from ``DATABASE_URL`` or ``alembic.ini``. ``resolve`` turns it
+into a frozen ``Target`` at the start of a command or a run, and every later
+room reads its fields (the backend, the SQLite file, the masked form, whether
+it is read-only) instead of asking the URL again. The URL is kept as a
 SQLAlchemy ``URL`` object and never written back into the Alembic config,
 whose ConfigParser interpolation would choke on a percent-encoded password.
-Every message that names the URL masks its password.
+Every message that names the database uses ``masked`` or ``where``, and any
+driver text passes through ``scrub``: a password is never printed.
 """
 
 from __future__ import annotations
 
+import enum
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote
 
 from alembic.util import CommandError
@@ -18,12 +24,126 @@ from sqlalchemy import create_engine, event, pool
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from dbtools.paths import ROOT, SQLITE_HEADER
 from dbtools.settings import lock_timeout
 
-SQLITE_HEADER = b"SQLite format 3\x00"
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 EXAMPLE_URLS = "sqlite:///app.db or postgresql+psycopg://user:password@host:5432/dbname"
 # Query parameters SQLite reads only from a URI filename; pysqlite drops them otherwise.
 URI_ONLY_PARAMETERS = ("mode", "cache", "immutable", "nolock", "vfs", "psow", "modeof")
+
+
+class Backend(enum.Enum):
+    SQLITE = "sqlite"
+    POSTGRESQL = "postgresql"
+    OTHER = "other"
+
+
+@dataclass(frozen=True)
+class Target:
+    """A database URL with every answer a command needs about it, computed once."""
+
+    url: URL
+    backend: Backend
+    # The file behind a SQLite URL (URI filenames included); None in memory or on a server.
+    sqlite_path: Path | None
+    # The URL as messages show it: no password, a SQLite path as it is spelled on disk.
+    masked: str
+    # A URI filename opened with mode=ro: fine for looking, refused for migrating.
+    read_only: bool
+
+    @classmethod
+    def of(cls, url: URL) -> Target:
+        """A target for a URL already resolved (a test's database, lint's rendering dialect, a copy)."""
+        backend = {b.value: b for b in Backend}.get(url.get_backend_name(), Backend.OTHER)
+        uri = _is_uri(url)
+        return cls(
+            url=url,
+            backend=backend,
+            sqlite_path=_sqlite_path(url, uri) if backend is Backend.SQLITE else None,
+            masked=_mask(url, backend),
+            read_only=uri and url.query.get("mode") == "ro",
+        )
+
+    @property
+    def where(self) -> str:
+        """How a message names it: the SQLite file, else the masked URL."""
+        return str(self.sqlite_path or self.masked)
+
+    def scrub(self, text: str) -> str:
+        """Remove the password from a driver's message, in case it echoes it."""
+        if self.url.password:
+            text = text.replace(str(self.url.password), "***")
+        return text
+
+    def with_database(self, database: str) -> Target:
+        """The same server or driver, another database (a rehearsal's copy, or memory)."""
+        return Target.of(self.url.set(database=database))
+
+    def exists(self, *, writes: bool = True) -> bool:
+        """Whether there is a database to look at; a SQLite file found is checked before use.
+
+        Other backends are asked by connecting, which fails clearly when they are not there.
+        """
+        if self.sqlite_path is None:
+            return True
+        if not self.sqlite_path.exists():
+            return False
+        check_sqlite_file(self.sqlite_path, writes=writes)
+        return True
+
+    def check_before_opening(self, *, may_create: bool, writes: bool) -> None:
+        """Only runs that may migrate create a missing SQLite file; the others refuse."""
+        path = self.sqlite_path
+        if path is None:
+            return
+        if writes and self.read_only:
+            raise CommandError(
+                f"DATABASE_URL opens {path} read-only (mode=ro), and a migration writes; "
+                "nothing was changed. Drop mode=ro to migrate"
+            )
+        if not may_create and not path.exists():
+            raise CommandError(f"{path} does not exist yet; run `make upgrade` to create it")
+        check_sqlite_file(path, writes=writes)
+
+    def engine(self, *, writes: bool = True) -> Engine:
+        """An engine whose transactions really wrap DDL, on every backend.
+
+        pysqlite's own transaction handling commits before DDL, so Alembic on
+        SQLite normally runs without a transaction. SQLAlchemy's documented recipe
+        turns that off and emits ``BEGIN IMMEDIATE`` itself: the whole run is one
+        transaction, and the write lock is taken before the current revision is
+        read, so concurrent runs queue (for up to ``MIGRATION_LOCK_TIMEOUT``).
+        A run that only reads (``writes=False``) begins a plain transaction: a
+        consistent snapshot that works on a read-only file too.
+        """
+        kwargs: dict[str, Any] = {"poolclass": pool.NullPool}
+        sqlite = self.backend is Backend.SQLITE
+        if sqlite:
+            kwargs["connect_args"] = {"timeout": lock_timeout()}
+        try:
+            engine = create_engine(self.url, **kwargs)
+        except NoSuchModuleError:
+            raise CommandError(
+                f"DATABASE_URL names an unknown database {self.url.drivername!r} ({self.masked}); "
+                f"expected e.g. {EXAMPLE_URLS}"
+            ) from None
+        except ImportError as exc:
+            raise CommandError(
+                f"the database driver for {self.url.drivername!r} is not installed ({exc.name or exc}); "
+                "add it to requirements.txt and run `make install`, or use postgresql+psycopg://"
+            ) from None
+        if sqlite:
+            event.listen(engine, "connect", _sqlite_driver_autocommit)
+            event.listen(engine, "begin", _sqlite_begin_immediate if writes else _sqlite_begin_deferred)
+        return engine
+
+
+def resolve(config: Config) -> Target:
+    """``DATABASE_URL`` over ``sqlalchemy.url``; relative SQLite paths are relative to the project."""
+    return Target.of(resolve_url(config.get_main_option("sqlalchemy.url"), ROOT))
 
 
 def resolve_url(ini_url: str | None, project_root: Path) -> URL:
@@ -59,7 +179,7 @@ def _resolve_sqlite(url: URL, project_root: Path) -> URL:
             f"SQLite ignores {', '.join(ignored)} in DATABASE_URL unless it is a URI filename; "
             "write it as sqlite:///file:app.db?mode=ro&uri=true, or drop the parameter"
         )
-    path = sqlite_path(url)
+    path = _sqlite_path(url, uri)
     if path is None or path.is_absolute():
         return url
     # Relative to the project, never to wherever the command was run.
@@ -67,45 +187,28 @@ def _resolve_sqlite(url: URL, project_root: Path) -> URL:
     return url.set(database=f"file:{quote(str(absolute))}" if uri else str(absolute))
 
 
-def mask(url: URL) -> str:
-    """The URL as messages show it: no password, and a SQLite path as it is spelled on disk."""
-    if url.get_backend_name() == "sqlite" and url.database:
+def _mask(url: URL, backend: Backend) -> str:
+    if backend is Backend.SQLITE and url.database:
         query = "&".join(f"{key}={value}" for key, value in sorted(url.query.items()))
         return f"{url.drivername}:///{url.database}" + (f"?{query}" if query else "")
     return url.render_as_string(hide_password=True)
-
-
-def scrub(text: str, url: URL) -> str:
-    """Remove the password from a driver's message, in case it echoes it."""
-    if url.password:
-        text = text.replace(str(url.password), "***")
-    return text
-
-
-def is_memory(url: URL) -> bool:
-    return url.database in (None, "", ":memory:") or bool(url.query.get("mode") == "memory")
 
 
 def _is_uri(url: URL) -> bool:
     return str(url.query.get("uri", "")).lower() in ("true", "1")
 
 
-def sqlite_path(url: URL) -> Path | None:
-    """The file behind a SQLite URL, URI filenames (``file:...&uri=true``) included; None otherwise."""
-    if url.get_backend_name() != "sqlite" or is_memory(url):
+def _sqlite_path(url: URL, uri: bool) -> Path | None:
+    """The file behind a SQLite URL, URI filenames (``file:...&uri=true``) included; None in memory."""
+    if url.database in (None, "", ":memory:") or url.query.get("mode") == "memory":
         return None
     database = str(url.database)
-    if _is_uri(url) and database.startswith("file:"):
+    if uri and database.startswith("file:"):
         database = database.removeprefix("file:")
         if database.startswith("//"):  # file://[localhost]/path
             database = "/" + database[2:].partition("/")[2]
         return Path(unquote(database))
     return Path(database)
-
-
-def read_only(url: URL) -> bool:
-    """A URI filename opened with mode=ro: fine for looking, refused for migrating."""
-    return _is_uri(url) and url.query.get("mode") == "ro"
 
 
 def check_sqlite_file(path: Path, *, writes: bool = True) -> None:
@@ -145,68 +248,6 @@ def check_sqlite_file(path: Path, *, writes: bool = True) -> None:
             f"the directory {directory} is read-only, and SQLite needs to write "
             f"{path.name} and its journal there; make it writable to migrate"
         )
-
-
-def exists(url: URL, *, writes: bool = True) -> bool:
-    """Whether there is a database to look at; a SQLite file found is checked before use.
-
-    Other backends are asked by connecting, which fails clearly when they are not there.
-    """
-    path = sqlite_path(url)
-    if path is None:
-        return True
-    if not path.exists():
-        return False
-    check_sqlite_file(path, writes=writes)
-    return True
-
-
-def check_before_opening(url: URL, *, may_create: bool, writes: bool) -> None:
-    """Only runs that may migrate create a missing SQLite file; the others refuse."""
-    path = sqlite_path(url)
-    if path is None:
-        return
-    if writes and read_only(url):
-        raise CommandError(
-            f"DATABASE_URL opens {path} read-only (mode=ro), and a migration writes; "
-            "nothing was changed. Drop mode=ro to migrate"
-        )
-    if not may_create and not path.exists():
-        raise CommandError(f"{path} does not exist yet; run `make upgrade` to create it")
-    check_sqlite_file(path, writes=writes)
-
-
-def build_engine(url: URL, *, writes: bool = True) -> Engine:
-    """An engine whose transactions really wrap DDL, on every backend.
-
-    pysqlite's own transaction handling commits before DDL, so Alembic on
-    SQLite normally runs without a transaction. SQLAlchemy's documented recipe
-    turns that off and emits ``BEGIN IMMEDIATE`` itself: the whole run is one
-    transaction, and the write lock is taken before the current revision is
-    read, so concurrent runs queue (for up to ``MIGRATION_LOCK_TIMEOUT``).
-    A run that only reads (``writes=False``) begins a plain transaction: a
-    consistent snapshot that works on a read-only file too.
-    """
-    kwargs: dict[str, Any] = {"poolclass": pool.NullPool}
-    sqlite = url.get_backend_name() == "sqlite"
-    if sqlite:
-        kwargs["connect_args"] = {"timeout": lock_timeout()}
-    try:
-        engine = create_engine(url, **kwargs)
-    except NoSuchModuleError:
-        raise CommandError(
-            f"DATABASE_URL names an unknown database {url.drivername!r} ({mask(url)}); "
-            f"expected e.g. {EXAMPLE_URLS}"
-        ) from None
-    except ImportError as exc:
-        raise CommandError(
-            f"the database driver for {url.drivername!r} is not installed ({exc.name or exc}); "
-            "add it to requirements.txt and run `make install`, or use postgresql+psycopg://"
-        ) from None
-    if sqlite:
-        event.listen(engine, "connect", _sqlite_driver_autocommit)
-        event.listen(engine, "begin", _sqlite_begin_immediate if writes else _sqlite_begin_deferred)
-    return engine
 
 
 def _sqlite_driver_autocommit(dbapi_connection: Any, _record: Any) -> None:

@@ -20,18 +20,18 @@ from alembic.runtime.migration import MigrationContext, MigrationInfo
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 
-from dbtools import paths, run, settings
+from dbtools import paths, run, settings, target
 from dbtools.autogenerate import hooks
 from dbtools.errors import friendly_errors
 from dbtools.runtime import backup, checksums, locking, naming, refusals
-from dbtools.target import build_engine, check_before_opening
+from dbtools.target import Backend
 
 config = context.config
 if config.config_file_name is not None:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 this_run = run.of(config)
-url = this_run.url or paths.database_url(config)
+database = this_run.target or target.resolve(config)  # resolved once: every helper reads its fields
 settings.check_all()  # a malformed MIGRATION_* variable fails before anything is opened
 
 
@@ -51,7 +51,7 @@ target_metadata = load_models() if this_run.needs_models else None
 def run_migrations_offline() -> None:
     """Print the SQL (``--sql``) without connecting to a database."""
     context.configure(
-        url=url,
+        url=database.url,
         target_metadata=target_metadata,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
@@ -59,7 +59,7 @@ def run_migrations_offline() -> None:
         **hooks.COMPARE_OPTIONS,
     )
     # SQL applied by hand keeps a run's guarantees: the migration lock and its timeouts.
-    postgresql = url.get_backend_name() == "postgresql"
+    postgresql = database.backend is Backend.POSTGRESQL
     for statement in locking.offline_prelude() if postgresql else []:
         context.execute(statement)
     with context.begin_transaction():
@@ -73,8 +73,8 @@ def run_migrations_online() -> None:
     given = this_run.connection
     if given is None:
         writes = this_run.applies_migrations  # the others only look: a read-only file will do
-        check_before_opening(url, may_create=this_run.creates_database, writes=writes)
-        given = build_engine(url, writes=writes)
+        database.check_before_opening(may_create=this_run.creates_database, writes=writes)
+        given = database.engine(writes=writes)
 
     def after_each_step(
         ctx: MigrationContext, step: MigrationInfo, heads: Collection[str], run_args: Mapping[str, Any]
@@ -84,7 +84,7 @@ def run_migrations_online() -> None:
 
     # Entered in order, so connection failures are translated too.
     with (
-        friendly_errors(url),
+        friendly_errors(database),
         nullcontext(given) if isinstance(given, Connection) else given.connect() as connection,
         locking.held(connection) as migration_lock,  # PostgreSQL; SQLite locks in BEGIN IMMEDIATE
     ):
@@ -114,7 +114,7 @@ def run_migrations_online() -> None:
                 if this_run.applies_migrations:
                     checksums.verify(connection, context.script, migration_context.get_current_heads())
                     if this_run.backs_up:
-                        backup.before_change(connection, migration_context)  # SQLite files only
+                        backup.before_change(connection, migration_context, database.sqlite_path)
                 this_run.timer.start()
                 context.run_migrations()
 

@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy.engine import URL, Engine
 
 from dbtools import pgserver
-from dbtools.target import build_engine
+from dbtools.target import Target
 from tests.helpers import ROOT, Project
 from tests.revision_data import REVISION_DATA
 
@@ -85,7 +85,7 @@ def alembic_config() -> dict[str, Any]:
 
 @pytest.fixture
 def alembic_engine(database_url: URL) -> Iterator[Engine]:
-    engine = build_engine(database_url)
+    engine = Target.of(database_url).engine()
     try:
         yield engine
     finally:

@@ -30,8 +30,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
 from dbtools import pgserver
-from dbtools.commands import check, migration, schema
+from dbtools.commands import check, migration
 from dbtools.run import Run
+from dbtools.runtime import snapshot
 from tests import workers
 from tests.evolution import CHAINS, Change
 from tests.helpers import Project, engine_for, execute, failed_line, insert_users
@@ -159,7 +160,7 @@ class Deployment:
         """``make schema``'s PostgreSQL file, dumped from the deployment just migrated."""
         config = Config(str(self.project.root / "alembic.ini"))
         script = ScriptDirectory.from_config(config)
-        dump = schema.postgresql_schema(script, self.urls["postgresql"])
+        dump = snapshot.postgresql_schema(script, self.urls["postgresql"])
         (self.project.root / "schema" / "postgresql.sql").write_text(dump)
 
 

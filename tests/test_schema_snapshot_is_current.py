@@ -10,7 +10,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
 from dbtools import pgserver
-from dbtools.commands import schema as snapshot
+from dbtools.runtime import snapshot
 from tests.helpers import ROOT, VENV, Project, base_env, url_string
 
 SCRIPT = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini")))

@@ -15,7 +15,7 @@ from sqlalchemy.sql.elements import False_, True_
 from sqlalchemy.types import TypeEngine
 
 from dbtools.autogenerate import nonblocking, portable, renames
-from dbtools.runtime.checksums import TABLE_NAME as CHECKSUM_TABLE
+from dbtools.paths import CHECKSUM_TABLE
 
 
 def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | bool:

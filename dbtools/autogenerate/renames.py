@@ -17,10 +17,9 @@ named after the old name (the naming convention) are renamed with it, so
 from __future__ import annotations
 
 import re
-import sys
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,6 +34,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
 from dbtools.autogenerate import portable
+from dbtools.run import Decisions
 
 ON_POSTGRESQL = 'if op.get_context().dialect.name == "postgresql":'
 _PG = postgresql.dialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
@@ -56,16 +56,6 @@ class Candidate:
         if self.table:
             return f"Was {self.table}.{self.old} renamed to {self.table}.{self.new} ({self.what})? [y/N] "
         return f"Was the table {self.old} renamed to {self.new} ({self.what})? [y/N] "
-
-
-@dataclass
-class Decisions:
-    """What the user said: ``renames=`` answers, and whether a terminal may be asked."""
-
-    answers: tuple[str, ...] = ()
-    ask: bool = False
-    message: str = ""
-    ask_one: Callable[[str], bool] = field(default=lambda question: _ask(question))
 
 
 def parse(raw: str) -> tuple[str, ...]:
@@ -118,11 +108,6 @@ def rewrite(context: MigrationContext, revision: Any, directives: list[Migration
         apply(upgrade, candidate)
     if accepted:
         script.downgrade_ops = upgrade.reverse()
-
-
-def _ask(question: str) -> bool:
-    print(question, end="", flush=True)
-    return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
 def _shell(text: str) -> str:

@@ -1,67 +1,27 @@
-"""``make lint``'s own checks: no migration may lose data or lock a table without saying why.
-
-ruff and mypy run beside it in the Makefile; these are the parts only this
-project knows: data loss (``dbtools.lint.dataloss``) and PostgreSQL locks
-(``dbtools.lint.locks``, squawk on each revision's SQL). An intended hazard is
-acknowledged in its migration file (``dbtools.lint.acknowledgements``).
-"""
+"""``make lint``'s own checks: refuse migrations that lose data or lock a table without saying why."""
 
 from __future__ import annotations
 
-import ast
 import sys
-from pathlib import Path
 
 from alembic.config import Config
 from alembic.util import CommandError
 
-from dbtools.lint import acknowledgements, locks
 from dbtools.lint.acknowledgements import DESTRUCTIVE, LOCKING
-from dbtools.lint.dataloss import scan, widened_text
-from dbtools.lint.locks import Hazard
-from dbtools.paths import VERSIONS
+from dbtools.lint.review import review
 
 
 def lint(config: Config, paths: list[str] | None = None) -> None:
-    given = [Path(path) for path in paths or []] or [VERSIONS]
-    files = sorted(f for p in given for f in (p.glob("*.py") if p.is_dir() else [p]))
-    hazards, reviewed = locks.review(config, files)
-    refused: list[str] = []
-    for path in files:
-        tree = ast.parse(path.read_text(), filename=str(path))
-        marked = acknowledgements.read(tree)
-        refused.extend(f"{path.name}: {problem}" for problem in marked.problems)
-        found = scan(tree, path)
-        if found and marked.destructive:
-            print(f"{path.name}: destructive, acknowledged ({marked.destructive})")
-        elif found:
-            refused.extend(f"{finding} [data loss]" for finding in found)
-        if path.resolve() not in reviewed:
-            print(f"{path.name}: not in the migration history, so its PostgreSQL locks were not reviewed")
-        widened = widened_text(tree, path)
-        mine = [h for h in hazards if h.path == path.resolve() and not _catalog_only(h, widened)]
-        found_rules = {h.rule for h in mine}
-        refused.extend(str(h) for h in mine if h.rule not in marked.locking)
-        for rule, reason in marked.locking.items():
-            if rule in found_rules:
-                print(f"{path.name}: {rule}, acknowledged ({reason})")
-            elif path.resolve() in reviewed:
-                print(f"{path.name}: acknowledges {rule}, which the lock review does not find (any more)")
-    for line in refused:
+    verdict = review(config, paths or [])
+    for line in verdict.notes:
+        print(line)
+    for line in verdict.refused:
         print(line, file=sys.stderr)
-    if refused:
+    if verdict.refused:
         raise CommandError(
-            f"{len(refused)} hazard(s) in upgrade() that the migration does not acknowledge; make them "
-            f'safe, or say why they are intended: `{DESTRUCTIVE} = "<reason>"` for data loss, '
+            f"{len(verdict.refused)} hazard(s) in upgrade() that the migration does not acknowledge; make "
+            f'them safe, or say why they are intended: `{DESTRUCTIVE} = "<reason>"` for data loss, '
             f'`{LOCKING} = {{"<squawk rule>": "<reason>"}}` for a lock'
         )
-    print(
-        f"Migration lint: {len(files)} migration(s), no unacknowledged data loss or PostgreSQL lock hazard."
-    )
-
-
-def _catalog_only(hazard: Hazard, widened: set[tuple[str, str]]) -> bool:
-    """squawk's changing-column-type on a text widening, which PostgreSQL does without a rewrite."""
-    return hazard.rule == "changing-column-type" and any(
-        f"ALTER TABLE {table} ALTER COLUMN {column} TYPE " in hazard.statement for table, column in widened
-    )
+    clean = "no unacknowledged data loss or PostgreSQL lock hazard"
+    print(f"Migration lint: {verdict.files} migration(s), {clean}.")

@@ -11,8 +11,8 @@ from alembic import command
 from alembic.config import Config
 
 from dbtools.autogenerate import hooks
-from dbtools.autogenerate.renames import Decisions, parse
-from dbtools.run import Run
+from dbtools.autogenerate.renames import parse
+from dbtools.run import Decisions, Run
 
 
 def migration(config: Config, message: str, renames: str = "") -> None:

@@ -11,20 +11,19 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import Script
 from alembic.util import CommandError
 
-from dbtools import paths, target
+from dbtools import target
 from dbtools.runtime import checksums
 from dbtools.runtime.checksums import Mismatch
 from dbtools.runtime.digest import read_script
 from dbtools.runtime.locking import locked
-from dbtools.target import mask
 
 
 def repair(config: Config) -> None:
     script = checksums.whole_history(config)
-    url = paths.database_url(config)
-    if not target.exists(url):
-        raise CommandError(f"{mask(url)} does not exist; there is nothing to repair")
-    with locked(url) as connection:
+    database = target.resolve(config)
+    if not database.exists():
+        raise CommandError(f"{database.masked} does not exist; there is nothing to repair")
+    with locked(database) as connection:
         heads = MigrationContext.configure(connection).get_current_heads()
         before = {
             problem.revision: checksums.recorded_source(connection, problem.revision)
@@ -33,7 +32,9 @@ def repair(config: Config) -> None:
         }
         found = checksums.repair(connection, script, heads)
     if not found:
-        print(f"Nothing to repair: every applied migration of {mask(url)} matches its recorded checksum.")
+        print(
+            f"Nothing to repair: every applied migration of {database.masked} matches its recorded checksum."
+        )
         return
     for problem in found:
         rev = script.revision_map.get_revision(problem.revision)
@@ -49,4 +50,4 @@ def repair(config: Config) -> None:
             )
         verb = "Re-recorded" if problem.kind is Mismatch.EDITED else "Recorded"
         print(f"{verb} {problem.revision}: {problem.describe()}.")
-    print(f"Repaired {len(found)} record(s) in {mask(url)}.")
+    print(f"Repaired {len(found)} record(s) in {database.masked}.")

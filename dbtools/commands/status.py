@@ -1,133 +1,13 @@
-"""``make status``: applied and pending migrations, checksums and model drift in one view.
-
-Modelled on Django's ``showmigrations``: one line per revision, oldest first,
-then a summary. It only reads: a missing SQLite file is shown as a database
-with everything pending, and is not created.
-"""
+"""``make status``: every migration, applied or pending, its checksum, and model drift."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-from alembic.autogenerate import compare_metadata
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from sqlalchemy.engine import URL, Connection
 
-from dbtools import paths, target
-from dbtools.autogenerate import hooks
-from dbtools.runtime import checksums, scratch
-from dbtools.runtime.checksums import Mismatch
-from dbtools.runtime.locking import locked
-from dbtools.target import mask
-from models import Base
-
-
-@dataclass
-class Status:
-    where: str
-    revisions: list[tuple[str, str]]  # (revision, message), oldest first
-    heads: tuple[str, ...]
-    applied: set[str]
-    problems: dict[str, checksums.Problem]
-    drift: list[str] | None  # None: could not be checked
-    drift_checked_on: str
-
-    def lines(self) -> list[str]:
-        out = [f"Migrations for {self.where}, oldest first:"]
-        width = max((len(message) for _, message in self.revisions), default=0)
-        for revision, message in self.revisions:
-            if revision in self.applied:
-                problem = self.problems.get(revision)
-                note = problem.kind.value if problem else "checksum ok"
-                mark = "[X]"
-            else:
-                note, mark = "pending", "[ ]"
-            current = "  <- current" if revision in self.heads else ""
-            out.append(f"{mark} {revision}  {message:<{width}}  {note}{current}")
-        for head in self.heads:
-            if head in self.problems and head not in dict(self.revisions):
-                out.append(f"[X] {head}  (no such file)  FILE MISSING  <- current")
-        out.append(self.summary())
-        return out
-
-    def summary(self) -> str:
-        pending = len(self.revisions) - len(self.applied & {rev for rev, _ in self.revisions})
-        current = ", ".join(self.heads) or "none (empty database)"
-        checks = "all match" if not self.problems else f"{len(self.problems)} problem(s), see `make verify`"
-        if self.drift is None:
-            models = f"unknown ({self.drift_checked_on}); run `make upgrade`, then `make check`"
-        elif self.drift:
-            models = f"DIFFER from migrations ({'; '.join(self.drift)}); run `make migration msg=...`"
-        else:
-            models = "in sync with migrations"
-        if self.drift is not None:
-            models += f" (checked on {self.drift_checked_on})"
-        return (
-            f"{len(self.applied)} applied, {pending} pending; current: {current}; "
-            f"checksums: {checks}; models: {models}."
-        )
+from dbtools import target
+from dbtools.autogenerate import drift
+from dbtools.runtime.status import collect
 
 
 def status(config: Config) -> None:
-    print("\n".join(collect(config, paths.database_url(config)).lines()))
-
-
-def collect(config: Config, url: URL) -> Status:
-    script = checksums.whole_history(config)
-    revision_map = script.revision_map
-    revisions = [(rev.revision, rev.doc) for rev in reversed(list(script.walk_revisions()))]
-    heads: tuple[str, ...] = ()
-    problems: list[checksums.Problem] = []
-    record: dict[str, str] = {}
-    drift: list[str] | None = None
-    if target.exists(url, writes=False):
-        with locked(url, writes=False) as connection:
-            heads = tuple(MigrationContext.configure(connection).get_current_heads())
-            problems = checksums.problems(connection, script, heads)
-            record = checksums.recorded(connection)
-            if set(heads) == set(script.get_heads()):
-                drift = _drift(connection)
-    if any(problem.kind is Mismatch.MISSING for problem in problems):
-        # The history behind a missing file cannot be walked; the checksum records say what ran.
-        applied = set(heads) | set(record)
-    else:
-        applied = {rev.revision for rev in checksums.applied_revisions(revision_map, heads)}
-    checked_on = "this database, at head"
-    if drift is None:
-        checked_on = "a scratch SQLite database migrated to head"
-        try:
-            with scratch.memory_engine().connect() as connection:
-                scratch.upgrade(connection, script)
-                drift = _drift(connection)
-        except Exception as exc:  # e.g. a migration written for PostgreSQL only
-            drift = None
-            reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0][
-                :80
-            ]
-            checked_on = f"not checked: the migrations do not run on SQLite ({reason})"
-    return Status(
-        where=mask(url),
-        revisions=revisions,
-        heads=heads,
-        applied=applied,
-        problems={problem.revision: problem for problem in problems},
-        drift=drift,
-        drift_checked_on=checked_on,
-    )
-
-
-def _drift(connection: Connection) -> list[str]:
-    """What `make check` would find, one short phrase per difference."""
-    context = MigrationContext.configure(connection, opts=hooks.COMPARE_OPTIONS)
-    return [_describe(diff) for diff in compare_metadata(context, Base.metadata)]
-
-
-def _describe(diff: Any) -> str:
-    if isinstance(diff, list):  # modify_* come grouped per column
-        diff = diff[0]
-        return f"{diff[0]} {diff[2]}.{diff[3]}"
-    kind, *rest = diff
-    names = [getattr(item, "name", None) or str(item) for item in rest if item is not None]
-    return " ".join([kind, *names[:2]])
+    print("\n".join(collect(config, target.resolve(config), drift.phrases).lines()))

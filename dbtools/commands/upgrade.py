@@ -12,18 +12,19 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.script.revision import MultipleHeads, ResolutionError
 from alembic.util import CommandError
-from sqlalchemy.engine import URL
 
-from dbtools import paths, target
+from dbtools import target
+from dbtools.paths import VERSIONS
 from dbtools.run import Run
 from dbtools.runtime import fastpath
+from dbtools.target import Target
 
 
 def upgrade(config: Config, revision: str = "head") -> None:
     seen = fastpath.fingerprint()  # before Alembic reads a single migration file
-    url = paths.database_url(config)
+    database = target.resolve(config)
     try:
-        if not target.exists(url):
+        if not database.exists():
             # Resolve the target before a file is created for it: a typo must not leave an empty app.db.
             ScriptDirectory.from_config(config)._upgrade_revs(revision, ())  # type: ignore[arg-type]
         # Only migrating: the models load only if a guard needs them, so a no-op stays cheap.
@@ -40,16 +41,16 @@ def upgrade(config: Config, revision: str = "head") -> None:
             raise CommandError(f"{exc}; nothing was changed. `make history` lists the revisions") from None
         raise
     if revision == "head":
-        _remember(config, url, seen)
+        _remember(config, database, seen)
 
 
-def _remember(config: Config, url: URL, seen: str) -> None:
+def _remember(config: Config, database: Target, seen: str) -> None:
     """Plain SQLite files only: PostgreSQL, URI filenames and memory take the full path every time."""
-    path = target.sqlite_path(url)
-    if path is None or url.query or fastpath.recorded(path, seen):
+    path = database.sqlite_path
+    if path is None or database.url.query or fastpath.recorded(path, seen):
         return
     script = ScriptDirectory.from_config(config)  # Alembic's graph: the heads and every revision's file
     files = {rev.revision: Path(str(rev.path)) for rev in script.walk_revisions()}
-    if any(file.parent != fastpath.VERSIONS for file in files.values()):
+    if any(file.parent != VERSIONS for file in files.values()):
         return
     fastpath.remember(path, script.get_heads(), {rev: file.name for rev, file in files.items()}, seen)

@@ -5,20 +5,19 @@ from __future__ import annotations
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 
-from dbtools import paths, target
+from dbtools import target
 from dbtools.runtime import checksums
 from dbtools.runtime.locking import locked
-from dbtools.target import mask
 
 
 def verify(config: Config) -> None:
     script = checksums.whole_history(config)
-    url = paths.database_url(config)
-    if not target.exists(url, writes=False):
-        print(f"{mask(url)} does not exist yet: nothing is applied, so nothing to verify.")
+    database = target.resolve(config)
+    if not database.exists(writes=False):
+        print(f"{database.masked} does not exist yet: nothing is applied, so nothing to verify.")
         return
-    with locked(url, writes=False) as connection:
+    with locked(database, writes=False) as connection:
         heads = MigrationContext.configure(connection).get_current_heads()
         checksums.verify(connection, script, heads)
         count = len(checksums.applied_revisions(script.revision_map, heads))
-    print(f"OK: all {count} applied migration(s) of {mask(url)} match their files.")
+    print(f"OK: all {count} applied migration(s) of {database.masked} match their files.")

@@ -31,6 +31,7 @@ from sqlalchemy.engine import make_url
 
 from dbtools.paths import root_of
 from dbtools.run import Run
+from dbtools.target import Target
 
 SQUAWK_VAR = "SQUAWK"
 CONFIG_FILE = ".squawk.toml"
@@ -129,7 +130,9 @@ def render(config: Config, revision: Script) -> str:
     previous = logging.root.manager.disable
     logging.disable(logging.INFO)  # env.py's per-run INFO lines, once per revision
     try:
-        command.upgrade(Run(url=RENDER_URL, needs_models=False).start_with(own), target, sql=True)
+        command.upgrade(
+            Run(target=Target.of(RENDER_URL), needs_models=False).start_with(own), target, sql=True
+        )
     finally:
         logging.disable(previous)
     return buffer.getvalue()

@@ -27,8 +27,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection
 
+from dbtools.paths import SQLITE_HEADER
 from dbtools.settings import BACKUP_KEEP_VAR, backup_keep
-from dbtools.target import SQLITE_HEADER
 
 log = logging.getLogger(__name__)
 STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
@@ -208,18 +208,15 @@ def _is_sqlite(path: Path) -> bool:
         return False
 
 
-def before_change(connection: Connection, context: MigrationContext) -> Path | None:
-    """Back up an existing SQLite file if this run is about to apply something.
+def before_change(connection: Connection, context: MigrationContext, database: Path | None) -> Path | None:
+    """Back up an existing SQLite file (``database``; None for memory or a server) about to change.
 
     A new database (no revision yet) has nothing to lose, and a run with
     nothing pending changes nothing, so neither is copied. Only a run with a
     destination (upgrade, downgrade, stamp) can move; the step function of
     any other (current prints, check autogenerates) must not be called here.
     """
-    if connection.dialect.name != "sqlite" or backup_keep() == 0:
-        return None
-    database = connection.engine.url.database
-    if not database or database == ":memory:" or connection.engine.url.query.get("mode") == "memory":
+    if database is None or backup_keep() == 0:
         return None
     heads = context.get_current_heads()
     if not heads or context.opts.get("destination_rev") is None or "fn" not in context.opts:
@@ -228,4 +225,4 @@ def before_change(connection: Connection, context: MigrationContext) -> Path | N
         return None
     # The run holds the write lock (BEGIN IMMEDIATE): in a rollback-journal mode the file stands still.
     mode = str(connection.exec_driver_sql("PRAGMA journal_mode").scalar()).lower()
-    return take(Path(database).resolve(), heads, still=mode in ROLLBACK_JOURNAL_MODES)
+    return take(database.resolve(), heads, still=mode in ROLLBACK_JOURNAL_MODES)

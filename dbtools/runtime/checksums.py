@@ -28,9 +28,10 @@ from alembic.util import CommandError
 from sqlalchemy import Column, MetaData, String, Table, Text, delete, insert, inspect, select, update
 from sqlalchemy.engine import Connection
 
+from dbtools.paths import CHECKSUM_TABLE
 from dbtools.runtime.digest import checksum_of, file_checksum, read_script
 
-TABLE_NAME = "alembic_checksums"
+TABLE_NAME = CHECKSUM_TABLE
 REPAIR_HINT = "If the edit was intended, `make repair` shows the differences and re-records the checksums"
 
 checksums = Table(

@@ -30,22 +30,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
 
+from dbtools.paths import CACHE, ENV, INI, ROOT, SQLITE_HEADER, VERSIONS
 from dbtools.runtime.digest import file_checksum
+from dbtools.settings import NAMES
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-VERSIONS = ROOT / "migrations" / "versions"
-CACHE = ROOT / ".dbtools"
 FORMAT = 1
-SQLITE_HEADER = b"SQLite format 3\x00"
-# Everything in the environment the full run reads: a change means another answer.
-SETTINGS = (
-    "DATABASE_URL",
-    "MIGRATION_LOCK_TIMEOUT",
-    "MIGRATION_DDL_LOCK_TIMEOUT",
-    "MIGRATION_LOCK_RETRIES",
-    "MIGRATION_STATEMENT_TIMEOUT",
-    "MIGRATION_BACKUP_KEEP",
-)
 
 
 def nothing_to_do(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> str | None:
@@ -109,8 +98,8 @@ def fingerprint() -> str:
 
 
 def _inputs() -> Iterator[Path]:
-    yield ROOT / "alembic.ini"
-    yield ROOT / "migrations" / "env.py"
+    yield INI
+    yield ENV
     # Any new, removed or edited entry; Python's own bytecode cache aside.
     yield from sorted(path for path in VERSIONS.iterdir() if path.name != "__pycache__")
     yield from sorted((ROOT / "dbtools").rglob("*.py"))
@@ -118,7 +107,7 @@ def _inputs() -> Iterator[Path]:
 
 def _cache_file(environ: Mapping[str, str]) -> Path:
     # Per checkout too: a copied project keeps its files' times, not its database.
-    settings = json.dumps([str(ROOT), *(environ.get(name) for name in SETTINGS)])
+    settings = json.dumps([str(ROOT), *(environ.get(name) for name in NAMES)])
     return CACHE / f"upgrade-{hashlib.sha256(settings.encode()).hexdigest()[:16]}.json"
 
 

@@ -1,7 +1,7 @@
 """One migration run at a time, per database, with bounded waits on PostgreSQL.
 
 SQLite: the engine opens every transaction with ``BEGIN IMMEDIATE`` (see
-``database.build_engine``), which takes the database's write lock and waits up
+``Target.engine``), which takes the database's write lock and waits up
 to ``MIGRATION_LOCK_TIMEOUT`` for it.
 
 PostgreSQL: a *session-level* advisory lock, taken before the current revision
@@ -32,10 +32,17 @@ from types import TracebackType
 
 from alembic.util import CommandError
 from sqlalchemy import event
-from sqlalchemy.engine import URL, Connection
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from dbtools.errors import friendly_errors
+from dbtools.errors import (
+    LOCK_NOT_AVAILABLE,
+    Interrupted,
+    first_line,
+    friendly_errors,
+    lock_wait_exceeded,
+    sqlstate,
+)
 from dbtools.settings import (
     DDL_LOCK_TIMEOUT_VAR,
     LOCK_RETRIES_VAR,
@@ -46,12 +53,11 @@ from dbtools.settings import (
     milliseconds,
     statement_timeout,
 )
-from dbtools.target import build_engine
+from dbtools.target import Target
 
 # pg_advisory_lock key shared by every migration run on a database.
 # Fixed forever: runs of different versions of this project must exclude each other.
 ADVISORY_LOCK_KEY = 7_362_410_518_202_611
-LOCK_NOT_AVAILABLE = "55P03"
 COMMITTED_MIDWAY = (
     "a non-transactional step (autocommit_block) had already committed, so what ran before it stays "
     "applied: `make current` shows the revision reached, and `make upgrade` resumes from there"
@@ -157,20 +163,19 @@ class Attempt:
             return False
         if self.session.committed:
             if _interrupted(exc):  # Ctrl-C; SQLAlchemy may report the dead transaction over it
-                raise KeyboardInterrupt(COMMITTED_MIDWAY) from None
+                raise Interrupted(COMMITTED_MIDWAY) from None
             if isinstance(exc, DBAPIError):
                 raise CommandError(_after_commit(exc)) from None
             exc.add_note(f"{COMMITTED_MIDWAY[0].upper()}{COMMITTED_MIDWAY[1:]}.")
             return False
-        if not (isinstance(exc, OperationalError) and _sqlstate(exc) == LOCK_NOT_AVAILABLE):
+        if not (isinstance(exc, OperationalError) and sqlstate(exc) == LOCK_NOT_AVAILABLE):
             return False
         if self.number < self.retries:
             return True
         if not self.session.owns_transactions:
             return False  # its owner rolls back; dberrors says why
         raise CommandError(
-            f"a migration statement waited longer than {DDL_LOCK_TIMEOUT_VAR}={ddl_lock_timeout():g}s "
-            f"for a table lock held by other sessions, in each of {self.retries + 1} attempt(s) "
+            f"{lock_wait_exceeded()}, in each of {self.retries + 1} attempt(s) "
             f"({LOCK_RETRIES_VAR}={self.retries}); nothing was changed. Retry when traffic is lower, "
             f"or raise {DDL_LOCK_TIMEOUT_VAR} or {LOCK_RETRIES_VAR}"
         ) from None
@@ -185,15 +190,11 @@ def _interrupted(exc: BaseException | None) -> bool:
 
 
 def _after_commit(exc: DBAPIError) -> str:
-    detail = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else type(exc.orig).__name__
+    detail = first_line(exc)
     retry = ""
-    if _sqlstate(exc) == LOCK_NOT_AVAILABLE:
+    if sqlstate(exc) == LOCK_NOT_AVAILABLE:
         retry = f" ({DDL_LOCK_TIMEOUT_VAR}={ddl_lock_timeout():g}s; such a run is not retried automatically)"
     return f"the run failed: {detail}{retry}; {COMMITTED_MIDWAY}, once the cause is fixed"
-
-
-def _sqlstate(exc: DBAPIError) -> str | None:
-    return getattr(exc.orig, "sqlstate", None)
 
 
 def _apply(connection: Connection, settings: dict[str, str], *, local: bool) -> None:
@@ -250,7 +251,7 @@ def _acquire(connection: Connection) -> None:
                     _try_lock(connection, min(SLICE, left))
             return
         except OperationalError as exc:
-            if _sqlstate(exc) != LOCK_NOT_AVAILABLE:
+            if sqlstate(exc) != LOCK_NOT_AVAILABLE:
                 raise
             if deadline - time.monotonic() <= 0 or connection.in_transaction():
                 raise CommandError(
@@ -281,16 +282,16 @@ def _release(connection: Connection) -> None:
 
 
 @contextmanager
-def locked(url: URL, *, commit: bool = True, writes: bool = True) -> Iterator[Connection]:
-    """A transaction on ``url`` holding the migration lock, for commands beside Alembic's.
+def locked(target: Target, *, commit: bool = True, writes: bool = True) -> Iterator[Connection]:
+    """A transaction on ``target`` holding the migration lock, for commands beside Alembic's.
 
     ``commit=False`` rolls everything back at the end, as ``make rehearse`` needs.
     ``writes=False`` only reads: on SQLite a snapshot without the write lock,
     which also works on a read-only file.
     """
-    engine = build_engine(url, writes=writes)
+    engine = target.engine(writes=writes)
     try:
-        with friendly_errors(url), engine.connect() as connection, held(connection):
+        with friendly_errors(target), engine.connect() as connection, held(connection):
             transaction = connection.begin()
             try:
                 yield connection

@@ -11,8 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import make_url
 from sqlalchemy.engine import Connection, Engine
 
-from dbtools.autogenerate import hooks
-from dbtools.target import build_engine
+from dbtools.target import Target
 
 
 def upgrade(connection: Connection, script: ScriptDirectory, destination: str = "heads") -> MigrationContext:
@@ -28,7 +27,7 @@ def upgrade(connection: Connection, script: ScriptDirectory, destination: str = 
         return script._upgrade_revs(destination, revision)  # type: ignore[arg-type]
 
     context = MigrationContext.configure(
-        connection, opts={"fn": steps, "script": script, "transactional_ddl": True, **hooks.COMPARE_OPTIONS}
+        connection, opts={"fn": steps, "script": script, "transactional_ddl": True}
     )
     with context.begin_transaction(), Operations.context(context):
         context.run_migrations()
@@ -37,4 +36,4 @@ def upgrade(connection: Connection, script: ScriptDirectory, destination: str = 
 
 def memory_engine() -> Engine:
     """An in-memory SQLite database that lives as long as its one connection."""
-    return build_engine(make_url("sqlite://"))
+    return Target.of(make_url("sqlite://")).engine()

@@ -1,0 +1,70 @@
+"""``make lint``'s own review: no migration may lose data or lock a table without saying why.
+
+ruff and mypy run beside it in the Makefile; these are the parts only this
+project knows: data loss (``dbtools.lint.dataloss``) and PostgreSQL locks
+(``dbtools.lint.locks``, squawk on each revision's SQL). An intended hazard is
+acknowledged in its migration file (``dbtools.lint.acknowledgements``).
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic.config import Config
+
+from dbtools.lint import acknowledgements, locks
+from dbtools.lint.dataloss import scan, widened_text
+from dbtools.lint.locks import Hazard
+from dbtools.paths import VERSIONS
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What ``make lint`` says: notes on what is acknowledged, and the hazards it refuses."""
+
+    files: int
+    notes: list[str]
+    refused: list[str]
+
+
+def review(config: Config, paths: list[str]) -> Verdict:
+    """Review the migration files (or folders) in ``paths``; all of migrations/versions by default."""
+    given = [Path(path) for path in paths] or [VERSIONS]
+    files = sorted(f for p in given for f in (p.glob("*.py") if p.is_dir() else [p]))
+    hazards, reviewed = locks.review(config, files)
+    notes: list[str] = []
+    refused: list[str] = []
+    for path in files:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        marked = acknowledgements.read(tree)
+        refused.extend(f"{path.name}: {problem}" for problem in marked.problems)
+        found = scan(tree, path)
+        if found and marked.destructive:
+            notes.append(f"{path.name}: destructive, acknowledged ({marked.destructive})")
+        elif found:
+            refused.extend(f"{finding} [data loss]" for finding in found)
+        if path.resolve() not in reviewed:
+            notes.append(
+                f"{path.name}: not in the migration history, so its PostgreSQL locks were not reviewed"
+            )
+        widened = widened_text(tree, path)
+        mine = [h for h in hazards if h.path == path.resolve() and not _catalog_only(h, widened)]
+        found_rules = {h.rule for h in mine}
+        refused.extend(str(h) for h in mine if h.rule not in marked.locking)
+        for rule, reason in marked.locking.items():
+            if rule in found_rules:
+                notes.append(f"{path.name}: {rule}, acknowledged ({reason})")
+            elif path.resolve() in reviewed:
+                notes.append(
+                    f"{path.name}: acknowledges {rule}, which the lock review does not find (any more)"
+                )
+    return Verdict(len(files), notes, refused)
+
+
+def _catalog_only(hazard: Hazard, widened: set[tuple[str, str]]) -> bool:
+    """squawk's changing-column-type on a text widening, which PostgreSQL does without a rewrite."""
+    return hazard.rule == "changing-column-type" and any(
+        f"ALTER TABLE {table} ALTER COLUMN {column} TYPE " in hazard.statement for table, column in widened
+    )

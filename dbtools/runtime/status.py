@@ -1,0 +1,114 @@
+"""Applied and pending migrations, checksums and model drift in one view.
+
+Modelled on Django's ``showmigrations``: one line per revision, oldest first,
+then a summary. It only reads: a missing SQLite file is shown as a database
+with everything pending, and is not created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Connection
+
+from dbtools.runtime import checksums, scratch
+from dbtools.runtime.checksums import Mismatch
+from dbtools.runtime.locking import locked
+from dbtools.target import Target
+
+# What `make check` would find on a connection, one short phrase per difference.
+Drift = Callable[[Connection], list[str]]
+
+
+@dataclass
+class Status:
+    where: str
+    revisions: list[tuple[str, str]]  # (revision, message), oldest first
+    heads: tuple[str, ...]
+    applied: set[str]
+    problems: dict[str, checksums.Problem]
+    drift: list[str] | None  # None: could not be checked
+    drift_checked_on: str
+
+    def lines(self) -> list[str]:
+        out = [f"Migrations for {self.where}, oldest first:"]
+        width = max((len(message) for _, message in self.revisions), default=0)
+        for revision, message in self.revisions:
+            if revision in self.applied:
+                problem = self.problems.get(revision)
+                note = problem.kind.value if problem else "checksum ok"
+                mark = "[X]"
+            else:
+                note, mark = "pending", "[ ]"
+            current = "  <- current" if revision in self.heads else ""
+            out.append(f"{mark} {revision}  {message:<{width}}  {note}{current}")
+        for head in self.heads:
+            if head in self.problems and head not in dict(self.revisions):
+                out.append(f"[X] {head}  (no such file)  FILE MISSING  <- current")
+        out.append(self.summary())
+        return out
+
+    def summary(self) -> str:
+        pending = len(self.revisions) - len(self.applied & {rev for rev, _ in self.revisions})
+        current = ", ".join(self.heads) or "none (empty database)"
+        checks = "all match" if not self.problems else f"{len(self.problems)} problem(s), see `make verify`"
+        if self.drift is None:
+            models = f"unknown ({self.drift_checked_on}); run `make upgrade`, then `make check`"
+        elif self.drift:
+            models = f"DIFFER from migrations ({'; '.join(self.drift)}); run `make migration msg=...`"
+        else:
+            models = "in sync with migrations"
+        if self.drift is not None:
+            models += f" (checked on {self.drift_checked_on})"
+        return (
+            f"{len(self.applied)} applied, {pending} pending; current: {current}; "
+            f"checksums: {checks}; models: {models}."
+        )
+
+
+def collect(config: Config, database: Target, compare: Drift) -> Status:
+    """The view of ``database``; ``compare`` finds how the models (autogenerate's job, handed in)."""
+    script = checksums.whole_history(config)
+    revision_map = script.revision_map
+    revisions = [(rev.revision, rev.doc) for rev in reversed(list(script.walk_revisions()))]
+    heads: tuple[str, ...] = ()
+    problems: list[checksums.Problem] = []
+    record: dict[str, str] = {}
+    drift: list[str] | None = None
+    if database.exists(writes=False):
+        with locked(database, writes=False) as connection:
+            heads = tuple(MigrationContext.configure(connection).get_current_heads())
+            problems = checksums.problems(connection, script, heads)
+            record = checksums.recorded(connection)
+            if set(heads) == set(script.get_heads()):
+                drift = compare(connection)
+    if any(problem.kind is Mismatch.MISSING for problem in problems):
+        # The history behind a missing file cannot be walked; the checksum records say what ran.
+        applied = set(heads) | set(record)
+    else:
+        applied = {rev.revision for rev in checksums.applied_revisions(revision_map, heads)}
+    checked_on = "this database, at head"
+    if drift is None:
+        checked_on = "a scratch SQLite database migrated to head"
+        try:
+            with scratch.memory_engine().connect() as connection:
+                scratch.upgrade(connection, script)
+                drift = compare(connection)
+        except Exception as exc:  # e.g. a migration written for PostgreSQL only
+            drift = None
+            reason = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0][
+                :80
+            ]
+            checked_on = f"not checked: the migrations do not run on SQLite ({reason})"
+    return Status(
+        where=database.masked,
+        revisions=revisions,
+        heads=heads,
+        applied=applied,
+        problems={problem.revision: problem for problem in problems},
+        drift=drift,
+        drift_checked_on=checked_on,
+    )
