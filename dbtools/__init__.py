@@ -1,8 +1,17 @@
-"""The project's migration tooling around Alembic.
+"""The project's migration tooling around Alembic, in rooms by phase.
 
-Flat modules are shared: what env.py runs in every migration (project, run,
-database, locking, guards, integrity, backup, timing, autogen), and what
-several commands use (scratch, pgserver, destructive). ``commands/`` holds one
-module per command of ``python -m dbtools``, named after its make target.
-Nothing here imports from ``commands/`` (but ``__main__``) or from ``tests/``.
+- ``runtime/``: what a migration run executes (env.py's helpers: locking,
+  refusals, checksums, backups; the no-op fast path; restore, rehearsal,
+  status and the schema snapshot, which run migrations or read their records).
+- ``autogenerate/``: what ``make migration`` writes (the hooks env.py installs
+  into Alembic's autogenerate: comparators, rewriters, renderers).
+- ``lint/``: what ``make lint`` reviews in a migration file.
+- ``commands/``: one thin module per command of ``python -m dbtools``, named
+  after its make target: argument handling and a call into a room.
+
+Below them all, shared: ``paths``, ``settings``, ``target`` (the database,
+resolved once), ``errors``, ``run`` (what whoever starts a run decides),
+``pgserver`` and ``catalog``. ``tests/test_layout_stays_in_its_rooms.py``
+holds the import rules. Standard library only at this level: the fast path
+imports through it.
 """

@@ -1,17 +1,32 @@
 """The layout a reader relies on: Alembic's directory holds only migrations; tooling imports flow one way.
 
 These read the source with ``ast``; they cost milliseconds and catch a helper
-dropped beside env.py, an import of test code, or a cycle, before review does.
+dropped beside env.py, an import of test code, a room reaching into another,
+or a cycle, before review does. The rooms (``dbtools/__init__.py``): shared
+modules at the top, below ``runtime/``, ``autogenerate/`` and ``lint/``, with
+``commands/`` above them all.
 """
 
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from tests.helpers import ROOT
 
 TOOLING = ROOT / "dbtools"
+ROOMS = ("dbtools.runtime", "dbtools.autogenerate", "dbtools.lint", "dbtools.commands")
+# Which rooms a room must never import: each phase stands on the shared modules alone.
+FORBIDDEN = {
+    "dbtools.runtime": ("dbtools.autogenerate", "dbtools.lint", "dbtools.commands"),
+    "dbtools.autogenerate": ("dbtools.runtime", "dbtools.lint", "dbtools.commands"),
+    "dbtools.lint": ("dbtools.runtime", "dbtools.commands"),
+}
 SHIPPED = [ROOT / "dbtools", ROOT / "models", ROOT / "migrations", ROOT / "bench"]
 
 
@@ -32,9 +47,32 @@ def imported(path: Path) -> set[str]:
     return names
 
 
-def tooling_graph() -> dict[str, set[str]]:
-    modules = {module_name(path): path for path in TOOLING.rglob("*.py")}
+def tooling_graph(root: Path = TOOLING) -> dict[str, set[str]]:
+    modules = {module_name(path): path for path in root.rglob("*.py")}
     return {name: {other for other in imported(path) if other in modules} for name, path in modules.items()}
+
+
+def room_of(module: str) -> str:
+    """The room a module lives in, or "shared" for the modules at the top of dbtools/."""
+    return next((room for room in ROOMS if module == room or module.startswith(room + ".")), "shared")
+
+
+def crossings(graph: dict[str, set[str]]) -> list[str]:
+    """Every import that breaks a rule of the rooms, as "importer -> imported"."""
+    found = []
+    for name, imports in sorted(graph.items()):
+        room = room_of(name)
+        for other in sorted(imports):
+            target = room_of(other)
+            if target == room and room != "dbtools.commands":
+                continue
+            shared_up = room == "shared" and target != "shared" and name != "dbtools.__main__"
+            forbidden = target in FORBIDDEN.get(room, ())
+            # Only __main__ dispatches to commands, and no command calls another.
+            to_command = target == "dbtools.commands" and name != "dbtools.__main__"
+            if shared_up or forbidden or to_command:
+                found.append(f"{name} -> {other}")
+    return found
 
 
 def test_migrations_directory_holds_only_alembics_files() -> None:
@@ -58,13 +96,54 @@ def test_migration_scripts_import_nothing_from_the_project() -> None:
         assert not [name for name in imported(path) if name.split(".")[0] in project], path.name
 
 
-def test_shared_tooling_never_imports_a_command() -> None:
-    upward = {
-        name: sorted(other for other in imports if other.startswith("dbtools.commands"))
-        for name, imports in tooling_graph().items()
-        if not name.startswith("dbtools.commands") and name != "dbtools.__main__"
-    }
-    assert {name: found for name, found in upward.items() if found} == {}
+def test_each_room_imports_only_what_lies_below_it() -> None:
+    assert crossings(tooling_graph()) == []
+
+
+@pytest.mark.parametrize(
+    ("importer", "imported"),
+    [
+        ("dbtools.lint.locks", "dbtools.runtime.locking"),  # lint reaching into the runtime
+        ("dbtools.runtime.backup", "dbtools.autogenerate.hooks"),  # runtime into autogenerate
+        ("dbtools.autogenerate.renames", "dbtools.lint.dataloss"),  # autogenerate into lint
+        ("dbtools.target", "dbtools.runtime.locking"),  # a shared module reaching up
+        ("dbtools.commands.check", "dbtools.commands.upgrade"),  # a command calling a command
+        ("dbtools.runtime.status", "dbtools.commands.status"),  # a room calling a command
+    ],
+)
+def test_a_planted_crossing_is_caught(importer: str, imported: str) -> None:
+    graph = tooling_graph()
+    graph[importer] = {*graph[importer], imported}
+    assert crossings(graph) == [f"{importer} -> {imported}"]
+
+
+def test_dbtools_has_its_rooms_and_few_modules_at_the_top() -> None:
+    rooms = {path.name for path in TOOLING.iterdir() if (path / "__init__.py").exists()}
+    assert rooms == {"runtime", "autogenerate", "lint", "commands"}
+    assert len(list(TOOLING.glob("*.py"))) <= 10
+
+
+def test_the_fast_path_and_make_help_load_no_third_party_package() -> None:
+    """``dbtools``, ``dbtools.runtime`` and what the fast path and catalog import stay standard library."""
+    code = (
+        "import sys, dbtools.runtime.fastpath, dbtools.catalog;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'alembic', 'models'}))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_the_fast_path_keys_on_every_setting_a_run_reads() -> None:
+    """A new MIGRATION_* setting must change the fast path's answer, or a no-op could hide its effect."""
+    from dbtools import settings
+
+    names = {value for key, value in vars(settings).items() if key.endswith("_VAR")}
+    assert set(settings.NAMES) == names
+    sources = [path.read_text() for path in TOOLING.rglob("*.py")]
+    read = {name for text in sources for name in re.findall(r"[\"'](MIGRATION_[A-Z_]+)[\"']", text)}
+    assert read <= set(settings.NAMES)
 
 
 def test_tooling_import_graph_has_no_cycles() -> None:
