@@ -255,7 +255,7 @@ def _build_index(
 
 def _execute(sql: str) -> str:
     """``op.execute(...)``, long SQL split over lines (ruff's post-write hook lays them out)."""
-    return portable.execute(sql).strip()
+    return portable.execute(sql)
 
 
 def _ident(name: str) -> str:

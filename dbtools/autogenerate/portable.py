@@ -156,9 +156,13 @@ def _render_postgresql_only(autogen_context: AutogenContext, op: PostgresqlOnlyO
 
 
 def execute(sql: str, width: int = 72) -> str:
-    """``op.execute("...")``, the SQL split over lines that fit ``make lint``'s line length."""
+    """``op.execute("...")``, the SQL split over lines that fit ``make lint``'s line length.
+
+    No indentation of its own: Mako's PythonPrinter indents each line Alembic
+    writes (see ``dbtools.autogenerate.nonblocking``).
+    """
     if len(sql) <= width:
-        return f"    op.execute({sql!r})"
+        return f"op.execute({sql!r})"
     pieces, line = [], ""
     for word in sql.split(" "):
         if line and len(line) + len(word) >= width:
@@ -166,7 +170,7 @@ def execute(sql: str, width: int = 72) -> str:
             line = ""
         line += word + " "
     pieces.append(line[:-1])
-    return "    op.execute(\n" + "".join(f"        {piece!r}\n" for piece in pieces) + "    )"
+    return "op.execute(\n" + "".join(f"        {piece!r}\n" for piece in pieces) + "    )"
 
 
 for _op in (EnumTypeOp, EnumValuesOp, SequenceTypeOp):

@@ -366,7 +366,7 @@ def _render_names(autogen_context: AutogenContext, table: str, changes: list[Nam
             sql = (
                 f"ALTER TABLE {_ident(table)} RENAME CONSTRAINT {_ident(change.old)} TO {_ident(change.new)}"
             )
-        lines.append(portable.execute(sql).strip())
+        lines.append(portable.execute(sql))
     lines.append("else:")
     if any(change.kind != "index" for change in changes):
         lines.append("# SQLite keeps constraint names in its CREATE TABLE only: this rebuilds the table.")
