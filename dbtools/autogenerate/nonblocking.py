@@ -38,14 +38,10 @@ from alembic.autogenerate.render import render_op
 from alembic.operations import ops
 from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import AddConstraint
 
-from dbtools.autogenerate import portable
+from dbtools.autogenerate.pgsql import AUTOCOMMIT, DIALECT, ON_POSTGRESQL, execute, ident
 
-ON_POSTGRESQL = 'if op.get_context().dialect.name == "postgresql":'
-AUTOCOMMIT = "with op.get_context().autocommit_block():"
-_PG = postgresql.dialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
 REWRITE_RECIPE = (
     "# PostgreSQL rewrites the whole table for this type change, under ACCESS EXCLUSIVE:",
     "# reads and writes wait until it is done. Fine for a small table. For a big one, expand",
@@ -114,7 +110,7 @@ def _keeps_type_and_name(op: ops.AlterColumnOp) -> bool:
 def _rewrites(old: Any, new: Any) -> bool:
     """Whether PostgreSQL rewrites the table; widening a varchar, or varchar to text, does not."""
     try:
-        before, after = (str(sa.types.to_instance(t).compile(dialect=_PG)).upper() for t in (old, new))
+        before, after = (str(sa.types.to_instance(t).compile(dialect=DIALECT)).upper() for t in (old, new))
     except Exception:  # a type PostgreSQL cannot render here: assume the worst
         return True
     if before == after:
@@ -188,21 +184,21 @@ def _postgresql(
             AUTOCOMMIT,
             *_build_index(autogen_context, name, table, list(plain.columns), True, {}),
             "",
-            _execute(
-                f"ALTER TABLE {_ident(table)} ADD CONSTRAINT {_ident(name)} UNIQUE USING INDEX {_ident(name)}"
+            execute(
+                f"ALTER TABLE {ident(table)} ADD CONSTRAINT {ident(name)} UNIQUE USING INDEX {ident(name)}"
             ),
         ]
     if isinstance(plain, ops.CreateForeignKeyOp | ops.CreateCheckConstraintOp):
         name = str(plain.constraint_name)
-        added = str(AddConstraint(plain.to_constraint()).compile(dialect=_PG))
+        added = str(AddConstraint(plain.to_constraint()).compile(dialect=DIALECT))
         return "# PostgreSQL: added NOT VALID (a moment's lock), validated while writes go on", [
-            _execute(f"{' '.join(added.split())} NOT VALID"),
+            execute(f"{' '.join(added.split())} NOT VALID"),
             AUTOCOMMIT,
-            _execute(f"ALTER TABLE {_ident(table)} VALIDATE CONSTRAINT {_ident(name)}"),
+            execute(f"ALTER TABLE {ident(table)} VALIDATE CONSTRAINT {ident(name)}"),
             "",
         ]
     assert isinstance(plain, ops.AlterColumnOp)
-    check = _ident(f"ck_{table}_{plain.column_name}_not_null")
+    check = ident(f"ck_{table}_{plain.column_name}_not_null")
     default = plain.existing_server_default
     others: list[str] = []
     if plain.modify_server_default is not False or plain.modify_comment is not False:
@@ -229,16 +225,16 @@ def _postgresql(
     )
     return "# PostgreSQL: NOT NULL proven by a validated CHECK, so SET NOT NULL need not scan", [
         *others,
-        _execute(f"ALTER TABLE {_ident(table)} DROP CONSTRAINT IF EXISTS {check}"),
-        _execute(
-            f"ALTER TABLE {_ident(table)} ADD CONSTRAINT {check} "
-            f"CHECK ({_ident(plain.column_name)} IS NOT NULL) NOT VALID"
+        execute(f"ALTER TABLE {ident(table)} DROP CONSTRAINT IF EXISTS {check}"),
+        execute(
+            f"ALTER TABLE {ident(table)} ADD CONSTRAINT {check} "
+            f"CHECK ({ident(plain.column_name)} IS NOT NULL) NOT VALID"
         ),
         AUTOCOMMIT,
-        _execute(f"ALTER TABLE {_ident(table)} VALIDATE CONSTRAINT {check}"),
+        execute(f"ALTER TABLE {ident(table)} VALIDATE CONSTRAINT {check}"),
         "",
         *render_op(autogen_context, alter),
-        _execute(f"ALTER TABLE {_ident(table)} DROP CONSTRAINT {check}"),
+        execute(f"ALTER TABLE {ident(table)} DROP CONSTRAINT {check}"),
     ]
 
 
@@ -251,12 +247,3 @@ def _build_index(
         name, table, columns, unique=unique, if_not_exists=True, **{**kw, "postgresql_concurrently": True}
     )
     return [*render_op(autogen_context, drop), *render_op(autogen_context, create)]
-
-
-def _execute(sql: str) -> str:
-    """``op.execute(...)``, long SQL split over lines (ruff's post-write hook lays them out)."""
-    return portable.execute(sql)
-
-
-def _ident(name: str) -> str:
-    return str(_PG.identifier_preparer.quote(name))

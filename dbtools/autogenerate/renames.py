@@ -31,13 +31,9 @@ from alembic.operations import ops
 from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
-from dbtools.autogenerate import portable
-
-ON_POSTGRESQL = 'if op.get_context().dialect.name == "postgresql":'
-_PG = postgresql.dialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
+from dbtools.autogenerate.pgsql import ON_POSTGRESQL, execute, ident
 
 
 @dataclass(frozen=True)
@@ -361,12 +357,10 @@ def _render_names(autogen_context: AutogenContext, table: str, changes: list[Nam
     lines = ["# Names that follow the naming convention follow the rename.", ON_POSTGRESQL]
     for change in changes:
         if change.kind == "index":
-            sql = f"ALTER INDEX {_ident(change.old)} RENAME TO {_ident(change.new)}"
+            sql = f"ALTER INDEX {ident(change.old)} RENAME TO {ident(change.new)}"
         else:
-            sql = (
-                f"ALTER TABLE {_ident(table)} RENAME CONSTRAINT {_ident(change.old)} TO {_ident(change.new)}"
-            )
-        lines.append(portable.execute(sql))
+            sql = f"ALTER TABLE {ident(table)} RENAME CONSTRAINT {ident(change.old)} TO {ident(change.new)}"
+        lines.append(execute(sql))
     lines.append("else:")
     if any(change.kind != "index" for change in changes):
         lines.append("# SQLite keeps constraint names in its CREATE TABLE only: this rebuilds the table.")
@@ -383,7 +377,3 @@ def _render_create_primary_key(autogen_context: AutogenContext, op: ops.CreatePr
     if autogen_context._has_batch:
         return f"batch_op.create_primary_key({str(op.constraint_name)!r}, {columns!r})"
     return f"op.create_primary_key({str(op.constraint_name)!r}, {op.table_name!r}, {columns!r})"
-
-
-def _ident(name: str) -> str:
-    return str(_PG.identifier_preparer.quote(name))
