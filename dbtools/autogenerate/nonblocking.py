@@ -32,7 +32,6 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from alembic.autogenerate import renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.autogenerate.render import render_op
 from alembic.operations import ops
@@ -132,8 +131,8 @@ def _rewrites(old: Any, new: Any) -> bool:
 # "else:" dedents. So no line here carries its own indentation.
 
 
-@renderers.dispatch_for(OnlineOp)
-def _render_online(autogen_context: AutogenContext, op: OnlineOp) -> list[str]:
+def render_online(autogen_context: AutogenContext, op: OnlineOp) -> list[str]:
+    """The PostgreSQL branch (plain changes, then each online form, in order), then SQLite's batch."""
     lines = list(REWRITE_RECIPE) if any(_kind(inner) == "rewrite" for inner in op.ops) else []
     lines.append(ON_POSTGRESQL)
     plain: list[ops.MigrateOperation] = []
@@ -152,8 +151,8 @@ def _render_online(autogen_context: AutogenContext, op: OnlineOp) -> list[str]:
     return [*lines, "else:", *sqlite, ""]
 
 
-@renderers.dispatch_for(RewriteOp)
-def _render_rewrite(autogen_context: AutogenContext, op: RewriteOp) -> list[str]:
+def render_rewrite(autogen_context: AutogenContext, op: RewriteOp) -> list[str]:
+    """Alembic's batch, under the expand/contract recipe a reviewer reads first."""
     batch = render_op(autogen_context, ops.ModifyTableOps(op.table_name, op.ops, schema=op.schema))
     return [*REWRITE_RECIPE, *batch]
 

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic.autogenerate import renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import ops
 from alembic.operations.ops import MigrationScript
@@ -36,7 +35,6 @@ from sqlalchemy.schema import Column, DefaultClause
 from dbtools.autogenerate import pgfacts
 from dbtools.autogenerate.pgsql import DIALECT, ON_POSTGRESQL, execute, ident, literal
 
-PLUGIN = "dbtools.autogenerate.portable"
 _BOOLEAN_TEXT = {"1": True, "true": True, "'1'": True, "0": False, "false": False, "'0'": False}
 
 
@@ -149,12 +147,9 @@ class SequenceTypeOp(PostgresqlOnlyOp):
         return [*out, f"DO $$ BEGIN EXECUTE 'ALTER SEQUENCE ' || {sequence} || ' AS {self.new}'; END $$"]
 
 
-def _render_postgresql_only(autogen_context: AutogenContext, op: PostgresqlOnlyOp) -> list[str]:
+def render_postgresql_only(autogen_context: AutogenContext, op: PostgresqlOnlyOp) -> list[str]:
+    """The renderer of every ``PostgresqlOnlyOp`` (registered by ``dbtools.autogenerate.render``)."""
     return [op.comment(), ON_POSTGRESQL, *(execute(sql) for sql in op.statements()), ""]
-
-
-for _op in (EnumTypeOp, EnumValuesOp, SequenceTypeOp):
-    renderers.dispatch_for(_op)(_render_postgresql_only)
 
 
 # --- Comparators: what PostgreSQL needs that the compared database did not show ------
@@ -242,14 +237,12 @@ def compare_key_widths(autogen_context: AutogenContext, upgrade_ops: ops.Upgrade
 
 
 def setup(plugin: Plugin) -> None:
+    """Alembic's plugin protocol: ``dbtools.autogenerate.render`` registers this module as a plugin."""
     plugin.add_autogenerate_comparator(
         compare_enums_first, "schema", "enums", priority=DispatchPriority.FIRST
     )
     plugin.add_autogenerate_comparator(compare_enums_last, "schema", "enums", priority=DispatchPriority.LAST)
     plugin.add_autogenerate_comparator(compare_key_widths, "schema", "keys", priority=DispatchPriority.LAST)
-
-
-Plugin.setup_plugin_from_module(__import__(__name__, fromlist=["setup"]), PLUGIN)
 
 
 # --- Rewriting what the compared database reported -------------------------------

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from alembic.autogenerate import renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.autogenerate.render import render_op
 from alembic.operations import ops
@@ -341,8 +340,8 @@ def _table_names(before: sa.Table, after: sa.Table, old: str, new: str) -> list[
 # --- rendering -------------------------------------------------------------
 
 
-@renderers.dispatch_for(RenameOp)
-def _render_rename(autogen_context: AutogenContext, op: RenameOp) -> list[str]:
+def render_rename(autogen_context: AutogenContext, op: RenameOp) -> list[str]:
+    """The rename, then the names that follow it: renamed on PostgreSQL, dropped and created on SQLite."""
     # Mako's PythonPrinter indents these lines itself (see autogenerate.nonblocking): none carries its own.
     if op.table is not None:
         lines = [f"op.alter_column({op.table!r}, {op.old!r}, new_column_name={op.new!r})", ""]
@@ -370,8 +369,7 @@ def _render_names(autogen_context: AutogenContext, table: str, changes: list[Nam
     return [*lines, *render_op(autogen_context, sqlite), ""]  # the batch block closes itself; "" closes else
 
 
-@renderers.dispatch_for(ops.CreatePrimaryKeyOp, replace=True)
-def _render_create_primary_key(autogen_context: AutogenContext, op: ops.CreatePrimaryKeyOp) -> str:
+def render_create_primary_key(autogen_context: AutogenContext, op: ops.CreatePrimaryKeyOp) -> str:
     """Alembic renders no primary key (autogenerate never adds one); a renamed table's key is renamed."""
     columns = [str(column) for column in op.columns]
     if autogen_context._has_batch:
