@@ -29,6 +29,7 @@ COMMITs these blocks make.
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 import sqlalchemy as sa
@@ -49,6 +50,14 @@ REWRITE_RECIPE = (
     '# acknowledge_locking = {"changing-column-type": "<why this lock is acceptable>"}',
 )
 TEXT_TYPES = ("VARCHAR", "TEXT", "CHARACTER VARYING")
+
+
+class Form(enum.Enum):
+    """How one change to a table that already exists is written for PostgreSQL."""
+
+    ONLINE = enum.auto()  # in its online form, which lets writes through
+    REWRITE = enum.auto()  # as Alembic writes it, under REWRITE_RECIPE: the table is rewritten
+    PLAIN = enum.auto()  # as Alembic writes it: nothing blocks for long
 
 
 class OnlineOp(ops.ModifyTableOps):
@@ -80,26 +89,25 @@ def rewrite(context: MigrationContext, revision: Any, directives: list[Migration
 def _wrap(op: ops.MigrateOperation, whole: set[str]) -> ops.MigrateOperation:
     if not isinstance(op, ops.ModifyTableOps) or op.table_name in whole:
         return op
-    kinds = {_kind(inner) for inner in op.ops}
-    if "online" in kinds:
+    forms = {_form(inner) for inner in op.ops}
+    if Form.ONLINE in forms:
         return OnlineOp(op.table_name, op.ops, schema=op.schema)
-    if "rewrite" in kinds:
+    if Form.REWRITE in forms:
         return RewriteOp(op.table_name, op.ops, schema=op.schema)
     return op
 
 
-def _kind(op: ops.MigrateOperation) -> str:
-    """ "online" if PostgreSQL has an online form of it, "rewrite" if it rewrites the table, else ""."""
+def _form(op: ops.MigrateOperation) -> Form:
     if isinstance(op, ops.CreateIndexOp | ops.DropIndexOp | ops.CreateForeignKeyOp):
-        return "online"
+        return Form.ONLINE
     if isinstance(op, ops.CreateUniqueConstraintOp | ops.CreateCheckConstraintOp):
-        return "online"
+        return Form.ONLINE
     if isinstance(op, ops.AlterColumnOp):
         if op.modify_nullable is False and op.existing_nullable is not False and _keeps_type_and_name(op):
-            return "online"
+            return Form.ONLINE
         if op.modify_type is not None and _rewrites(op.existing_type, op.modify_type):
-            return "rewrite"
-    return ""
+            return Form.REWRITE
+    return Form.PLAIN
 
 
 def _keeps_type_and_name(op: ops.AlterColumnOp) -> bool:
@@ -133,11 +141,11 @@ def _rewrites(old: Any, new: Any) -> bool:
 
 def render_online(autogen_context: AutogenContext, op: OnlineOp) -> list[str]:
     """The PostgreSQL branch (plain changes, then each online form, in order), then SQLite's batch."""
-    lines = list(REWRITE_RECIPE) if any(_kind(inner) == "rewrite" for inner in op.ops) else []
+    lines = list(REWRITE_RECIPE) if any(_form(inner) is Form.REWRITE for inner in op.ops) else []
     lines.append(ON_POSTGRESQL)
     plain: list[ops.MigrateOperation] = []
     for inner in op.ops:
-        if _kind(inner) != "online":
+        if _form(inner) is not Form.ONLINE:
             plain.append(inner)
             continue
         if plain:
