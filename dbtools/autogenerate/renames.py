@@ -16,6 +16,7 @@ named after the old name (the naming convention) are renamed with it, so
 
 from __future__ import annotations
 
+import enum
 import re
 import sys
 from collections import Counter
@@ -222,11 +223,23 @@ def renamed(name: str, old: str, new: str) -> str:
     return re.sub(rf"(?<=_){re.escape(old)}(?=_|$)", new, name)
 
 
+class Named(enum.Enum):
+    """What carries a name that follows a rename: it decides how the name changes.
+
+    PostgreSQL renames an index with ``ALTER INDEX``, any constraint with
+    ``ALTER TABLE ... RENAME CONSTRAINT``; SQLite keeps constraint names only
+    in its CREATE TABLE, so renaming one rebuilds the table.
+    """
+
+    INDEX = enum.auto()
+    CONSTRAINT = enum.auto()
+
+
 @dataclass
 class NameChange:
     """One index or constraint renamed, and how SQLite does it (drop, then create)."""
 
-    kind: str  # "index", or the constraint type: "unique", "foreignkey", "check", "primary"
+    kind: Named
     old: str
     new: str
     drop: ops.MigrateOperation
@@ -313,7 +326,7 @@ def _pair_names(modify: ops.ModifyTableOps, old: str, new: str) -> list[NameChan
         drop = next((d for d in drops if _name(d) != name and renamed(_name(d), old, new) == name), None)
         if drop is None:
             continue
-        kind = "index" if isinstance(create, ops.CreateIndexOp) else str(create.constraint_type)
+        kind = Named.INDEX if isinstance(create, ops.CreateIndexOp) else Named.CONSTRAINT
         changes.append(NameChange(kind, _name(drop), name, drop, create))
         modify.ops = [op for op in modify.ops if op is not drop and op is not create]
     return changes
@@ -333,7 +346,7 @@ def _table_names(before: sa.Table, after: sa.Table, old: str, new: str) -> list[
         drop = ops.DropConstraintOp.from_constraint(previous)
         drop.table_name = new
         create = ops.AddConstraintOp.from_constraint(constraint)
-        changes.append(NameChange(drop.constraint_type or "", str(previous.name), name, drop, create))
+        changes.append(NameChange(Named.CONSTRAINT, str(previous.name), name, drop, create))
     return changes
 
 
@@ -355,13 +368,13 @@ def render_rename(autogen_context: AutogenContext, op: RenameOp) -> list[str]:
 def _render_names(autogen_context: AutogenContext, table: str, changes: list[NameChange]) -> list[str]:
     lines = ["# Names that follow the naming convention follow the rename.", ON_POSTGRESQL]
     for change in changes:
-        if change.kind == "index":
+        if change.kind is Named.INDEX:
             sql = f"ALTER INDEX {ident(change.old)} RENAME TO {ident(change.new)}"
         else:
             sql = f"ALTER TABLE {ident(table)} RENAME CONSTRAINT {ident(change.old)} TO {ident(change.new)}"
         lines.append(execute(sql))
     lines.append("else:")
-    if any(change.kind != "index" for change in changes):
+    if any(change.kind is Named.CONSTRAINT for change in changes):
         lines.append("# SQLite keeps constraint names in its CREATE TABLE only: this rebuilds the table.")
     sqlite = ops.ModifyTableOps(
         table, [change.drop for change in changes] + [change.create for change in changes]
