@@ -355,7 +355,7 @@ def _table_names(before: sa.Table, after: sa.Table, old: str, new: str) -> list[
 
 def render_rename(autogen_context: AutogenContext, op: RenameOp) -> list[str]:
     """The rename, then the names that follow it: renamed on PostgreSQL, dropped and created on SQLite."""
-    # Mako's PythonPrinter indents these lines itself (see autogenerate.nonblocking): none carries its own.
+    # Mako's PythonPrinter indents these lines itself (see autogenerate.pgsql): none carries its own.
     if op.table is not None:
         lines = [f"op.alter_column({op.table!r}, {op.old!r}, new_column_name={op.new!r})", ""]
     else:
@@ -383,7 +383,11 @@ def _render_names(autogen_context: AutogenContext, table: str, changes: list[Nam
 
 
 def render_create_primary_key(autogen_context: AutogenContext, op: ops.CreatePrimaryKeyOp) -> str:
-    """Alembic renders no primary key (autogenerate never adds one); a renamed table's key is renamed."""
+    """A renamed table's primary key, recreated under its new name in SQLite's batch.
+
+    Alembic's own renderer raises ``NotImplementedError``, as autogenerate never
+    adds a primary key; ``dbtools.autogenerate.render`` puts this one in its place.
+    """
     columns = [str(column) for column in op.columns]
     if autogen_context._has_batch:
         return f"batch_op.create_primary_key({str(op.constraint_name)!r}, {columns!r})"
