@@ -14,7 +14,8 @@ from sqlalchemy.schema import Column, DefaultClause
 from sqlalchemy.sql.elements import False_, True_
 from sqlalchemy.types import TypeEngine
 
-from dbtools.autogenerate import nonblocking, portable, renames
+# Importing render registers the project's renderers and comparator plugin in Alembic, once.
+from dbtools.autogenerate import nonblocking, portable, renames, render
 from dbtools.paths import CHECKSUM_TABLE
 
 
@@ -115,7 +116,7 @@ COMPARE_OPTIONS: dict[str, Any] = {
     "compare_server_default": compare_server_default,
     # Alembic's comparators, CHECK constraints by name (every name here comes
     # from the naming convention), and the PostgreSQL facts SQLite lacks.
-    "autogenerate_plugins": ["alembic.autogenerate.*", "alembic.ext.checkconstraint_byname", portable.PLUGIN],
+    "autogenerate_plugins": ["alembic.autogenerate.*", "alembic.ext.checkconstraint_byname", render.PLUGIN],
     "render_item": render_item,
     "include_name": include_name,
     "process_revision_directives": rewrite,  # after the command's own hook

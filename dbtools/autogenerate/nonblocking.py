@@ -29,23 +29,21 @@ COMMITs these blocks make.
 
 from __future__ import annotations
 
-from typing import Any
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from alembic.autogenerate import renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.autogenerate.render import render_op
 from alembic.operations import ops
 from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import AddConstraint
 
-from dbtools.autogenerate import portable
+from dbtools.autogenerate.pgsql import AUTOCOMMIT, DIALECT, ON_POSTGRESQL, execute, ident
 
-ON_POSTGRESQL = 'if op.get_context().dialect.name == "postgresql":'
-AUTOCOMMIT = "with op.get_context().autocommit_block():"
-_PG = postgresql.dialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
 REWRITE_RECIPE = (
     "# PostgreSQL rewrites the whole table for this type change, under ACCESS EXCLUSIVE:",
     "# reads and writes wait until it is done. Fine for a small table. For a big one, expand",
@@ -54,6 +52,14 @@ REWRITE_RECIPE = (
     '# acknowledge_locking = {"changing-column-type": "<why this lock is acceptable>"}',
 )
 TEXT_TYPES = ("VARCHAR", "TEXT", "CHARACTER VARYING")
+
+
+class Form(enum.Enum):
+    """How one change to a table that already exists is written for PostgreSQL."""
+
+    ONLINE = enum.auto()  # in its online form, which lets writes through
+    REWRITE = enum.auto()  # as Alembic writes it, under REWRITE_RECIPE: the table is rewritten
+    PLAIN = enum.auto()  # as Alembic writes it: nothing blocks for long
 
 
 class OnlineOp(ops.ModifyTableOps):
@@ -85,36 +91,31 @@ def rewrite(context: MigrationContext, revision: Any, directives: list[Migration
 def _wrap(op: ops.MigrateOperation, whole: set[str]) -> ops.MigrateOperation:
     if not isinstance(op, ops.ModifyTableOps) or op.table_name in whole:
         return op
-    kinds = {_kind(inner) for inner in op.ops}
-    if "online" in kinds:
+    forms = {_form(inner) for inner in op.ops}
+    if Form.ONLINE in forms:
         return OnlineOp(op.table_name, op.ops, schema=op.schema)
-    if "rewrite" in kinds:
+    if Form.REWRITE in forms:
         return RewriteOp(op.table_name, op.ops, schema=op.schema)
     return op
 
 
-def _kind(op: ops.MigrateOperation) -> str:
-    """ "online" if PostgreSQL has an online form of it, "rewrite" if it rewrites the table, else ""."""
-    if isinstance(op, ops.CreateIndexOp | ops.DropIndexOp | ops.CreateForeignKeyOp):
-        return "online"
-    if isinstance(op, ops.CreateUniqueConstraintOp | ops.CreateCheckConstraintOp):
-        return "online"
-    if isinstance(op, ops.AlterColumnOp):
-        if op.modify_nullable is False and op.existing_nullable is not False and _keeps_type_and_name(op):
-            return "online"
-        if op.modify_type is not None and _rewrites(op.existing_type, op.modify_type):
-            return "rewrite"
-    return ""
-
-
-def _keeps_type_and_name(op: ops.AlterColumnOp) -> bool:
-    return op.modify_type is None and op.modify_name is None
+def _form(op: ops.MigrateOperation) -> Form:
+    """Online iff an online form is registered for it (below); a type change may rewrite instead."""
+    if _registered(op) is not None:
+        return Form.ONLINE
+    if (
+        isinstance(op, ops.AlterColumnOp)
+        and op.modify_type is not None
+        and _rewrites(op.existing_type, op.modify_type)
+    ):
+        return Form.REWRITE
+    return Form.PLAIN
 
 
 def _rewrites(old: Any, new: Any) -> bool:
     """Whether PostgreSQL rewrites the table; widening a varchar, or varchar to text, does not."""
     try:
-        before, after = (str(sa.types.to_instance(t).compile(dialect=_PG)).upper() for t in (old, new))
+        before, after = (str(sa.types.to_instance(t).compile(dialect=DIALECT)).upper() for t in (old, new))
     except Exception:  # a type PostgreSQL cannot render here: assume the worst
         return True
     if before == after:
@@ -128,118 +129,169 @@ def _rewrites(old: Any, new: Any) -> bool:
     )
 
 
-# --- rendering -------------------------------------------------------------
+# --- the online forms, one per operation type ------------------------------
 
 
-# Alembic writes these lines through Mako's PythonPrinter, which indents by
-# itself: a line ending in ":" opens a block, an empty line closes one, and
-# "else:" dedents. So no line here carries its own indentation.
+# An online form: (autogen context, table, the operation) -> the comment a
+# reviewer reads first, and the lines that do the change without blocking.
+Writer = Callable[[AutogenContext, str, Any], tuple[str, list[str]]]
+_W = TypeVar("_W", bound=Writer)
 
 
-@renderers.dispatch_for(OnlineOp)
-def _render_online(autogen_context: AutogenContext, op: OnlineOp) -> list[str]:
-    lines = list(REWRITE_RECIPE) if any(_kind(inner) == "rewrite" for inner in op.ops) else []
-    lines.append(ON_POSTGRESQL)
-    plain: list[ops.MigrateOperation] = []
-    for inner in op.ops:
-        if _kind(inner) != "online":
-            plain.append(inner)
-            continue
-        if plain:
-            lines += render_op(autogen_context, ops.ModifyTableOps(op.table_name, plain, schema=op.schema))
-            plain = []
-        comment, body = _postgresql(autogen_context, op.table_name, inner)
-        lines += [comment, *body]
-    if plain:
-        lines += render_op(autogen_context, ops.ModifyTableOps(op.table_name, plain, schema=op.schema))
-    sqlite = render_op(autogen_context, ops.ModifyTableOps(op.table_name, op.ops, schema=op.schema))
-    return [*lines, "else:", *sqlite, ""]
+@dataclass(frozen=True)
+class OnlineForm:
+    """How one type of operation is written online, and to which operations of that type it applies."""
+
+    write: Writer
+    applies: Callable[[Any], bool]
 
 
-@renderers.dispatch_for(RewriteOp)
-def _render_rewrite(autogen_context: AutogenContext, op: RewriteOp) -> list[str]:
-    batch = render_op(autogen_context, ops.ModifyTableOps(op.table_name, op.ops, schema=op.schema))
-    return [*REWRITE_RECIPE, *batch]
+ONLINE_FORMS: dict[type[ops.MigrateOperation], OnlineForm] = {}
 
 
-def _postgresql(
-    autogen_context: AutogenContext, table: str, plain: ops.MigrateOperation
+def _always(op: ops.MigrateOperation) -> bool:
+    return True
+
+
+def online_form(
+    *types: type[ops.MigrateOperation], when: Callable[[Any], bool] = _always
+) -> Callable[[_W], _W]:
+    """Register the decorated function as the online form of ``types`` (those ``when`` accepts).
+
+    One small function per operation type, looked up by the operation's type
+    as Alembic's ``renderers.dispatch_for`` looks up a renderer (and as
+    strong_migrations has a ``check_<operation>`` per operation). A new
+    online form is one more function here; an operation without one stays as
+    Alembic writes it. The table is this module's own, read by ``_form`` and
+    ``render_online``: not one of Alembic's process-wide registries, which
+    ``dbtools.autogenerate.render`` holds.
+    """
+
+    def register(write: _W) -> _W:
+        for type_ in types:
+            ONLINE_FORMS[type_] = OnlineForm(write, when)
+        return write
+
+    return register
+
+
+def _registered(op: ops.MigrateOperation) -> OnlineForm | None:
+    """The online form registered for ``op``'s type (or a base class, as ``isinstance``), if it applies."""
+    found = next((ONLINE_FORMS[cls] for cls in type(op).__mro__ if cls in ONLINE_FORMS), None)
+    return found if found is not None and found.applies(op) else None
+
+
+@online_form(ops.CreateIndexOp)
+def _create_index(
+    autogen_context: AutogenContext, table: str, op: ops.CreateIndexOp
 ) -> tuple[str, list[str]]:
-    """The comment a reviewer reads first, and the online form."""
-    if isinstance(plain, ops.CreateIndexOp):
-        build = _build_index(autogen_context, plain.index_name, table, plain.columns, plain.unique, plain.kw)
-        return "# PostgreSQL: built without blocking writes (CONCURRENTLY, outside the transaction)", [
-            AUTOCOMMIT,
-            *build,
-            "",
-        ]
-    if isinstance(plain, ops.DropIndexOp):
-        drop = ops.DropIndexOp(
-            plain.index_name, table_name=table, if_exists=True, postgresql_concurrently=True
-        )
-        return "# PostgreSQL: dropped without blocking reads or writes (CONCURRENTLY)", [
-            AUTOCOMMIT,
-            *render_op(autogen_context, drop),
-            "",
-        ]
-    if isinstance(plain, ops.CreateUniqueConstraintOp):
-        name = str(plain.constraint_name)
-        return "# PostgreSQL: a unique index built without blocking writes, then made the constraint", [
-            AUTOCOMMIT,
-            *_build_index(autogen_context, name, table, list(plain.columns), True, {}),
-            "",
-            _execute(
-                f"ALTER TABLE {_ident(table)} ADD CONSTRAINT {_ident(name)} UNIQUE USING INDEX {_ident(name)}"
-            ),
-        ]
-    if isinstance(plain, ops.CreateForeignKeyOp | ops.CreateCheckConstraintOp):
-        name = str(plain.constraint_name)
-        added = str(AddConstraint(plain.to_constraint()).compile(dialect=_PG))
-        return "# PostgreSQL: added NOT VALID (a moment's lock), validated while writes go on", [
-            _execute(f"{' '.join(added.split())} NOT VALID"),
-            AUTOCOMMIT,
-            _execute(f"ALTER TABLE {_ident(table)} VALIDATE CONSTRAINT {_ident(name)}"),
-            "",
-        ]
-    assert isinstance(plain, ops.AlterColumnOp)
-    check = _ident(f"ck_{table}_{plain.column_name}_not_null")
-    default = plain.existing_server_default
-    others: list[str] = []
-    if plain.modify_server_default is not False or plain.modify_comment is not False:
-        # The rest of the change first (a default, a comment: catalog only), then NOT NULL.
-        rest = ops.AlterColumnOp(
-            table,
-            plain.column_name,
-            existing_type=plain.existing_type,
-            existing_server_default=default,
-            existing_nullable=plain.existing_nullable,
-            modify_server_default=plain.modify_server_default,
-            modify_comment=plain.modify_comment,
-            existing_comment=plain.existing_comment,
-        )
-        others = render_op(autogen_context, rest)
-        default = default if plain.modify_server_default is False else plain.modify_server_default
+    """A plain CREATE INDEX holds a SHARE lock for the whole build: every write waits."""
+    build = _build_index(autogen_context, op.index_name, table, op.columns, op.unique, op.kw)
+    return "# PostgreSQL: built without blocking writes (CONCURRENTLY, outside the transaction)", [
+        AUTOCOMMIT,
+        *build,
+        "",
+    ]
+
+
+@online_form(ops.DropIndexOp)
+def _drop_index(autogen_context: AutogenContext, table: str, op: ops.DropIndexOp) -> tuple[str, list[str]]:
+    """A plain DROP INDEX takes ACCESS EXCLUSIVE on the table: reads wait too."""
+    drop = ops.DropIndexOp(op.index_name, table_name=table, if_exists=True, postgresql_concurrently=True)
+    return "# PostgreSQL: dropped without blocking reads or writes (CONCURRENTLY)", [
+        AUTOCOMMIT,
+        *render_op(autogen_context, drop),
+        "",
+    ]
+
+
+@online_form(ops.CreateUniqueConstraintOp)
+def _create_unique(
+    autogen_context: AutogenContext, table: str, op: ops.CreateUniqueConstraintOp
+) -> tuple[str, list[str]]:
+    """ADD CONSTRAINT UNIQUE builds its index under ACCESS EXCLUSIVE; one built concurrently is adopted."""
+    name = str(op.constraint_name)
+    return "# PostgreSQL: a unique index built without blocking writes, then made the constraint", [
+        AUTOCOMMIT,
+        *_build_index(autogen_context, name, table, list(op.columns), True, {}),
+        "",
+        execute(f"ALTER TABLE {ident(table)} ADD CONSTRAINT {ident(name)} UNIQUE USING INDEX {ident(name)}"),
+    ]
+
+
+@online_form(ops.CreateForeignKeyOp, ops.CreateCheckConstraintOp)
+def _add_not_valid(
+    autogen_context: AutogenContext, table: str, op: ops.CreateForeignKeyOp | ops.CreateCheckConstraintOp
+) -> tuple[str, list[str]]:
+    """Adding a foreign key or CHECK checks every row under a lock that blocks writes; VALIDATE does not."""
+    name = str(op.constraint_name)
+    added = str(AddConstraint(op.to_constraint()).compile(dialect=DIALECT))
+    return "# PostgreSQL: added NOT VALID (a moment's lock), validated while writes go on", [
+        execute(f"{' '.join(added.split())} NOT VALID"),
+        AUTOCOMMIT,
+        execute(f"ALTER TABLE {ident(table)} VALIDATE CONSTRAINT {ident(name)}"),
+        "",
+    ]
+
+
+def _sets_not_null(op: ops.AlterColumnOp) -> bool:
+    """NOT NULL added to a column that keeps its type and name (a type change rewrites the table anyway)."""
+    return (
+        op.modify_nullable is False
+        and op.existing_nullable is not False
+        and op.modify_type is None
+        and op.modify_name is None
+    )
+
+
+@online_form(ops.AlterColumnOp, when=_sets_not_null)
+def _set_not_null(
+    autogen_context: AutogenContext, table: str, op: ops.AlterColumnOp
+) -> tuple[str, list[str]]:
+    """SET NOT NULL scans the table under ACCESS EXCLUSIVE; since PostgreSQL 12, a valid CHECK spares that."""
+    check = ident(f"ck_{table}_{op.column_name}_not_null")
+    others, default = _alter_the_rest(autogen_context, table, op)
     alter = ops.AlterColumnOp(
         table,
-        plain.column_name,
-        existing_type=plain.existing_type,
+        op.column_name,
+        existing_type=op.existing_type,
         existing_server_default=default,
-        existing_nullable=plain.existing_nullable,
+        existing_nullable=op.existing_nullable,
         modify_nullable=False,
     )
     return "# PostgreSQL: NOT NULL proven by a validated CHECK, so SET NOT NULL need not scan", [
         *others,
-        _execute(f"ALTER TABLE {_ident(table)} DROP CONSTRAINT IF EXISTS {check}"),
-        _execute(
-            f"ALTER TABLE {_ident(table)} ADD CONSTRAINT {check} "
-            f"CHECK ({_ident(plain.column_name)} IS NOT NULL) NOT VALID"
+        execute(f"ALTER TABLE {ident(table)} DROP CONSTRAINT IF EXISTS {check}"),
+        execute(
+            f"ALTER TABLE {ident(table)} ADD CONSTRAINT {check} "
+            f"CHECK ({ident(op.column_name)} IS NOT NULL) NOT VALID"
         ),
         AUTOCOMMIT,
-        _execute(f"ALTER TABLE {_ident(table)} VALIDATE CONSTRAINT {check}"),
+        execute(f"ALTER TABLE {ident(table)} VALIDATE CONSTRAINT {check}"),
         "",
         *render_op(autogen_context, alter),
-        _execute(f"ALTER TABLE {_ident(table)} DROP CONSTRAINT {check}"),
+        execute(f"ALTER TABLE {ident(table)} DROP CONSTRAINT {check}"),
     ]
+
+
+def _alter_the_rest(
+    autogen_context: AutogenContext, table: str, op: ops.AlterColumnOp
+) -> tuple[list[str], Any]:
+    """The rest of a NOT NULL change first (a default, a comment: catalog only), and the default after it."""
+    if op.modify_server_default is False and op.modify_comment is False:
+        return [], op.existing_server_default
+    rest = ops.AlterColumnOp(
+        table,
+        op.column_name,
+        existing_type=op.existing_type,
+        existing_server_default=op.existing_server_default,
+        existing_nullable=op.existing_nullable,
+        modify_server_default=op.modify_server_default,
+        modify_comment=op.modify_comment,
+        existing_comment=op.existing_comment,
+    )
+    default = op.existing_server_default if op.modify_server_default is False else op.modify_server_default
+    return render_op(autogen_context, rest), default
 
 
 def _build_index(
@@ -253,10 +305,36 @@ def _build_index(
     return [*render_op(autogen_context, drop), *render_op(autogen_context, create)]
 
 
-def _execute(sql: str) -> str:
-    """``op.execute(...)``, long SQL split over lines (ruff's post-write hook lays them out)."""
-    return portable.execute(sql).strip()
+# --- rendering -------------------------------------------------------------
 
 
-def _ident(name: str) -> str:
-    return str(_PG.identifier_preparer.quote(name))
+# Alembic writes these lines through Mako's PythonPrinter, which indents by
+# itself: a line ending in ":" opens a block, an empty line closes one, and
+# "else:" dedents. So no line here carries its own indentation.
+
+
+def render_online(autogen_context: AutogenContext, op: OnlineOp) -> list[str]:
+    """The PostgreSQL branch (plain changes, then each online form, in order), then SQLite's batch."""
+    lines = list(REWRITE_RECIPE) if any(_form(inner) is Form.REWRITE for inner in op.ops) else []
+    lines.append(ON_POSTGRESQL)
+    plain: list[ops.MigrateOperation] = []
+    for inner in op.ops:
+        online = _registered(inner)
+        if online is None:
+            plain.append(inner)
+            continue
+        if plain:
+            lines += render_op(autogen_context, ops.ModifyTableOps(op.table_name, plain, schema=op.schema))
+            plain = []
+        comment, body = online.write(autogen_context, op.table_name, inner)
+        lines += [comment, *body]
+    if plain:
+        lines += render_op(autogen_context, ops.ModifyTableOps(op.table_name, plain, schema=op.schema))
+    sqlite = render_op(autogen_context, ops.ModifyTableOps(op.table_name, op.ops, schema=op.schema))
+    return [*lines, "else:", *sqlite, ""]
+
+
+def render_rewrite(autogen_context: AutogenContext, op: RewriteOp) -> list[str]:
+    """Alembic's batch, under the expand/contract recipe a reviewer reads first."""
+    batch = render_op(autogen_context, ops.ModifyTableOps(op.table_name, op.ops, schema=op.schema))
+    return [*REWRITE_RECIPE, *batch]

@@ -24,21 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic.autogenerate import renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import ops
 from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
 from alembic.runtime.plugins import Plugin
 from alembic.util import DispatchPriority, PriorityDispatchResult
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import Column, DefaultClause
 
 from dbtools.autogenerate import pgfacts
+from dbtools.autogenerate.pgsql import DIALECT, ON_POSTGRESQL, execute, ident, literal
 
-PLUGIN = "dbtools.autogenerate.portable"
-ON_POSTGRESQL = 'if op.get_context().dialect.name == "postgresql":'
-_PG = postgresql.dialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
 _BOOLEAN_TEXT = {"1": True, "true": True, "'1'": True, "0": False, "false": False, "'0'": False}
 
 
@@ -76,8 +72,8 @@ class EnumTypeOp(PostgresqlOnlyOp):
 
     def statements(self) -> list[str]:
         if self.create:
-            return [f"CREATE TYPE {_ident(self.name)} AS ENUM ({', '.join(map(_literal, self.values))})"]
-        return [f"DROP TYPE {_ident(self.name)}"]
+            return [f"CREATE TYPE {ident(self.name)} AS ENUM ({', '.join(map(literal, self.values))})"]
+        return [f"DROP TYPE {ident(self.name)}"]
 
 
 class EnumValuesOp(PostgresqlOnlyOp):
@@ -109,18 +105,18 @@ class EnumValuesOp(PostgresqlOnlyOp):
         return f"# PostgreSQL: {self.name} becomes ({', '.join(self.new)}), a new type replacing the old"
 
     def statements(self) -> list[str]:
-        name, old_name = _ident(self.name), _ident(f"{self.name}_old")
+        name, old_name = ident(self.name), ident(f"{self.name}_old")
         out = [
             f"ALTER TYPE {name} RENAME TO {old_name}",
             EnumTypeOp(self.name, self.new, create=True).statements()[0],
         ]
         for table, column, default in self.columns:
-            alter = f"ALTER TABLE {_ident(table)} ALTER COLUMN {_ident(column)}"
+            alter = f"ALTER TABLE {ident(table)} ALTER COLUMN {ident(column)}"
             if default is not None:
                 out.append(f"{alter} DROP DEFAULT")
-            out.append(f"{alter} TYPE {name} USING {_ident(column)}::text::{name}")
+            out.append(f"{alter} TYPE {name} USING {ident(column)}::text::{name}")
             if default is not None:
-                out.append(f"{alter} SET DEFAULT {_literal(default)}")
+                out.append(f"{alter} SET DEFAULT {literal(default)}")
         return [*out, f"DROP TYPE {old_name}"]
 
 
@@ -144,41 +140,16 @@ class SequenceTypeOp(PostgresqlOnlyOp):
         return f"# PostgreSQL: the sequence of {key} becomes {self.new}, as wide as the column"
 
     def statements(self) -> list[str]:
-        table, column = _ident(self.table), _ident(self.column)
+        table, column = ident(self.table), ident(self.column)
         # pg_get_serial_sequence finds it for serial and identity columns, whatever its name.
-        sequence = f"pg_get_serial_sequence({_literal(table)}, {_literal(self.column)})"
+        sequence = f"pg_get_serial_sequence({literal(table)}, {literal(self.column)})"
         out = [f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {self.new}"] if self.with_column else []
         return [*out, f"DO $$ BEGIN EXECUTE 'ALTER SEQUENCE ' || {sequence} || ' AS {self.new}'; END $$"]
 
 
-def _render_postgresql_only(autogen_context: AutogenContext, op: PostgresqlOnlyOp) -> list[str]:
+def render_postgresql_only(autogen_context: AutogenContext, op: PostgresqlOnlyOp) -> list[str]:
+    """The renderer of every ``PostgresqlOnlyOp`` (registered by ``dbtools.autogenerate.render``)."""
     return [op.comment(), ON_POSTGRESQL, *(execute(sql) for sql in op.statements()), ""]
-
-
-def execute(sql: str, width: int = 72) -> str:
-    """``op.execute("...")``, the SQL split over lines that fit ``make lint``'s line length."""
-    if len(sql) <= width:
-        return f"    op.execute({sql!r})"
-    pieces, line = [], ""
-    for word in sql.split(" "):
-        if line and len(line) + len(word) >= width:
-            pieces.append(line)
-            line = ""
-        line += word + " "
-    pieces.append(line[:-1])
-    return "    op.execute(\n" + "".join(f"        {piece!r}\n" for piece in pieces) + "    )"
-
-
-for _op in (EnumTypeOp, EnumValuesOp, SequenceTypeOp):
-    renderers.dispatch_for(_op)(_render_postgresql_only)
-
-
-def _ident(name: str) -> str:
-    return str(_PG.identifier_preparer.quote(name))
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
 
 
 # --- Comparators: what PostgreSQL needs that the compared database did not show ------
@@ -251,7 +222,7 @@ def compare_key_widths(autogen_context: AutogenContext, upgrade_ops: ops.Upgrade
         for column in table.primary_key.columns:
             if not isinstance(column.type, sa.Integer):
                 continue
-            wanted = column.type.compile(dialect=_PG).lower()
+            wanted = column.type.compile(dialect=DIALECT).lower()
             key = (table.name, column.name)
             if key not in facts.columns:
                 continue  # a new table: created at the model's width
@@ -266,14 +237,12 @@ def compare_key_widths(autogen_context: AutogenContext, upgrade_ops: ops.Upgrade
 
 
 def setup(plugin: Plugin) -> None:
+    """Alembic's plugin protocol: ``dbtools.autogenerate.render`` registers this module as a plugin."""
     plugin.add_autogenerate_comparator(
         compare_enums_first, "schema", "enums", priority=DispatchPriority.FIRST
     )
     plugin.add_autogenerate_comparator(compare_enums_last, "schema", "enums", priority=DispatchPriority.LAST)
     plugin.add_autogenerate_comparator(compare_key_widths, "schema", "keys", priority=DispatchPriority.LAST)
-
-
-Plugin.setup_plugin_from_module(__import__(__name__, fromlist=["setup"]), PLUGIN)
 
 
 # --- Rewriting what the compared database reported -------------------------------

@@ -16,6 +16,7 @@ named after the old name (the naming convention) are renamed with it, so
 
 from __future__ import annotations
 
+import enum
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -23,21 +24,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from alembic.autogenerate import renderers
 from alembic.autogenerate.api import AutogenContext
 from alembic.autogenerate.render import render_op
 from alembic.operations import ops
 from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 
-from dbtools.autogenerate import portable
+from dbtools.autogenerate.pgsql import ON_POSTGRESQL, execute, ident
 from dbtools.run import Decisions
-
-ON_POSTGRESQL = 'if op.get_context().dialect.name == "postgresql":'
-_PG = postgresql.dialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
 
 
 @dataclass(frozen=True)
@@ -212,11 +208,23 @@ def renamed(name: str, old: str, new: str) -> str:
     return re.sub(rf"(?<=_){re.escape(old)}(?=_|$)", new, name)
 
 
+class Named(enum.Enum):
+    """What carries a name that follows a rename: it decides how the name changes.
+
+    PostgreSQL renames an index with ``ALTER INDEX``, any constraint with
+    ``ALTER TABLE ... RENAME CONSTRAINT``; SQLite keeps constraint names only
+    in its CREATE TABLE, so renaming one rebuilds the table.
+    """
+
+    INDEX = enum.auto()
+    CONSTRAINT = enum.auto()
+
+
 @dataclass
 class NameChange:
     """One index or constraint renamed, and how SQLite does it (drop, then create)."""
 
-    kind: str  # "index", or the constraint type: "unique", "foreignkey", "check", "primary"
+    kind: Named
     old: str
     new: str
     drop: ops.MigrateOperation
@@ -303,7 +311,7 @@ def _pair_names(modify: ops.ModifyTableOps, old: str, new: str) -> list[NameChan
         drop = next((d for d in drops if _name(d) != name and renamed(_name(d), old, new) == name), None)
         if drop is None:
             continue
-        kind = "index" if isinstance(create, ops.CreateIndexOp) else str(create.constraint_type)
+        kind = Named.INDEX if isinstance(create, ops.CreateIndexOp) else Named.CONSTRAINT
         changes.append(NameChange(kind, _name(drop), name, drop, create))
         modify.ops = [op for op in modify.ops if op is not drop and op is not create]
     return changes
@@ -323,16 +331,16 @@ def _table_names(before: sa.Table, after: sa.Table, old: str, new: str) -> list[
         drop = ops.DropConstraintOp.from_constraint(previous)
         drop.table_name = new
         create = ops.AddConstraintOp.from_constraint(constraint)
-        changes.append(NameChange(drop.constraint_type or "", str(previous.name), name, drop, create))
+        changes.append(NameChange(Named.CONSTRAINT, str(previous.name), name, drop, create))
     return changes
 
 
 # --- rendering -------------------------------------------------------------
 
 
-@renderers.dispatch_for(RenameOp)
-def _render_rename(autogen_context: AutogenContext, op: RenameOp) -> list[str]:
-    # Mako's PythonPrinter indents these lines itself (see autogenerate.nonblocking): none carries its own.
+def render_rename(autogen_context: AutogenContext, op: RenameOp) -> list[str]:
+    """The rename, then the names that follow it: renamed on PostgreSQL, dropped and created on SQLite."""
+    # Mako's PythonPrinter indents these lines itself (see autogenerate.pgsql): none carries its own.
     if op.table is not None:
         lines = [f"op.alter_column({op.table!r}, {op.old!r}, new_column_name={op.new!r})", ""]
     else:
@@ -345,15 +353,13 @@ def _render_rename(autogen_context: AutogenContext, op: RenameOp) -> list[str]:
 def _render_names(autogen_context: AutogenContext, table: str, changes: list[NameChange]) -> list[str]:
     lines = ["# Names that follow the naming convention follow the rename.", ON_POSTGRESQL]
     for change in changes:
-        if change.kind == "index":
-            sql = f"ALTER INDEX {_ident(change.old)} RENAME TO {_ident(change.new)}"
+        if change.kind is Named.INDEX:
+            sql = f"ALTER INDEX {ident(change.old)} RENAME TO {ident(change.new)}"
         else:
-            sql = (
-                f"ALTER TABLE {_ident(table)} RENAME CONSTRAINT {_ident(change.old)} TO {_ident(change.new)}"
-            )
-        lines.append(portable.execute(sql).strip())
+            sql = f"ALTER TABLE {ident(table)} RENAME CONSTRAINT {ident(change.old)} TO {ident(change.new)}"
+        lines.append(execute(sql))
     lines.append("else:")
-    if any(change.kind != "index" for change in changes):
+    if any(change.kind is Named.CONSTRAINT for change in changes):
         lines.append("# SQLite keeps constraint names in its CREATE TABLE only: this rebuilds the table.")
     sqlite = ops.ModifyTableOps(
         table, [change.drop for change in changes] + [change.create for change in changes]
@@ -361,14 +367,13 @@ def _render_names(autogen_context: AutogenContext, table: str, changes: list[Nam
     return [*lines, *render_op(autogen_context, sqlite), ""]  # the batch block closes itself; "" closes else
 
 
-@renderers.dispatch_for(ops.CreatePrimaryKeyOp, replace=True)
-def _render_create_primary_key(autogen_context: AutogenContext, op: ops.CreatePrimaryKeyOp) -> str:
-    """Alembic renders no primary key (autogenerate never adds one); a renamed table's key is renamed."""
+def render_create_primary_key(autogen_context: AutogenContext, op: ops.CreatePrimaryKeyOp) -> str:
+    """A renamed table's primary key, recreated under its new name in SQLite's batch.
+
+    Alembic's own renderer raises ``NotImplementedError``, as autogenerate never
+    adds a primary key; ``dbtools.autogenerate.render`` puts this one in its place.
+    """
     columns = [str(column) for column in op.columns]
     if autogen_context._has_batch:
         return f"batch_op.create_primary_key({str(op.constraint_name)!r}, {columns!r})"
     return f"op.create_primary_key({str(op.constraint_name)!r}, {op.table_name!r}, {columns!r})"
-
-
-def _ident(name: str) -> str:
-    return str(_PG.identifier_preparer.quote(name))

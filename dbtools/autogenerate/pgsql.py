@@ -1,0 +1,54 @@
+"""PostgreSQL as a generated migration writes it, whichever database autogenerate compared against.
+
+One migration file runs on both backends, so what only PostgreSQL runs is
+written under the ``ON_POSTGRESQL`` guard, often as ``op.execute()`` of SQL
+Alembic has no operation for (``NOT VALID``, ``RENAME CONSTRAINT``, ``CREATE
+TYPE``). That SQL is quoted, and types are named, by PostgreSQL's rules
+even when autogenerate compared against SQLite: hence ``DIALECT`` rather
+than the compared database's dialect.
+
+The lines returned carry no indentation of their own: Alembic writes them
+through Mako's ``PythonPrinter``, which indents by itself (a line ending in
+``:`` opens a block, an empty line closes it, ``else:`` dedents).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+ON_POSTGRESQL = 'if op.get_context().dialect.name == "postgresql":'
+# CREATE INDEX CONCURRENTLY and friends refuse to run inside a transaction block.
+AUTOCOMMIT = "with op.get_context().autocommit_block():"
+DIALECT: Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]  # untyped in SQLAlchemy
+# SQL longer than this is split: with the indentation of the blocks above and the
+# quotes, each piece still fits `make lint`'s line length.
+WIDTH = 72
+
+
+def ident(name: str) -> str:
+    """A name as PostgreSQL needs it quoted (only when it must be: reserved words, capitals)."""
+    return str(DIALECT.identifier_preparer.quote(name))
+
+
+def literal(value: str) -> str:
+    """A string as a PostgreSQL literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def execute(sql: str, width: int = WIDTH) -> str:
+    """``op.execute("...")``, long SQL split at spaces over lines that fit ``make lint``'s line length.
+
+    The pieces are adjacent string literals, so the SQL is the same; ruff's
+    post-write hook lays out the call.
+    """
+    if len(sql) <= width:
+        return f"op.execute({sql!r})"
+    pieces, line = [], ""
+    for word in sql.split(" "):
+        if line and len(line) + len(word) >= width:
+            pieces.append(line)
+            line = ""
+        line += word + " "
+    pieces.append(line[:-1])
+    return "op.execute(\n" + "".join(f"        {piece!r}\n" for piece in pieces) + "    )"

@@ -1,0 +1,56 @@
+"""Everything this project registers in Alembic's process-wide autogenerate registries, in one place.
+
+Alembic looks up how to render an operation in ``alembic.autogenerate.renderers``,
+and which comparators to run in its registry of plugins. Both are global to
+the process: a registration changes every autogenerate run from then on, and
+a second one of the same key raises. Made as a side effect of importing the
+module that happens to define the function, it is hard to find (who would
+look in renames.py for a change to how Alembic renders every primary key?).
+So the other modules of this package only define their operations, render
+functions and comparators, and importing this module registers them, once.
+``dbtools.autogenerate.hooks`` imports it, so whatever installs the hooks
+(migrations/env.py, the commands, the benchmark) renders and compares with
+them.
+
+Renderers (each returns the lines of the generated migration for its operation):
+
+- ``portable``'s PostgreSQL-only operations (an enum type created, dropped or
+  given new values; a key's sequence widened): Alembic has no operation for
+  these, and SQLite nothing to run, so they render as ``op.execute()`` under
+  the PostgreSQL guard.
+- ``nonblocking.OnlineOp``: a table's changes, each in its online form on
+  PostgreSQL, with Alembic's own batch for SQLite in the ``else:`` branch.
+- ``nonblocking.RewriteOp``: a table's changes that include a type change
+  PostgreSQL makes by rewriting the table, under the expand/contract recipe.
+- ``renames.RenameOp``: a rename the user accepted, and the indexes and
+  constraints named after the old name renamed with it.
+- ``ops.CreatePrimaryKeyOp``, *replacing* Alembic's own renderer, which
+  raises ``NotImplementedError`` because autogenerate never adds a primary
+  key. A renamed table does, for SQLite: its batch recreates the key under
+  the new name (``renames``).
+
+Comparator plugin:
+
+- ``PLUGIN``, ``portable``'s comparators: the PostgreSQL facts (enum types,
+  key widths) the compared database may not show. ``hooks.COMPARE_OPTIONS``
+  enables it by this name, which Alembic's log and errors show.
+"""
+
+from __future__ import annotations
+
+from alembic.autogenerate import renderers
+from alembic.operations import ops
+from alembic.runtime.plugins import Plugin
+
+from dbtools.autogenerate import nonblocking, portable, renames
+
+PLUGIN = "dbtools.autogenerate.portable"
+
+for _op in (portable.EnumTypeOp, portable.EnumValuesOp, portable.SequenceTypeOp):
+    renderers.dispatch_for(_op)(portable.render_postgresql_only)
+renderers.dispatch_for(nonblocking.OnlineOp)(nonblocking.render_online)
+renderers.dispatch_for(nonblocking.RewriteOp)(nonblocking.render_rewrite)
+renderers.dispatch_for(renames.RenameOp)(renames.render_rename)
+renderers.dispatch_for(ops.CreatePrimaryKeyOp, replace=True)(renames.render_create_primary_key)
+
+Plugin.setup_plugin_from_module(portable, PLUGIN)
