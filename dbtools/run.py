@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alembic.config import Config
@@ -96,6 +97,38 @@ class Run:
     def start_with(self, config: Config) -> Config:
         config.attributes[KEY] = self
         return config
+
+
+CONTEXT_KEY = "dbtools"
+
+
+@dataclass
+class InContext:
+    """What env.py hands autogenerate's hooks through Alembic's migration context, as one typed value.
+
+    Alembic passes ``context.configure()``'s extra keywords on in
+    ``context.opts``; this is the only one the project adds (``CONTEXT_KEY``).
+    """
+
+    # Where autogenerate finds schema/ (dbtools.autogenerate.pgfacts).
+    project_root: Path | None = None
+    # make migration: which renames the user accepted, and whether to ask.
+    rename_decisions: Decisions | None = None
+    # Online forms on PostgreSQL (off only for make bench-online's baseline).
+    renders_online: bool = True
+    # PostgreSQL's facts, loaded once by the first comparator that needs them
+    # (a dbtools.autogenerate.pgfacts.PgFacts, or None when none could be seen).
+    pg_facts: object = None
+    facts_loaded: bool = False
+
+
+def in_context(context: MigrationContext) -> InContext:
+    """The project's options in ``context``; defaults where env.py did not configure it (a scratch run).
+
+    Never stored back: a context's opts may be a dict its caller shares (``hooks.COMPARE_OPTIONS``).
+    """
+    found = context.opts.get(CONTEXT_KEY)
+    return found if isinstance(found, InContext) else InContext()
 
 
 def of(config: Config) -> Run:

@@ -94,10 +94,12 @@ def run_migrations_online() -> None:
             render_as_batch=True,  # SQLite can ALTER little; batch mode rebuilds the table.
             transactional_ddl=True,  # True on SQLite too: the engine really begins a transaction.
             on_version_apply=after_each_step,
-            # Where autogenerate finds schema/ (dbtools.autogenerate.pgfacts), and the renames it may write.
-            project_root=paths.root_of(config),
-            rename_decisions=this_run.rename_decisions,
-            online_rendering=this_run.renders_online,
+            # What autogenerate's hooks read, as one typed value (the key is run.CONTEXT_KEY).
+            dbtools=run.InContext(
+                project_root=paths.root_of(config),
+                rename_decisions=this_run.rename_decisions,
+                renders_online=this_run.renders_online,
+            ),
             **hooks.COMPARE_OPTIONS,
         )
         for attempt in migration_lock.attempts():  # PostgreSQL retries a run that hit a lock timeout

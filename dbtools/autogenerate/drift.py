@@ -18,7 +18,7 @@ from dbtools.autogenerate import hooks
 
 def differences(connection: Connection, metadata: MetaData) -> list[Any]:
     """Alembic's diff tuples between ``metadata`` and the database behind ``connection``."""
-    context = MigrationContext.configure(connection, opts=hooks.COMPARE_OPTIONS)
+    context = MigrationContext.configure(connection, opts=dict(hooks.COMPARE_OPTIONS))
     return list(compare_metadata(context, metadata))
 
 

@@ -42,6 +42,7 @@ from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.schema import AddConstraint
 
+from dbtools import run
 from dbtools.autogenerate.pgsql import AUTOCOMMIT, DIALECT, ON_POSTGRESQL, execute, ident
 
 REWRITE_RECIPE = (
@@ -77,7 +78,7 @@ class RewriteOp(ops.ModifyTableOps):
 
 def rewrite(context: MigrationContext, revision: Any, directives: list[MigrationScript]) -> None:
     """``process_revision_directives``: both directions, each on its own (the downgrade keeps its fixes)."""
-    if not context.opts.get("online_rendering", True):
+    if not run.in_context(context).renders_online:
         return  # the benchmark's baseline: Alembic's own rendering
     for script in directives:
         for container in (*script.upgrade_ops_list, *script.downgrade_ops_list):

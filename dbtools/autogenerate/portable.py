@@ -20,7 +20,6 @@ PostgreSQL-only steps render inside ``if op.get_context().dialect.name ==
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,6 +31,7 @@ from alembic.runtime.plugins import Plugin
 from alembic.util import DispatchPriority, PriorityDispatchResult
 from sqlalchemy.schema import Column, DefaultClause
 
+from dbtools import run
 from dbtools.autogenerate import pgfacts
 from dbtools.autogenerate.pgsql import DIALECT, ON_POSTGRESQL, execute, ident, literal
 
@@ -157,14 +157,19 @@ def render_postgresql_only(autogen_context: AutogenContext, op: PostgresqlOnlyOp
 
 def _facts(autogen_context: AutogenContext) -> pgfacts.PgFacts | None:
     context = autogen_context.migration_context
-    if "pg_facts" not in context.opts:
-        root = context.opts.get("project_root")
+    options = run.in_context(context)
+    if not options.facts_loaded:
         connection = context.connection
-        facts = None
-        if root is not None and connection is not None:
-            facts = pgfacts.load(connection, Path(root), tuple(context.get_current_heads()))
-        context.opts["pg_facts"] = facts
-    return context.opts["pg_facts"]  # type: ignore[no-any-return]
+        if options.project_root is not None and connection is not None:
+            heads = tuple(context.get_current_heads())
+            options.pg_facts = pgfacts.load(connection, options.project_root, heads)
+        options.facts_loaded = True
+    return _loaded(context)
+
+
+def _loaded(context: MigrationContext) -> pgfacts.PgFacts | None:
+    facts = run.in_context(context).pg_facts
+    return facts if isinstance(facts, pgfacts.PgFacts) else None
 
 
 def model_enums(metadata: sa.MetaData) -> dict[str, tuple[str, ...]]:
@@ -252,7 +257,7 @@ def warn_if_blind(context: MigrationContext) -> None:
     """Say when autogenerate against SQLite could not see PostgreSQL's facts the models need."""
     metadata = context.opts.get("target_metadata")
     sqlite = context.dialect.name == "sqlite"
-    blind = context.opts.get("pg_facts") is None
+    blind = _loaded(context) is None
     if blind and sqlite and isinstance(metadata, sa.MetaData) and _needs_facts(metadata):
         print(
             f"Note: {pgfacts.SNAPSHOT} is not at this database's revision, so PostgreSQL's enum "
@@ -265,7 +270,7 @@ def rewrite(context: MigrationContext, revision: Any, directives: list[Migration
 
     env.py installs it, so plain ``alembic revision --autogenerate`` writes the same file.
     """
-    facts = context.opts.get("pg_facts")
+    facts = _loaded(context)
     for script in directives:
         for container in (*script.upgrade_ops_list, *script.downgrade_ops_list):
             for table, op in _walk(container.ops):

@@ -32,8 +32,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
 from sqlalchemy.engine import Dialect
 
+from dbtools import run
 from dbtools.autogenerate.pgsql import ON_POSTGRESQL, execute, ident
-from dbtools.run import Decisions
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def parse(raw: str) -> tuple[str, ...]:
 
 def rewrite(context: MigrationContext, revision: Any, directives: list[MigrationScript]) -> None:
     """``process_revision_directives``: offer each candidate, rewrite the accepted ones."""
-    decisions: Decisions | None = context.opts.get("rename_decisions")
+    decisions = run.in_context(context).rename_decisions
     if decisions is None or not directives or directives[0].upgrade_ops is None:
         return  # not make migration: `make check` and plain alembic runs only compare
     script = directives[0]
