@@ -22,7 +22,9 @@ and SQLite keeps its batch operations in the ``else:`` branch:
 - a type change PostgreSQL does by rewriting the table stays as it is, with
   the expand/contract recipe above it; ``make lint`` asks to acknowledge it.
 
-Tables created in the same migration are new and empty: nothing to protect.
+Each online form is one small function below, registered for its operation
+type with ``@online_form``. Tables created in the same migration are new and
+empty: nothing to protect.
 ``dbtools.runtime.locking`` keeps the migration lock and the lock timeout through the
 COMMITs these blocks make.
 """
