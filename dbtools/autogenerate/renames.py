@@ -318,10 +318,13 @@ def _pair_names(modify: ops.ModifyTableOps, old: str, new: str) -> list[NameChan
 
 
 def _table_names(before: sa.Table, after: sa.Table, old: str, new: str) -> list[NameChange]:
-    """The renamed table's own constraints, matched by name through the rename."""
+    """The renamed table's own constraints, matched by name through the rename.
+
+    In name order: ``Table.constraints`` is a set, and a migration written twice must read the same.
+    """
     existing = {str(c.name): c for c in before.constraints if c.name}
     changes = []
-    for constraint in after.constraints:
+    for constraint in sorted(after.constraints, key=lambda c: str(c.name or "")):
         if not constraint.name:
             continue
         name = str(constraint.name)
