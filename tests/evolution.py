@@ -30,6 +30,12 @@ class Change:
     hand_edit: Callable[[str], str] | None = None
     seed: tuple[str, ...] = ()  # rows the application writes once the change is deployed
     fills: tuple[str, ...] = ()  # "table.column" whose existing values a data step sets
+    # Fragments the generated migration must contain in this order (where order is the point).
+    in_order: tuple[str, ...] = ()
+    # Statements the database must refuse from this change on (a constraint or unique index holds).
+    refuses: tuple[str, ...] = ()
+    # How many steps the round trip downgrades and upgrades again (2: through the change before too).
+    round_trip: int = 1
     inserts: dict[str, str] = field(default_factory=dict)  # the app's INSERT per table from now on
     renames: dict[str, str] = field(default_factory=dict)  # "table" or "table.column" -> new name
 

@@ -81,8 +81,24 @@ def upgrade(config: Config) -> None:
     command.upgrade(Run(needs_models=False).start_with(config), "head")  # as make upgrade runs it
 
 
-def downgrade(config: Config) -> None:
-    command.downgrade(Run(creates_database=False).start_with(config), "-1")
+def downgrade(config: Config, steps: int = 1) -> None:
+    command.downgrade(Run(creates_database=False).start_with(config), f"-{steps}")
+
+
+def refused(url: URL, statement: str) -> bool:
+    """Whether the database refuses ``statement`` (a constraint or a unique index holds); nothing is kept."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            try:
+                conn.exec_driver_sql(statement)
+            except sa.exc.IntegrityError:
+                return True
+            finally:
+                conn.rollback()
+        return False
+    finally:
+        engine.dispose()
 
 
 class Deployment:
@@ -91,6 +107,7 @@ class Deployment:
     def __init__(self, project: Project, urls: dict[str, URL]) -> None:
         self.project, self.urls, self.writes = project, urls, 0
         self.inserts = dict(APP_INSERTS)
+        self.refusals: list[str] = []  # what earlier changes made the database refuse
 
     @property
     def root(self) -> str:
@@ -120,6 +137,11 @@ class Deployment:
         joined = re.sub(r'"\s+"', "", text)  # long SQL is split into adjacent string literals
         for fragment in change.expect:
             assert fragment in joined, f"{change.message}: {fragment!r} not in the generated file:\n{text}"
+        at = 0
+        for fragment in change.in_order:
+            found = joined.find(fragment, at)
+            assert found >= 0, f"{change.message}: {fragment!r} not after {at} in the generated file:\n{text}"
+            at = found + len(fragment)
         if change.hand_edit is not None:
             path.write_text(change.hand_edit(text))
         return text
@@ -129,19 +151,32 @@ class Deployment:
         context = f"{change.message} on {backend}"
         before = rows(url)
         assert workers.call(self.root, url, upgrade) == 0, f"{context}: upgrade failed"
+        self.assert_refusals(url, context, *change.refuses)
         after = rows(url)
         renamed = change.renames
         assert_kept(before, after, skip=change.fills, renamed=renamed)
         assert workers.call(self.root, url, check.check) == 0, f"{context}: the models differ after upgrade"
-        assert workers.call(self.root, url, downgrade) == 0, f"{context}: downgrade failed"
-        assert_kept(after, rows(url), renamed={new: old for old, new in renamed.items()})
+        steps = change.round_trip
+        assert workers.call(self.root, url, lambda c: downgrade(c, steps)) == 0, (
+            f"{context}: downgrade failed"
+        )
+        if steps == 1:
+            assert_kept(after, rows(url), renamed={new: old for old, new in renamed.items()})
+            self.assert_refusals(url, f"{context}, downgraded")
         assert workers.call(self.root, url, upgrade) == 0, f"{context}: upgrade after downgrade failed"
+        self.assert_refusals(url, f"{context}, upgraded again", *change.refuses)
         assert rows(url) == after, f"{context}: a round trip changed rows"
         execute(url, *change.seed)
+
+    def assert_refusals(self, url: URL, context: str, *more: str) -> None:
+        """What earlier changes (and ``more``) made the database refuse, it still refuses."""
+        for statement in (*self.refusals, *more):
+            assert refused(url, statement), f"{context}: accepted {statement!r}"
 
     def application_writes(self, change: Change) -> None:
         """The application keeps inserting rows with only the columns it must give."""
         self.inserts.update(change.inserts)
+        self.refusals += change.refuses
         self.writes += 1
         for url in self.urls.values():
             execute(url, *(sql.format(n=self.writes) for sql in self.inserts.values() if sql))
@@ -163,6 +198,11 @@ class Deployment:
         dump = snapshot.postgresql_schema(script, self.urls["postgresql"])
         (self.project.root / "schema" / "postgresql.sql").write_text(dump)
 
+    def check_sqlite_with_snapshot(self, change: Change) -> None:
+        """With PostgreSQL's facts current, SQLite shows no drift, not even what it cannot hold (comments)."""
+        code = workers.call(self.root, self.urls["sqlite"], check.check)
+        assert code == 0, f"{change.message}: make check on SQLite, with schema/ current, found drift"
+
 
 @pytest.mark.parametrize("chain", sorted(CHAINS))
 @pytest.mark.slow
@@ -181,6 +221,7 @@ def test_every_model_change_migrates_on_both_backends(chain: str, tmp_path: Path
             for backend in deployment.urls:
                 deployment.deploy(change, backend)
             deployment.refresh_snapshot()
+            deployment.check_sqlite_with_snapshot(change)
             deployment.application_writes(change)
         deployment.lint_style()
 
