@@ -213,6 +213,32 @@ USERS_CHAIN = (
         # The column, then its type; the downgrade brings back both, values and all.
         expect=('drop_column("role")', "DROP TYPE user_role", "CREATE TYPE user_role AS ENUM"),
     ),
+    Change(
+        "user kind",
+        (
+            add_user_column(
+                'kind: Mapped[str] = mapped_column(sa.Enum("person", "robot", name="user_kind", '
+                'native_enum=False, create_constraint=True), server_default="person")'
+            ),
+        ),
+        # A VARCHAR and its CHECK, added once (the column's type adds none of its own), by convention's name.
+        expect=(
+            'sa.Enum("person", "robot", name="user_kind", native_enum=False)',
+            "ADD CONSTRAINT ck_users_user_kind CHECK (kind IN ('person', 'robot')) NOT VALID",
+        ),
+        refuses=("UPDATE users SET kind = 'alien' WHERE id = 1",),
+    ),
+    Change(
+        "team kind",
+        ((USER, '"person", "robot", name="user_kind"', '"person", "robot", "teams", name="user_kind"'),),
+        # As long as 'robot', so the VARCHAR stays: the CHECK's values are compared.
+        expect=(
+            'drop_constraint(batch_op.f("ck_users_user_kind")',
+            "CHECK (kind IN ('person', 'robot', 'teams')) NOT VALID",
+            "VALIDATE CONSTRAINT ck_users_user_kind",
+        ),
+        seed=("UPDATE users SET kind = 'teams' WHERE id = 3",),
+    ),
 )
 
 POST_MODEL = '''"""Posts, written by users."""

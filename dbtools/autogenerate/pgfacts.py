@@ -56,7 +56,7 @@ def from_snapshot(text: str, heads: tuple[str, ...]) -> PgFacts | None:
     found = _HEAD.search(text)
     if found is None or tuple(sorted(found["heads"].split(", "))) != tuple(sorted(heads)):
         return None
-    enums = {m["name"]: tuple(_literals(m["values"])) for m in _ENUM.finditer(text)}
+    enums = {m["name"]: tuple(literals(m["values"])) for m in _ENUM.finditer(text)}
     columns: dict[tuple[str, str], str] = {}
     defaults: dict[tuple[str, str], str] = {}
     for table in _TABLE.finditer(text):
@@ -112,5 +112,6 @@ def literal_of(default: str | None) -> str | None:
     return found[1].replace("''", "'") if found else None
 
 
-def _literals(text: str) -> list[str]:
+def literals(text: str) -> list[str]:
+    """Every string literal in ``text``, unquoted."""
     return [value.replace("''", "'") for value in _LITERAL.findall(text)]

@@ -8,6 +8,9 @@ says in its own dialect:
 - PostgreSQL enum types are created before their first column, dropped after
   their last, and replaced when their values change; columns never create
   or drop them implicitly (``create_type=False``).
+- A CHECK-backed enum (``native_enum=False, create_constraint=True``) has
+  its values compared with its CHECK, which is added once, as an operation
+  of its own, never by the column's type as well.
 - A primary key widened to BIGINT takes its sequence along, which Alembic
   leaves at INTEGER (2,147,483,647 ids).
 - Boolean server defaults render as ``sa.true()`` / ``sa.false()``, not as
@@ -19,6 +22,7 @@ PostgreSQL-only steps render inside ``if op.get_context().dialect.name ==
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -30,6 +34,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.runtime.plugins import Plugin
 from alembic.util import DispatchPriority, PriorityDispatchResult
 from sqlalchemy.schema import Column, DefaultClause
+from sqlalchemy.sql.elements import conv
 
 from dbtools import run
 from dbtools.autogenerate import pgfacts
@@ -241,6 +246,59 @@ def compare_key_widths(autogen_context: AutogenContext, upgrade_ops: ops.Upgrade
     return PriorityDispatchResult.CONTINUE
 
 
+def compare_check_enums(
+    autogen_context: AutogenContext,
+    modify_table_ops: ops.ModifyTableOps,
+    schema: str | None,
+    table_name: str,
+    conn_table: sa.Table | None,
+    metadata_table: sa.Table | None,
+) -> Any:
+    """A CHECK-backed enum's values (``native_enum=False, create_constraint=True``), compared with its CHECK.
+
+    ``alembic.ext.checkconstraint_byname`` compares CHECK constraints by name
+    only, and the column's VARCHAR length shows only a longer value: a new
+    value as long as an old one went unseen, then refused at insert. A change
+    is written as the CHECK dropped and added again, under its name from the
+    naming convention (``NOT VALID`` + ``VALIDATE`` on PostgreSQL).
+    """
+    inspector = autogen_context.inspector
+    if conn_table is None or metadata_table is None or inspector is None:
+        return PriorityDispatchResult.CONTINUE
+    reflected = {ck["name"]: ck for ck in inspector.get_check_constraints(table_name, schema=schema)}
+    handled = {
+        str(getattr(op, "constraint_name", ""))
+        for op in modify_table_ops.ops
+        if isinstance(op, ops.AddConstraintOp | ops.DropConstraintOp)
+    }
+    for column, check in check_enums(metadata_table):
+        name, values = str(check.name), tuple(getattr(column.type, "enums", ()))
+        found = reflected.get(name)
+        if found is None or name in handled:
+            continue  # added or dropped by name, by checkconstraint_byname
+        old = tuple(pgfacts.literals(found["sqltext"]))
+        if set(old) != set(values):
+            detached = sa.Table(table_name, sa.MetaData(), sa.Column(column.name, sa.String()))
+            # The values SQLAlchemy would check, in its own words, so the downgrade runs on both backends.
+            sqltext = f"{column.name} IN ({', '.join(map(literal, old))})"
+            old_check = sa.CheckConstraint(sqltext, name=conv(name), table=detached)
+            modify_table_ops.ops += [
+                ops.DropConstraintOp.from_constraint(old_check),
+                ops.AddConstraintOp.from_constraint(check),
+            ]
+    return PriorityDispatchResult.CONTINUE
+
+
+def check_enums(table: sa.Table) -> Iterator[tuple[Column[Any], sa.CheckConstraint]]:
+    """Each column of ``table`` whose non-native ``Enum`` adds a named CHECK, with that CHECK."""
+    for check in table.constraints:
+        # Unnamed ones the naming convention refuses when the table is created.
+        if isinstance(check, sa.CheckConstraint) and getattr(check, "_type_bound", False) and check.name:
+            for column in check.columns:
+                if isinstance(column.type, sa.Enum) and not column.type.native_enum:
+                    yield column, check
+
+
 def setup(plugin: Plugin) -> None:
     """Alembic's plugin protocol: ``dbtools.autogenerate.render`` registers this module as a plugin."""
     plugin.add_autogenerate_comparator(
@@ -248,6 +306,10 @@ def setup(plugin: Plugin) -> None:
     )
     plugin.add_autogenerate_comparator(compare_enums_last, "schema", "enums", priority=DispatchPriority.LAST)
     plugin.add_autogenerate_comparator(compare_key_widths, "schema", "keys", priority=DispatchPriority.LAST)
+    # LAST: after checkconstraint_byname, whose additions and removals stand.
+    plugin.add_autogenerate_comparator(
+        compare_check_enums, "table", "checkconstraints", priority=DispatchPriority.LAST
+    )
 
 
 # --- Rewriting what the compared database reported -------------------------------
@@ -276,6 +338,7 @@ def rewrite(context: MigrationContext, revision: Any, directives: list[Migration
             for table, op in _walk(container.ops):
                 if isinstance(op, ops.AddColumnOp):
                     _fix_column(op.column, table, facts)
+                    op.column.type = _without_check(op.column.type)
                 elif isinstance(op, ops.CreateTableOp):
                     for column in op.columns:
                         if isinstance(column, Column):
@@ -310,7 +373,24 @@ def _fix_column(column: Column[Any], table: str, facts: pgfacts.PgFacts | None) 
         column.server_default = _boolean_default(column.server_default)
 
 
+def _without_check(type_: Any) -> Any:
+    """A CHECK-backed enum that adds no CHECK of its own to an existing table.
+
+    Its CHECK is an operation of its own, named by the naming convention
+    (``checkconstraint_byname``, ``compare_check_enums``); the type adding it
+    as well made PostgreSQL add it twice. A new table keeps the type's CHECK:
+    it is created with the table, once.
+    """
+    if isinstance(type_, sa.Enum) and not type_.native_enum and type_.create_constraint:
+        type_ = copy.copy(type_)
+        type_.create_constraint = False
+    return type_
+
+
 def _fix_alter(op: ops.AlterColumnOp, facts: pgfacts.PgFacts | None) -> None:
+    op.existing_type = _without_check(op.existing_type)
+    if op.modify_type is not None:
+        op.modify_type = _without_check(op.modify_type)
     if isinstance(op.existing_type, sa.Boolean) or isinstance(op.modify_type, sa.Boolean):
         op.existing_server_default = _boolean_default(op.existing_server_default)
         if op.modify_server_default is not False:
