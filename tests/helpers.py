@@ -239,3 +239,15 @@ def execute(url: URL, *statements: str) -> None:
                 conn.exec_driver_sql(statement)
     finally:
         engine.dispose()
+
+
+def rendered(op: Any) -> str:
+    """An autogenerate operation as ``make migration`` writes it in a migration's body (unindented)."""
+    from alembic.autogenerate import render_python_code
+    from alembic.operations import ops
+
+    from dbtools.autogenerate import render  # noqa: F401  # registers the project's renderers
+
+    code = render_python_code(ops.UpgradeOps([op]))
+    lines = [line for line in code.splitlines() if not line.lstrip().startswith("# ###")]
+    return textwrap.dedent("\n".join(lines)).strip()

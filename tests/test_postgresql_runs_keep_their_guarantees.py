@@ -31,7 +31,10 @@ from tests.helpers import (
     dump,
     engine_for,
     failed_line,
+    insert_users,
+    rendered,
 )
+from tests.test_lint_refuses_data_loss import GUEST, NO_ROLE, ROLE
 
 INDEX = "ix_users_email_lower"
 PROBE = '''
@@ -339,3 +342,19 @@ def test_make_sql_carries_the_lock_and_timeouts_to_sql_applied_by_hand(
     assert current_revision(url) == history[-1]
     assert index_validity(url) == [True]
     assert query(url, HELD_HERE) == [(0,)]
+
+
+def test_an_enum_value_added_may_be_used_by_a_later_migration_of_the_same_run(
+    project_copy: Project, url: URL
+) -> None:
+    """``ADD VALUE`` commits in an ``autocommit_block()``: a value used before a COMMIT is refused (55P04)."""
+    project_copy.add_migration(ROLE, NO_ROLE)
+    project_copy.add_migration(rendered(GUEST), rendered(GUEST.reverse()))
+    project_copy.add_migration(
+        "op.execute(\"ALTER TABLE users ALTER COLUMN role SET DEFAULT 'guest'\")",
+        'op.execute("ALTER TABLE users ALTER COLUMN role DROP DEFAULT")',
+    )
+    result = project_copy.make("upgrade", url=url)  # one run, from an empty database
+    assert result.returncode == 0, result.stderr
+    insert_users(url, 1)
+    assert query(url, "SELECT role::text FROM users") == [("guest",)]

@@ -6,8 +6,9 @@ module adds what SQLite cannot say (``dbtools.autogenerate.pgfacts``) and rewrit
 says in its own dialect:
 
 - PostgreSQL enum types are created before their first column, dropped after
-  their last, and replaced when their values change; columns never create
-  or drop them implicitly (``create_type=False``).
+  their last, given new values with ``ALTER TYPE ... ADD VALUE``, and
+  replaced when a value goes; columns never create or drop them implicitly
+  (``create_type=False``).
 - A CHECK-backed enum (``native_enum=False, create_constraint=True``) has
   its values compared with its CHECK, which is added once, as an operation
   of its own, never by the column's type as well.
@@ -38,7 +39,7 @@ from sqlalchemy.sql.elements import conv
 
 from dbtools import run
 from dbtools.autogenerate import pgfacts
-from dbtools.autogenerate.pgsql import DIALECT, ON_POSTGRESQL, execute, ident, literal
+from dbtools.autogenerate.pgsql import AUTOCOMMIT, DIALECT, ON_POSTGRESQL, execute, ident, literal
 
 _BOOLEAN_TEXT = {"1": True, "true": True, "'1'": True, "0": False, "false": False, "'0'": False}
 
@@ -51,6 +52,10 @@ class PostgresqlOnlyOp(ops.MigrateOperation):
 
     def comment(self) -> str:
         raise NotImplementedError
+
+    def autocommit(self) -> bool:
+        """Whether the statements run in an ``autocommit_block()``, committed as they run."""
+        return False
 
     def statements(self) -> list[str]:
         raise NotImplementedError
@@ -82,13 +87,20 @@ class EnumTypeOp(PostgresqlOnlyOp):
 
 
 class EnumValuesOp(PostgresqlOnlyOp):
-    """Give an enum type new values: a new type replaces the old in every column using it.
+    """Give an enum type new values.
 
-    ``ALTER TYPE ... ADD VALUE`` would be cheaper, but the value it adds is
-    unusable until a COMMIT, and a run is one transaction: a later migration
-    in the same run that used the value would fail. Replacing the type works
-    inside the transaction, removes values too (the downgrade), and fails
-    cleanly if a row still holds a removed value.
+    Values only added (the old ones kept, in their order) take ``ALTER TYPE
+    ... ADD VALUE``, which changes the catalog only. A value added in a
+    transaction cannot be used before that transaction commits (55P04), and
+    a run is one transaction: a later step of the same run (a default set to
+    the value, the next migration's data step) would fail. So the values are
+    added in an ``autocommit_block()``, first in the migration, with ``IF NOT
+    EXISTS``: a run that fails later resumes past them.
+
+    Any other change (a value removed, values reordered) replaces the type: a
+    new type takes the old one's place in every column using it, which
+    rewrites those tables under ACCESS EXCLUSIVE, and fails cleanly if a row
+    still holds a removed value (``make lint`` names those rows).
     """
 
     def __init__(
@@ -106,10 +118,27 @@ class EnumValuesOp(PostgresqlOnlyOp):
     def to_diff_tuple(self) -> tuple[Any, ...]:
         return ("modify_enum_values", self.name, self.old, self.new)
 
+    @property
+    def only_adds(self) -> bool:
+        """The old values all kept, in their order: a new value is only added, wherever it goes."""
+        kept = [value for value in self.new if value in self.old]
+        return kept == list(self.old) and len(self.new) > len(self.old)
+
+    def autocommit(self) -> bool:
+        return self.only_adds
+
     def comment(self) -> str:
+        added = ", ".join(literal(value) for value in self.new if value not in self.old)
+        removed = ", ".join(literal(value) for value in self.old if value not in self.new)
+        if self.only_adds:
+            return f"# PostgreSQL: {self.name} gains {added} (catalog only), committed for the steps after it"
+        if removed:
+            return f"# PostgreSQL: {self.name} loses {removed}: a new type replaces it (rows holding it fail)"
         return f"# PostgreSQL: {self.name} becomes ({', '.join(self.new)}), a new type replacing the old"
 
     def statements(self) -> list[str]:
+        if self.only_adds:
+            return self._add_values()
         name, old_name = ident(self.name), ident(f"{self.name}_old")
         out = [
             f"ALTER TYPE {name} RENAME TO {old_name}",
@@ -123,6 +152,19 @@ class EnumValuesOp(PostgresqlOnlyOp):
             if default is not None:
                 out.append(f"{alter} SET DEFAULT {literal(default)}")
         return [*out, f"DROP TYPE {old_name}"]
+
+    def _add_values(self) -> list[str]:
+        """Each new value after the one before it (a new first value: before the second), in order."""
+        later, first = [], []
+        for i, value in enumerate(self.new):
+            if value in self.old:
+                continue
+            add = f"ALTER TYPE {ident(self.name)} ADD VALUE IF NOT EXISTS {literal(value)}"
+            if i > 0:
+                later.append(f"{add} AFTER {literal(self.new[i - 1])}")
+            else:
+                first.append(f"{add} BEFORE {literal(self.new[1])}")
+        return [*later, *first]
 
 
 class SequenceTypeOp(PostgresqlOnlyOp):
@@ -154,7 +196,10 @@ class SequenceTypeOp(PostgresqlOnlyOp):
 
 def render_postgresql_only(autogen_context: AutogenContext, op: PostgresqlOnlyOp) -> list[str]:
     """The renderer of every ``PostgresqlOnlyOp`` (registered by ``dbtools.autogenerate.render``)."""
-    return [op.comment(), ON_POSTGRESQL, *(execute(sql) for sql in op.statements()), ""]
+    body = [execute(sql) for sql in op.statements()]
+    if op.autocommit():
+        body = [AUTOCOMMIT, *body, ""]
+    return [op.comment(), ON_POSTGRESQL, *body, ""]
 
 
 # --- Comparators: what PostgreSQL needs that the compared database did not show ------

@@ -30,6 +30,12 @@ DROPPED_CONSTRAINT = re.compile(r"\bDROP\s+CONSTRAINT\s+(?:IF\s+EXISTS\s+)?(\S+)
 DESTRUCTIVE_SQL = re.compile(
     r"^(DROP\s+(TABLE|VIEW)\b|TRUNCATE\b|ALTER\s+TABLE\s+\S+\s+DROP\b)", re.IGNORECASE
 )
+# An enum type replaced by a new one (dbtools.autogenerate.portable.EnumValuesOp), and what it restores.
+ENUM_RENAMED = re.compile(r"^ALTER\s+TYPE\s+(\S+)\s+RENAME\s+TO\s+\S+$", re.IGNORECASE)
+ENUM_CREATED = re.compile(r"^CREATE\s+TYPE\s+(\S+)\s+AS\s+ENUM\s*\((.*)\)$", re.IGNORECASE | re.DOTALL)
+ENUM_VALUE_ADDED = re.compile(r"^ALTER\s+TYPE\s+(\S+)\s+ADD\s+VALUE\s+(?:IF\s+NOT\s+EXISTS\s+)?('.*)$", re.I)
+COLUMN_RETYPED = re.compile(r"^ALTER\s+TABLE\s+(\S+)\s+ALTER\s+COLUMN\s+(\S+)\s+TYPE\s+(\S+)", re.I)
+LITERAL = re.compile(r"'((?:[^']|'')*)'")
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,7 @@ def scan(tree: ast.Module, path: Path) -> list[Finding]:
         return []
     visitor = _Upgrade(path, functions)
     visitor.visit(functions["upgrade"])
+    visitor.findings += enum_removals(path, functions["upgrade"], functions.get("downgrade"))
     recreated = {
         finding
         for finding, name in visitor.dropped
@@ -144,6 +151,73 @@ class _Upgrade(ast.NodeVisitor):
         if name == "execute" and not batch_table:
             return _destructive_sql(_arg(call, 0, "sqltext"))
         return None
+
+
+def enum_removals(path: Path, upgrade: ast.FunctionDef, downgrade: ast.FunctionDef | None) -> list[Finding]:
+    """An enum type replaced by one without some of its values, and the rows that would be left holding them.
+
+    Adding a value (``ALTER TYPE ... ADD VALUE``) loses nothing. Replacing the
+    type (renamed away, created again, each column cast to it) removes the
+    values the new type lacks: the cast fails on every row still holding one,
+    until they are updated or deleted. Which values those are, the downgrade
+    says (it adds them back, or creates the type with them); when it does not,
+    every value outside the new type is named.
+    """
+    executed = _executed(upgrade)
+    replaced = {m[1].strip('"') for _, sql in executed if (m := ENUM_RENAMED.match(sql))}
+    columns: dict[str, list[str]] = {}
+    for _, sql in executed:
+        if (m := COLUMN_RETYPED.match(sql)) is not None:
+            table, column, type_name = (part.strip('"') for part in m.groups())
+            columns.setdefault(type_name, []).append(f"{table}.{column}")
+    restored: dict[str, list[str]] = {}
+    for _, sql in _executed(downgrade) if downgrade is not None else []:
+        if (m := ENUM_CREATED.match(sql) or ENUM_VALUE_ADDED.match(sql)) is not None:
+            restored.setdefault(m[1].strip('"'), []).extend(_literals(m[2]))
+    found = []
+    for line, sql in executed:
+        created = ENUM_CREATED.match(sql)
+        name = created[1].strip('"') if created else ""
+        if created is None or name not in replaced:
+            continue
+        kept = _literals(created[2])
+        where = columns.get(name) or [f"every column of type {name}"]
+        if name in restored:
+            removed = [value for value in dict.fromkeys(restored[name]) if value not in kept]
+            if not removed:
+                continue  # reordered: every value stays
+            held = ", ".join(_quoted(value) for value in removed)
+            rows = " or ".join(
+                f"{column} = {held}" if len(removed) == 1 else f"{column} IN ({held})" for column in where
+            )
+            what = f"removes {held} from enum type {name}, orphaning the rows where {rows}"
+        else:
+            kept_text = ", ".join(_quoted(value) for value in kept)
+            rows = " or ".join(f"{column} NOT IN ({kept_text})" for column in where)
+            what = f"replaces enum type {name} with ({kept_text}), orphaning the rows where {rows}"
+        found.append(Finding(path, line, f"{what} (the upgrade fails on them until they are changed)"))
+    return found
+
+
+def _executed(function: ast.FunctionDef) -> list[tuple[int, str]]:
+    """Each literal SQL statement ``op.execute`` runs in ``function``, with its line."""
+    return [
+        (node.lineno, " ".join(_sql_text(_arg(node, 0, "sqltext")).split()))
+        for node in ast.walk(function)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "execute"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "op"
+    ]
+
+
+def _literals(text: str) -> list[str]:
+    return [value.replace("''", "'") for value in LITERAL.findall(text)]
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _narrowing(call: ast.Call, column: str) -> str | None:
