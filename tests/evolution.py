@@ -376,6 +376,39 @@ POSTS_CHAIN = (
         renames={"notes": "memos"},
         inserts={"notes": "", "memos": "INSERT INTO memos (body) VALUES ('memo {n}')"},
     ),
+    Change(
+        "unique post titles",
+        (
+            (
+                POST,
+                "title: Mapped[str] = mapped_column(sa.String(200))",
+                "title: Mapped[str] = mapped_column(sa.String(200), unique=True)",
+            ),
+        ),
+        expect=("UNIQUE USING INDEX uq_posts_title",),
+    ),
+    Change(
+        "unique titles per editor",
+        (
+            (POST, "mapped_column(sa.String(200), unique=True)", "mapped_column(sa.String(200))"),
+            (
+                POST,
+                'sa.UniqueConstraint("user_id"))',
+                'sa.UniqueConstraint("user_id"), sa.UniqueConstraint("editor_id", "title"))',
+            ),
+        ),
+        # The new constraint is built and adopted before the old one goes: uniqueness holds throughout,
+        # and a build that fails leaves uq_posts_title for the next make upgrade.
+        in_order=(
+            "def upgrade()",
+            "UNIQUE USING INDEX uq_posts_editor_id_title",
+            'drop_constraint(batch_op.f("uq_posts_title")',
+            "else:",  # SQLite's batch: one rebuild
+            'drop_constraint(batch_op.f("uq_posts_title")',
+            "def downgrade()",
+        ),
+        expect=('create_unique_constraint(batch_op.f("uq_posts_editor_id_title")',),
+    ),
 )
 
 CHAINS = {"users": USERS_CHAIN, "posts": POSTS_CHAIN}

@@ -30,6 +30,7 @@ from tests.helpers import (
     current_revision,
     dump,
     engine_for,
+    execute,
     failed_line,
     insert_users,
     rendered,
@@ -342,6 +343,57 @@ def test_make_sql_carries_the_lock_and_timeouts_to_sql_applied_by_hand(
     assert current_revision(url) == history[-1]
     assert index_validity(url) == [True]
     assert query(url, HELD_HERE) == [(0,)]
+
+
+def test_a_unique_constraint_swap_keeps_uniqueness_when_its_build_fails_and_resumes(
+    project_copy: Project, url: URL, writer: sa.Connection
+) -> None:
+    """``unique=True`` swapped for a composite ``UniqueConstraint``: built first, the old dropped last."""
+    project_copy.migrate(url)
+    before = project_copy.heads()[0]
+    model = project_copy.root / "models" / "user.py"
+    model.write_text(
+        model.read_text()
+        .replace(
+            "from sqlalchemy import String, func", "from sqlalchemy import String, UniqueConstraint, func"
+        )
+        .replace("mapped_column(String(64), unique=True)", "mapped_column(String(64))")
+        .replace(
+            '    __tablename__ = "users"\n',
+            '    __tablename__ = "users"\n    __table_args__ = (UniqueConstraint("username", "email"),)\n',
+        )
+    )
+    assert project_copy.make("upgrade").returncode == 0  # the SQLite database make migration compares with
+    made = project_copy.make("migration", "msg=username per email")
+    assert made.returncode == 0, made.stderr
+    insert_users(url, 3)
+    # A transaction that holds a snapshot and no lock on users: a plain DROP CONSTRAINT goes through,
+    # the concurrent build waits for it at its end, and gives up after the DDL lock timeout.
+    writer.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    writer.exec_driver_sql("SELECT count(*) FROM alembic_version")
+
+    result = project_copy.make("upgrade", url=url, env={"MIGRATION_DDL_LOCK_TIMEOUT": "0.3"})
+    writer.commit()
+    assert "MIGRATION_DDL_LOCK_TIMEOUT=0.3s" in failed_line(result)
+    assert current_revision(url) == before
+    # The old constraint still holds: no moment without uniqueness.
+    assert constraint_names(url) >= {"uq_users_username"}
+    with pytest.raises(sa.exc.IntegrityError, match="uq_users_username"):
+        execute(url, "INSERT INTO users (username, email) VALUES ('user0', 'other@example.com')")
+
+    result = project_copy.make("upgrade", url=url)
+    assert result.returncode == 0, result.stderr
+    assert current_revision(url) == project_copy.heads()[0]
+    assert {"uq_users_username_email"} <= constraint_names(url)
+    assert "uq_users_username" not in constraint_names(url)
+    assert project_copy.make("check", url=url).returncode == 0
+
+
+def constraint_names(url: URL) -> set[str]:
+    return {
+        str(name)
+        for (name,) in query(url, "SELECT conname FROM pg_constraint WHERE conrelid = 'users'::regclass")
+    }
 
 
 def test_an_enum_value_added_may_be_used_by_a_later_migration_of_the_same_run(

@@ -321,7 +321,7 @@ def render_online(autogen_context: AutogenContext, op: OnlineOp) -> list[str]:
     lines = list(REWRITE_RECIPE) if any(_form(inner) is Form.REWRITE for inner in op.ops) else []
     lines.append(ON_POSTGRESQL)
     plain: list[ops.MigrateOperation] = []
-    for inner in op.ops:
+    for inner in uniqueness_dropped_last(op.ops):
         online = _registered(inner)
         if online is None:
             plain.append(inner)
@@ -335,6 +335,45 @@ def render_online(autogen_context: AutogenContext, op: OnlineOp) -> list[str]:
         lines += render_op(autogen_context, ops.ModifyTableOps(op.table_name, plain, schema=op.schema))
     sqlite = render_op(autogen_context, ops.ModifyTableOps(op.table_name, op.ops, schema=op.schema))
     return [*lines, "else:", *sqlite, ""]
+
+
+def uniqueness_dropped_last(operations: list[ops.MigrateOperation]) -> list[ops.MigrateOperation]:
+    """PostgreSQL's order: a unique constraint or index dropped only after every change that builds one.
+
+    A unique constraint replaced by another (``unique=True`` swapped for a
+    composite ``UniqueConstraint``) is then built concurrently and validated
+    (adopted as the constraint) before the old one goes, in the transaction
+    the version bump commits: uniqueness holds at every moment, and a run that
+    failed during the build left the old constraint in place for the next
+    ``make upgrade``. One dropped to make way for another of the same name
+    stays first. SQLite's batch does it all in one rebuild.
+    """
+    created = {_name(op) for op in operations if isinstance(op, ops.AddConstraintOp | ops.CreateIndexOp)}
+    builds = any(_builds_uniqueness(op) for op in operations)
+    # A dropped column takes its constraints along: a drop left for later would find nothing.
+    if not builds or any(isinstance(op, ops.DropColumnOp) for op in operations):
+        return operations
+    last = [op for op in operations if _drops_uniqueness(op) and _name(op) not in created]
+    return [op for op in operations if op not in last] + last
+
+
+def _builds_uniqueness(op: ops.MigrateOperation) -> bool:
+    return isinstance(op, ops.CreateUniqueConstraintOp) or (
+        isinstance(op, ops.CreateIndexOp) and bool(op.unique)
+    )
+
+
+def _drops_uniqueness(op: ops.MigrateOperation) -> bool:
+    if isinstance(op, ops.DropConstraintOp):
+        return op.constraint_type == "unique"
+    if isinstance(op, ops.DropIndexOp):
+        created = getattr(op, "_reverse", None)  # the index as it was, when Alembic compared
+        return isinstance(created, ops.CreateIndexOp) and bool(created.unique)
+    return False
+
+
+def _name(op: ops.MigrateOperation) -> str:
+    return str(getattr(op, "constraint_name", None) or getattr(op, "index_name", None))
 
 
 def render_rewrite(autogen_context: AutogenContext, op: RewriteOp) -> list[str]:
