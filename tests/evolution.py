@@ -172,6 +172,40 @@ USERS_CHAIN = (
         ),
     ),
     Change(
+        "comments",
+        (
+            (
+                USER,
+                'name="balance_not_negative"),)',
+                'name="balance_not_negative"), {"comment": "people who sign in"})',
+            ),
+            (
+                USER,
+                "mapped_column(String(320), unique=True)",
+                'mapped_column(String(320), unique=True, comment="verified")',
+            ),
+        ),
+        # PostgreSQL keeps them (catalog only); SQLite has nowhere to, so nothing runs there.
+        expect=(
+            "COMMENT ON TABLE users IS 'people who sign in'",
+            "COMMENT ON COLUMN users.email IS 'verified'",
+            "COMMENT ON TABLE users IS NULL",
+        ),
+    ),
+    Change(
+        "comments changed",
+        (
+            (USER, ', {"comment": "people who sign in"})', ",)"),
+            (USER, 'comment="verified"', 'comment="the user\'s verified address"'),
+        ),
+        # Compared with schema/postgresql.sql's COMMENT ON, which SQLite cannot hold.
+        expect=(
+            "COMMENT ON TABLE users IS NULL",
+            "COMMENT ON COLUMN users.email IS 'the user''s verified address'",
+            "COMMENT ON TABLE users IS 'people who sign in'",
+        ),
+    ),
+    Change(
         "guests by default",
         (
             (

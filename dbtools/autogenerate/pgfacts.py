@@ -1,14 +1,14 @@
-"""What PostgreSQL has that SQLite cannot store: enum types and integer widths of keys.
+"""What PostgreSQL has that SQLite cannot store: enum types, key widths, comments.
 
 Autogenerate compares the models with a database. Compared with SQLite it is
-blind to two PostgreSQL facts: an ``Enum`` is a plain VARCHAR there (its type
-name and values are nowhere), and a rowid primary key must be declared
-``INTEGER`` whatever its width on PostgreSQL. Those facts come from the live
-server when autogenerate runs against PostgreSQL, and otherwise from
-``schema/postgresql.sql``, the ``pg_dump`` of the migrations at head that
-``make schema`` keeps current (and ``make test`` checks). A snapshot written
-at another revision than the database's describes another schema, so it is
-not used.
+blind to PostgreSQL facts: an ``Enum`` is a plain VARCHAR there (its type
+name and values are nowhere), a rowid primary key must be declared
+``INTEGER`` whatever its width on PostgreSQL, and SQLite keeps no comments.
+Those facts come from the live server when autogenerate runs against
+PostgreSQL, and otherwise from ``schema/postgresql.sql``, the ``pg_dump`` of
+the migrations at head that ``make schema`` keeps current (and ``make test``
+checks). A snapshot written at another revision than the database's
+describes another schema, so it is not used.
 """
 
 from __future__ import annotations
@@ -31,16 +31,29 @@ _OWNED = re.compile(
     re.M,
 )
 _LITERAL = re.compile(r"'((?:[^']|'')*)'")
+_QUOTED = r"'(?P<text>(?:[^']|'')*)'"
+_TABLE_COMMENT = re.compile(rf"^COMMENT ON TABLE (?:public\.)?(?P<table>\w+) IS {_QUOTED};$", re.M | re.S)
+_COLUMN_COMMENT = re.compile(
+    rf"^COMMENT ON COLUMN (?:public\.)?(?P<table>\w+)\.(?P<column>\w+) IS {_QUOTED};$", re.M | re.S
+)
 
 
 @dataclass(frozen=True)
 class PgFacts:
-    """Enum types by name (values in order) and each column's type, as PostgreSQL names them."""
+    """Enum types by name (values in order) and each column's type, as PostgreSQL names them.
+
+    Also what SQLite cannot keep: comments, of a table or of a table's column.
+    """
 
     enums: dict[str, tuple[str, ...]] = field(default_factory=dict)
     columns: dict[tuple[str, str], str] = field(default_factory=dict)
     defaults: dict[tuple[str, str], str] = field(default_factory=dict)
     sequences: dict[tuple[str, str], str] = field(default_factory=dict)
+    table_comments: dict[str, str] = field(default_factory=dict)
+    column_comments: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def tables(self) -> set[str]:
+        return {table for table, _ in self.columns}
 
     def enum_of(self, table: str, column: str) -> str | None:
         type_name = self.columns.get((table, column))
@@ -70,7 +83,11 @@ def from_snapshot(text: str, heads: tuple[str, ...]) -> PgFacts | None:
                 defaults[key] = column["default"]
     types = {m["name"]: m["type"] for m in _SEQUENCE.finditer(text)}
     sequences = {(m["table"], m["column"]): types.get(m["name"], "bigint") for m in _OWNED.finditer(text)}
-    return PgFacts(enums, columns, defaults, sequences)
+    table_comments = {m["table"]: _unquoted(m["text"]) for m in _TABLE_COMMENT.finditer(text)}
+    column_comments = {
+        (m["table"], m["column"]): _unquoted(m["text"]) for m in _COLUMN_COMMENT.finditer(text)
+    }
+    return PgFacts(enums, columns, defaults, sequences, table_comments, column_comments)
 
 
 def from_connection(connection: Connection) -> PgFacts:
@@ -95,7 +112,16 @@ def from_connection(connection: Connection) -> PgFacts:
         "JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid"
     ).all()
     sequences = {(table, column): type_name for table, column, type_name in owned}
-    return PgFacts(enums, columns, defaults, sequences)
+    # A table's comment has objsubid 0, a column's its attnum.
+    comments = connection.exec_driver_sql(
+        "SELECT c.relname, a.attname, d.description FROM pg_description d "
+        "JOIN pg_class c ON c.oid = d.objoid AND d.classoid = 'pg_class'::regclass AND c.relkind = 'r' "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public' "
+        "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid AND d.objsubid > 0"
+    ).all()
+    table_comments = {table: text for table, column, text in comments if column is None}
+    column_comments = {(table, column): text for table, column, text in comments if column is not None}
+    return PgFacts(enums, columns, defaults, sequences, table_comments, column_comments)
 
 
 def load(connection: Connection, project_root: Path, heads: tuple[str, ...]) -> PgFacts | None:
@@ -110,6 +136,10 @@ def literal_of(default: str | None) -> str | None:
     """The string in a default such as ``'member'::user_role``; None for anything else."""
     found = _LITERAL.fullmatch(default.split("::", 1)[0]) if default else None
     return found[1].replace("''", "'") if found else None
+
+
+def _unquoted(text: str) -> str:
+    return text.replace("''", "'")
 
 
 def literals(text: str) -> list[str]:

@@ -16,6 +16,7 @@ says in its own dialect:
   leaves at INTEGER (2,147,483,647 ids).
 - Boolean server defaults render as ``sa.true()`` / ``sa.false()``, not as
   SQLite's ``1`` / ``0``, which PostgreSQL refuses for a boolean.
+- Comments are ``COMMENT ON`` under the PostgreSQL guard: SQLite keeps none.
 
 PostgreSQL-only steps render inside ``if op.get_context().dialect.name ==
 "postgresql":``, so SQLite's batch operations stay as they are.
@@ -194,6 +195,36 @@ class SequenceTypeOp(PostgresqlOnlyOp):
         return [*out, f"DO $$ BEGIN EXECUTE 'ALTER SEQUENCE ' || {sequence} || ' AS {self.new}'; END $$"]
 
 
+class CommentOp(PostgresqlOnlyOp):
+    """``COMMENT ON TABLE`` / ``COMMENT ON COLUMN``: PostgreSQL keeps comments, SQLite has nowhere to.
+
+    Catalog-only on PostgreSQL. Alembic would write a comment change as
+    ``alter_column(comment=...)``, which rebuilds a SQLite table to change
+    nothing there, or ``create_table_comment()``, which SQLite cannot run.
+    """
+
+    def __init__(self, table: str, column: str | None, new: str | None, old: str | None) -> None:
+        self.table, self.column, self.new, self.old = table, column, new, old
+
+    def reverse(self) -> CommentOp:
+        return CommentOp(self.table, self.column, self.old, self.new)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        if self.column is None:
+            return ("modify_table_comment", self.table, self.old, self.new)
+        return ("modify_comment", self.table, self.column, self.old, self.new)
+
+    def comment(self) -> str:
+        what = self.table if self.column is None else f"{self.table}.{self.column}"
+        return f"# PostgreSQL: the comment on {what} (SQLite keeps no comments)"
+
+    def statements(self) -> list[str]:
+        text = "NULL" if self.new is None else literal(self.new)
+        if self.column is None:
+            return [f"COMMENT ON TABLE {ident(self.table)} IS {text}"]
+        return [f"COMMENT ON COLUMN {ident(self.table)}.{ident(self.column)} IS {text}"]
+
+
 def render_postgresql_only(autogen_context: AutogenContext, op: PostgresqlOnlyOp) -> list[str]:
     """The renderer of every ``PostgresqlOnlyOp`` (registered by ``dbtools.autogenerate.render``)."""
     body = [execute(sql) for sql in op.statements()]
@@ -272,7 +303,7 @@ def compare_key_widths(autogen_context: AutogenContext, upgrade_ops: ops.Upgrade
     facts, metadata = _facts(autogen_context), _metadata(autogen_context)
     if facts is None or metadata is None:
         return PriorityDispatchResult.CONTINUE
-    on_sqlite = autogen_context.dialect is not None and autogen_context.dialect.name == "sqlite"
+    on_sqlite = _on_sqlite(autogen_context)
     for table in metadata.sorted_tables:
         for column in table.primary_key.columns:
             if not isinstance(column.type, sa.Integer):
@@ -288,6 +319,30 @@ def compare_key_widths(autogen_context: AutogenContext, upgrade_ops: ops.Upgrade
                 upgrade_ops.ops.append(SequenceTypeOp(table.name, column.name, wanted, current, True))
             elif sequence is not None and sequence != wanted:
                 upgrade_ops.ops.append(SequenceTypeOp(table.name, column.name, wanted, sequence, False))
+    return PriorityDispatchResult.CONTINUE
+
+
+def compare_comments(autogen_context: AutogenContext, upgrade_ops: ops.UpgradeOps, schemas: Any) -> Any:
+    """Comments compared with PostgreSQL's (``pgfacts``) when SQLite, which keeps none, was compared.
+
+    Alembic compares comments itself where the database keeps them; a new
+    table or column takes its comment along as it is created.
+    """
+    facts, metadata = _facts(autogen_context), _metadata(autogen_context)
+    if facts is None or metadata is None or not _on_sqlite(autogen_context):
+        return PriorityDispatchResult.CONTINUE
+    existing = facts.tables()
+    for table in metadata.sorted_tables:
+        if table.name not in existing:
+            continue
+        old_table = facts.table_comments.get(table.name)
+        if (table.comment or None) != old_table:
+            upgrade_ops.ops.append(CommentOp(table.name, None, table.comment or None, old_table))
+        for column in table.columns:
+            key = (table.name, column.name)
+            old = facts.column_comments.get(key)
+            if key in facts.columns and (column.comment or None) != old:
+                upgrade_ops.ops.append(CommentOp(table.name, column.name, column.comment or None, old))
     return PriorityDispatchResult.CONTINUE
 
 
@@ -344,6 +399,10 @@ def check_enums(table: sa.Table) -> Iterator[tuple[Column[Any], sa.CheckConstrai
                     yield column, check
 
 
+def _on_sqlite(autogen_context: AutogenContext) -> bool:
+    return autogen_context.dialect is not None and autogen_context.dialect.name == "sqlite"
+
+
 def setup(plugin: Plugin) -> None:
     """Alembic's plugin protocol: ``dbtools.autogenerate.render`` registers this module as a plugin."""
     plugin.add_autogenerate_comparator(
@@ -351,6 +410,7 @@ def setup(plugin: Plugin) -> None:
     )
     plugin.add_autogenerate_comparator(compare_enums_last, "schema", "enums", priority=DispatchPriority.LAST)
     plugin.add_autogenerate_comparator(compare_key_widths, "schema", "keys", priority=DispatchPriority.LAST)
+    plugin.add_autogenerate_comparator(compare_comments, "schema", "comments", priority=DispatchPriority.LAST)
     # LAST: after checkconstraint_byname, whose additions and removals stand.
     plugin.add_autogenerate_comparator(
         compare_check_enums, "table", "checkconstraints", priority=DispatchPriority.LAST
@@ -368,7 +428,7 @@ def warn_if_blind(context: MigrationContext) -> None:
     if blind and sqlite and isinstance(metadata, sa.MetaData) and _needs_facts(metadata):
         print(
             f"Note: {pgfacts.SNAPSHOT} is not at this database's revision, so PostgreSQL's enum "
-            "types and key widths were not compared: run `make schema`, then generate again."
+            "types, key widths and comments were not compared: run `make schema`, then generate again."
         )
 
 
@@ -380,6 +440,7 @@ def rewrite(context: MigrationContext, revision: Any, directives: list[Migration
     facts = _loaded(context)
     for script in directives:
         for container in (*script.upgrade_ops_list, *script.downgrade_ops_list):
+            container.ops = _comments_apart(container.ops)
             for table, op in _walk(container.ops):
                 if isinstance(op, ops.AddColumnOp):
                     _fix_column(op.column, table, facts)
@@ -392,6 +453,34 @@ def rewrite(context: MigrationContext, revision: Any, directives: list[Migration
                     _fix_alter(op, facts)
 
 
+def _comments_apart(operations: list[ops.MigrateOperation]) -> list[ops.MigrateOperation]:
+    """Alembic's comment changes (compared with PostgreSQL) as ``CommentOp``, after their table's batch."""
+    out: list[ops.MigrateOperation] = []
+    for op in operations:
+        if not isinstance(op, ops.ModifyTableOps):
+            out.append(op)
+            continue
+        comments: list[ops.MigrateOperation] = []
+        kept: list[ops.MigrateOperation] = []
+        for inner in op.ops:
+            if isinstance(inner, ops.CreateTableCommentOp):
+                comments.append(CommentOp(inner.table_name, None, inner.comment, inner.existing_comment))
+            elif isinstance(inner, ops.DropTableCommentOp):
+                comments.append(CommentOp(inner.table_name, None, None, inner.existing_comment))
+            elif isinstance(inner, ops.AlterColumnOp) and inner.modify_comment is not False:
+                new = inner.modify_comment
+                comments.append(CommentOp(inner.table_name, inner.column_name, new, inner.existing_comment))
+                inner.modify_comment = False
+                if inner.has_changes() or inner.modify_name is not None:
+                    kept.append(inner)
+            else:
+                kept.append(inner)
+        op.ops = kept
+        out.extend([op] if kept else [])
+        out.extend(comments)
+    return out
+
+
 def _needs_facts(metadata: sa.MetaData) -> bool:
     wide_keys = (
         column
@@ -399,7 +488,12 @@ def _needs_facts(metadata: sa.MetaData) -> bool:
         for column in table.primary_key.columns
         if isinstance(column.type, sa.Integer) and type(column.type) is not sa.Integer
     )
-    return bool(model_enums(metadata)) or any(wide_keys)
+    commented = (
+        table
+        for table in metadata.tables.values()
+        if table.comment or any(column.comment for column in table.columns)
+    )
+    return bool(model_enums(metadata)) or any(wide_keys) or any(commented)
 
 
 def _walk(operations: Iterable[ops.MigrateOperation], table: str = "") -> Iterator[tuple[str, Any]]:

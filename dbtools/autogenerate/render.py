@@ -15,9 +15,9 @@ them.
 Renderers (each returns the lines of the generated migration for its operation):
 
 - ``portable``'s PostgreSQL-only operations (an enum type created, dropped or
-  given new values; a key's sequence widened): Alembic has no operation for
-  these, and SQLite nothing to run, so they render as ``op.execute()`` under
-  the PostgreSQL guard.
+  given new values; a key's sequence widened; a comment): Alembic has no
+  operation for these, and SQLite nothing to run, so they render as
+  ``op.execute()`` under the PostgreSQL guard.
 - ``nonblocking.OnlineOp``: a table's changes, each in its online form on
   PostgreSQL, with Alembic's own batch for SQLite in the ``else:`` branch.
 - ``nonblocking.RewriteOp``: a table's changes that include a type change
@@ -32,8 +32,9 @@ Renderers (each returns the lines of the generated migration for its operation):
 Comparator plugin:
 
 - ``PLUGIN``, ``portable``'s comparators: the PostgreSQL facts (enum types,
-  key widths) the compared database may not show. ``hooks.COMPARE_OPTIONS``
-  enables it by this name, which Alembic's log and errors show.
+  key widths, comments) the compared database may not show.
+  ``hooks.COMPARE_OPTIONS`` enables it by this name, which Alembic's log and
+  errors show.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from dbtools.autogenerate import nonblocking, portable, renames
 
 PLUGIN = "dbtools.autogenerate.portable"
 
-for _op in (portable.EnumTypeOp, portable.EnumValuesOp, portable.SequenceTypeOp):
+for _op in (portable.EnumTypeOp, portable.EnumValuesOp, portable.SequenceTypeOp, portable.CommentOp):
     renderers.dispatch_for(_op)(portable.render_postgresql_only)
 renderers.dispatch_for(nonblocking.OnlineOp)(nonblocking.render_online)
 renderers.dispatch_for(nonblocking.RewriteOp)(nonblocking.render_rewrite)
