@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from dbtools import paths, run, settings, target
 from dbtools.autogenerate import hooks
 from dbtools.errors import friendly_errors
-from dbtools.runtime import backup, checksums, locking, naming, refusals
+from dbtools.runtime import backup, checksums, locking, naming, rebuilds, refusals
 from dbtools.target import Backend
 
 config = context.config
@@ -87,6 +87,7 @@ def run_migrations_online() -> None:
         friendly_errors(database),
         nullcontext(given) if isinstance(given, Connection) else given.connect() as connection,
         locking.held(connection) as migration_lock,  # PostgreSQL; SQLite locks in BEGIN IMMEDIATE
+        rebuilds.keep_expression_indexes(connection),  # SQLite's batch rebuilds cannot see them
     ):
         context.configure(
             connection=connection,

@@ -59,6 +59,14 @@ def data_step(statement: str) -> Callable[[str], str]:
     return edit
 
 
+USER_END = '        return f"User(id={self.id!r}, username={self.username!r})"\n'
+
+
+def after_user(code: str) -> tuple[str, str, str]:
+    """Module-level code after the User class (an index on an expression must name its columns)."""
+    return (USER, USER_END, f"{USER_END}\n\n{code}\n")
+
+
 USER_IMPORTS = (
     USER,
     "from sqlalchemy import String, func\n",
@@ -144,6 +152,20 @@ USERS_CHAIN = (
         seed=("UPDATE users SET time_zone = 'Europe/Paris' WHERE id IN (2, 4, 6)",),
     ),
     Change(
+        "lower emails",
+        (after_user('sa.Index("uq_users_lower_email", sa.func.lower(User.email), unique=True)'),),
+        # Generated on SQLite too, which cannot reflect an expression index; online on PostgreSQL.
+        expect=(
+            '"uq_users_lower_email"',
+            'sa.literal_column("lower(email)")',
+            "postgresql_concurrently=True",
+        ),
+        # The unique expression index holds through every later rebuild of users (SQLite's batch).
+        refuses=(
+            "INSERT INTO users (username, email) SELECT 'shouting', upper(email) FROM users WHERE id = 1",
+        ),
+    ),
+    Change(
         "time zone required",
         (
             (
@@ -161,6 +183,8 @@ USERS_CHAIN = (
         ),
         hand_edit=data_step("UPDATE users SET time_zone = 'UTC' WHERE time_zone IS NULL"),
         fills=("users.time_zone",),
+        # Back through the expression index's own migration: its downgrade finds it after the rebuild.
+        round_trip=2,
     ),
     Change(
         "balance never negative",

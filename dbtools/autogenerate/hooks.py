@@ -15,7 +15,7 @@ from sqlalchemy.sql.elements import False_, True_
 from sqlalchemy.types import TypeEngine
 
 # Importing render registers the project's renderers and comparator plugin in Alembic, once.
-from dbtools.autogenerate import nonblocking, portable, renames, render
+from dbtools.autogenerate import indexes, nonblocking, portable, renames, render
 from dbtools.paths import CHECKSUM_TABLE
 
 
@@ -103,6 +103,7 @@ def rewrite(context: MigrationContext, revision: Any, directives: list[Migration
     """Renames first (they replace operations), then the fixes for both backends, then online forms."""
     renames.rewrite(context, revision, directives)
     portable.rewrite(context, revision, directives)
+    indexes.rewrite(context, revision, directives)
     nonblocking.rewrite(context, revision, directives)
 
 
@@ -115,8 +116,14 @@ COMPARE_OPTIONS: dict[str, Any] = {
     "compare_type": compare_type,
     "compare_server_default": compare_server_default,
     # Alembic's comparators, CHECK constraints by name (every name here comes
-    # from the naming convention), and the PostgreSQL facts SQLite lacks.
-    "autogenerate_plugins": ["alembic.autogenerate.*", "alembic.ext.checkconstraint_byname", render.PLUGIN],
+    # from the naming convention), the PostgreSQL facts SQLite lacks, and what
+    # Alembic does not compare about indexes.
+    "autogenerate_plugins": [
+        "alembic.autogenerate.*",
+        "alembic.ext.checkconstraint_byname",
+        render.PLUGIN,
+        render.INDEX_PLUGIN,
+    ],
     "render_item": render_item,
     "include_name": include_name,
     "process_revision_directives": rewrite,  # after the command's own hook

@@ -33,8 +33,11 @@ Comparator plugin:
 
 - ``PLUGIN``, ``portable``'s comparators: the PostgreSQL facts (enum types,
   key widths, comments) the compared database may not show.
-  ``hooks.COMPARE_OPTIONS`` enables it by this name, which Alembic's log and
-  errors show.
+- ``INDEX_PLUGIN``, ``indexes``' comparator: SQLite's expression indexes,
+  which Alembic does not compare.
+
+``hooks.COMPARE_OPTIONS`` enables both by these names, which Alembic's log and
+errors show.
 """
 
 from __future__ import annotations
@@ -43,9 +46,10 @@ from alembic.autogenerate import renderers
 from alembic.operations import ops
 from alembic.runtime.plugins import Plugin
 
-from dbtools.autogenerate import nonblocking, portable, renames
+from dbtools.autogenerate import indexes, nonblocking, portable, renames
 
 PLUGIN = "dbtools.autogenerate.portable"
+INDEX_PLUGIN = "dbtools.autogenerate.indexes"
 
 for _op in (portable.EnumTypeOp, portable.EnumValuesOp, portable.SequenceTypeOp, portable.CommentOp):
     renderers.dispatch_for(_op)(portable.render_postgresql_only)
@@ -55,3 +59,4 @@ renderers.dispatch_for(renames.RenameOp)(renames.render_rename)
 renderers.dispatch_for(ops.CreatePrimaryKeyOp, replace=True)(renames.render_create_primary_key)
 
 Plugin.setup_plugin_from_module(portable, PLUGIN)
+Plugin.setup_plugin_from_module(indexes, INDEX_PLUGIN)

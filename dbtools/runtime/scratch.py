@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import make_url
 from sqlalchemy.engine import Connection, Engine
 
+from dbtools.runtime.rebuilds import keep_expression_indexes
 from dbtools.target import Target
 
 
@@ -29,7 +30,7 @@ def upgrade(connection: Connection, script: ScriptDirectory, destination: str = 
     context = MigrationContext.configure(
         connection, opts={"fn": steps, "script": script, "transactional_ddl": True}
     )
-    with context.begin_transaction(), Operations.context(context):
+    with keep_expression_indexes(connection), context.begin_transaction(), Operations.context(context):
         context.run_migrations()
     return context
 

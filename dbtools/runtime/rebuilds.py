@@ -1,0 +1,67 @@
+"""A SQLite table rebuild keeps the indexes SQLAlchemy cannot reflect: expression indexes.
+
+Alembic's batch mode rebuilds a SQLite table by reflecting it, creating
+``_alembic_tmp_<table>`` from what it saw, copying the rows, dropping the
+table and renaming the copy. SQLAlchemy does not reflect an index on an
+expression (``lower(email)``); it only warns. So every rebuild silently
+dropped such an index (a unique one then let duplicates in), and a later
+downgrade failed on ``no such index``.
+
+While a run lasts, this remembers a table's expression indexes as the
+rebuild begins (``CREATE TABLE _alembic_tmp_<table>``, the old table still
+there) and creates them again, by their own SQL, once the copy has taken the
+table's name. A rebuild that dropped a column such an index uses fails there,
+inside the run's transaction: drop the index first (autogenerate does).
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+
+_BEGIN = re.compile(r'^\s*CREATE TABLE "?_alembic_tmp_(?P<table>\w+)"?\s*\(', re.IGNORECASE)
+_END = re.compile(
+    r'^\s*ALTER TABLE "?_alembic_tmp_(?P<table>\w+)"? RENAME TO "?(?P<new>\w+)"?\s*$', re.IGNORECASE
+)
+EXPRESSION_INDEXES = (
+    "SELECT m.sql FROM sqlite_master AS m WHERE m.type = 'index' AND m.tbl_name = ? AND m.sql IS NOT NULL "
+    "AND EXISTS (SELECT 1 FROM pragma_index_info(m.name) AS i WHERE i.name IS NULL) ORDER BY m.name"
+)
+
+# The batch's reflection warns about each one; they are kept, so the warning would mislead.
+warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based index")
+
+
+@contextmanager
+def keep_expression_indexes(connection: Connection) -> Iterator[None]:
+    """While in the block, Alembic's SQLite table rebuilds on ``connection`` keep expression indexes."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    kept: dict[str, list[str]] = {}
+
+    def before(conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
+        begun = _BEGIN.match(statement)
+        if begun is not None:
+            rows = cursor.connection.execute(EXPRESSION_INDEXES, (begun["table"],)).fetchall()
+            kept[begun["table"]] = [sql for (sql,) in rows]
+
+    def after(conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
+        ended = _END.match(statement)
+        if ended is not None:
+            for sql in kept.pop(ended["table"], []):
+                cursor.connection.execute(sql)
+
+    event.listen(connection, "before_cursor_execute", before)
+    event.listen(connection, "after_cursor_execute", after)
+    try:
+        yield
+    finally:
+        event.remove(connection, "before_cursor_execute", before)
+        event.remove(connection, "after_cursor_execute", after)
