@@ -152,12 +152,20 @@ USERS_CHAIN = (
         seed=("UPDATE users SET time_zone = 'Europe/Paris' WHERE id IN (2, 4, 6)",),
     ),
     Change(
-        "lower emails",
-        (after_user('sa.Index("uq_users_lower_email", sa.func.lower(User.email), unique=True)'),),
+        "lower emails and positive balances",
+        (
+            after_user('sa.Index("uq_users_lower_email", sa.func.lower(User.email), unique=True)'),
+            after_user(
+                'sa.Index("ix_users_positive_balance", User.balance, '
+                'postgresql_where=sa.text("balance > 0"), sqlite_where=sa.text("balance > 0"))'
+            ),
+        ),
         # Generated on SQLite too, which cannot reflect an expression index; online on PostgreSQL.
         expect=(
             '"uq_users_lower_email"',
             'sa.literal_column("lower(email)")',
+            'postgresql_where=sa.text("balance > 0")',
+            'sqlite_where=sa.text("balance > 0")',
             "postgresql_concurrently=True",
         ),
         # The unique expression index holds through every later rebuild of users (SQLite's batch).
@@ -227,6 +235,24 @@ USERS_CHAIN = (
             "COMMENT ON TABLE users IS NULL",
             "COMMENT ON COLUMN users.email IS 'the user''s verified address'",
             "COMMENT ON TABLE users IS 'people who sign in'",
+        ),
+    ),
+    Change(
+        "large balances",
+        (
+            (
+                USER,
+                'sa.text("balance > 0"), sqlite_where=sa.text("balance > 0")',
+                'sa.text("balance > 100"), sqlite_where=sa.text("balance > 100")',
+            ),
+        ),
+        # A changed predicate: the index dropped and built again, concurrently on PostgreSQL. The
+        # downgrade's PostgreSQL predicate is PostgreSQL's own, from schema/postgresql.sql.
+        expect=(
+            'postgresql_where=sa.text("(balance > (0)::numeric)")',
+            'postgresql_where=sa.text("balance > 100")',
+            'sqlite_where=sa.text("balance > 100")',
+            "postgresql_concurrently=True",
         ),
     ),
     Change(

@@ -2,6 +2,6 @@
 
 Alembic's ``alembic.autogenerate`` compares the models with a database and
 renders the differences; these modules add what it misses (PostgreSQL's facts,
-SQLite's expression indexes, renames, online forms) and render it for both
-backends.
+index predicates and expressions, renames, online forms) and render it for
+both backends.
 """

@@ -1,14 +1,15 @@
-"""What PostgreSQL has that SQLite cannot store: enum types, key widths, comments.
+"""What PostgreSQL has that SQLite cannot store: enum types, key widths, comments, index predicates.
 
 Autogenerate compares the models with a database. Compared with SQLite it is
 blind to PostgreSQL facts: an ``Enum`` is a plain VARCHAR there (its type
 name and values are nowhere), a rowid primary key must be declared
-``INTEGER`` whatever its width on PostgreSQL, and SQLite keeps no comments.
-Those facts come from the live server when autogenerate runs against
-PostgreSQL, and otherwise from ``schema/postgresql.sql``, the ``pg_dump`` of
-the migrations at head that ``make schema`` keeps current (and ``make test``
-checks). A snapshot written at another revision than the database's
-describes another schema, so it is not used.
+``INTEGER`` whatever its width on PostgreSQL, SQLite keeps no comments, and
+an index's ``postgresql_where`` is nowhere in SQLite. Those facts come from
+the live server when autogenerate runs against PostgreSQL, and otherwise
+from ``schema/postgresql.sql``, the ``pg_dump`` of the migrations at head
+that ``make schema`` keeps current (and ``make test`` checks). A snapshot
+written at another revision than the database's describes another schema,
+so it is not used.
 """
 
 from __future__ import annotations
@@ -36,13 +37,19 @@ _TABLE_COMMENT = re.compile(rf"^COMMENT ON TABLE (?:public\.)?(?P<table>\w+) IS 
 _COLUMN_COMMENT = re.compile(
     rf"^COMMENT ON COLUMN (?:public\.)?(?P<table>\w+)\.(?P<column>\w+) IS {_QUOTED};$", re.M | re.S
 )
+_INDEX_PREDICATE = re.compile(
+    r"^CREATE (?:UNIQUE )?INDEX (?P<name>\w+) ON (?:public\.)?\w+ USING \w+ \(.*\) WHERE (?P<where>.*);$",
+    re.M,
+)
 
 
 @dataclass(frozen=True)
 class PgFacts:
     """Enum types by name (values in order) and each column's type, as PostgreSQL names them.
 
-    Also what SQLite cannot keep: comments, of a table or of a table's column.
+    Also what SQLite cannot keep: comments (of a table, or of a table's
+    column) and each partial index's predicate, by index name, as PostgreSQL
+    prints it (``pg_get_expr``).
     """
 
     enums: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -51,6 +58,7 @@ class PgFacts:
     sequences: dict[tuple[str, str], str] = field(default_factory=dict)
     table_comments: dict[str, str] = field(default_factory=dict)
     column_comments: dict[tuple[str, str], str] = field(default_factory=dict)
+    predicates: dict[str, str] = field(default_factory=dict)
 
     def tables(self) -> set[str]:
         return {table for table, _ in self.columns}
@@ -87,7 +95,8 @@ def from_snapshot(text: str, heads: tuple[str, ...]) -> PgFacts | None:
     column_comments = {
         (m["table"], m["column"]): _unquoted(m["text"]) for m in _COLUMN_COMMENT.finditer(text)
     }
-    return PgFacts(enums, columns, defaults, sequences, table_comments, column_comments)
+    predicates = {m["name"]: m["where"] for m in _INDEX_PREDICATE.finditer(text)}
+    return PgFacts(enums, columns, defaults, sequences, table_comments, column_comments, predicates)
 
 
 def from_connection(connection: Connection) -> PgFacts:
@@ -121,7 +130,14 @@ def from_connection(connection: Connection) -> PgFacts:
     ).all()
     table_comments = {table: text for table, column, text in comments if column is None}
     column_comments = {(table, column): text for table, column, text in comments if column is not None}
-    return PgFacts(enums, columns, defaults, sequences, table_comments, column_comments)
+    partial = connection.exec_driver_sql(
+        "SELECT c.relname, pg_get_expr(i.indpred, i.indrelid) FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indexrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public' "
+        "WHERE i.indpred IS NOT NULL"
+    ).all()
+    predicates = {name: where for name, where in partial}
+    return PgFacts(enums, columns, defaults, sequences, table_comments, column_comments, predicates)
 
 
 def load(connection: Connection, project_root: Path, heads: tuple[str, ...]) -> PgFacts | None:

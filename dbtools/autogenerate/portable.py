@@ -236,7 +236,8 @@ def render_postgresql_only(autogen_context: AutogenContext, op: PostgresqlOnlyOp
 # --- Comparators: what PostgreSQL needs that the compared database did not show ------
 
 
-def _facts(autogen_context: AutogenContext) -> pgfacts.PgFacts | None:
+def load_facts(autogen_context: AutogenContext) -> pgfacts.PgFacts | None:
+    """PostgreSQL's facts for this run, loaded by the first comparator that asks; None when unseen."""
     context = autogen_context.migration_context
     options = run.in_context(context)
     if not options.facts_loaded:
@@ -270,7 +271,7 @@ def _metadata(autogen_context: AutogenContext) -> sa.MetaData | None:
 
 def compare_enums_first(autogen_context: AutogenContext, upgrade_ops: ops.UpgradeOps, schemas: Any) -> Any:
     """New enum types and changed values, before any table uses them."""
-    facts, metadata = _facts(autogen_context), _metadata(autogen_context)
+    facts, metadata = load_facts(autogen_context), _metadata(autogen_context)
     if facts is None or metadata is None:
         return PriorityDispatchResult.CONTINUE
     for name, values in model_enums(metadata).items():
@@ -288,7 +289,7 @@ def compare_enums_first(autogen_context: AutogenContext, upgrade_ops: ops.Upgrad
 
 def compare_enums_last(autogen_context: AutogenContext, upgrade_ops: ops.UpgradeOps, schemas: Any) -> Any:
     """Enum types no model uses any more, after their last column is gone."""
-    facts, metadata = _facts(autogen_context), _metadata(autogen_context)
+    facts, metadata = load_facts(autogen_context), _metadata(autogen_context)
     if facts is None or metadata is None:
         return PriorityDispatchResult.CONTINUE
     in_use = model_enums(metadata)
@@ -300,7 +301,7 @@ def compare_enums_last(autogen_context: AutogenContext, upgrade_ops: ops.Upgrade
 
 def compare_key_widths(autogen_context: AutogenContext, upgrade_ops: ops.UpgradeOps, schemas: Any) -> Any:
     """An integer key's sequence (and, compared with SQLite, the column) as wide as the model's."""
-    facts, metadata = _facts(autogen_context), _metadata(autogen_context)
+    facts, metadata = load_facts(autogen_context), _metadata(autogen_context)
     if facts is None or metadata is None:
         return PriorityDispatchResult.CONTINUE
     on_sqlite = _on_sqlite(autogen_context)
@@ -328,7 +329,7 @@ def compare_comments(autogen_context: AutogenContext, upgrade_ops: ops.UpgradeOp
     Alembic compares comments itself where the database keeps them; a new
     table or column takes its comment along as it is created.
     """
-    facts, metadata = _facts(autogen_context), _metadata(autogen_context)
+    facts, metadata = load_facts(autogen_context), _metadata(autogen_context)
     if facts is None or metadata is None or not _on_sqlite(autogen_context):
         return PriorityDispatchResult.CONTINUE
     existing = facts.tables()
@@ -428,7 +429,8 @@ def warn_if_blind(context: MigrationContext) -> None:
     if blind and sqlite and isinstance(metadata, sa.MetaData) and _needs_facts(metadata):
         print(
             f"Note: {pgfacts.SNAPSHOT} is not at this database's revision, so PostgreSQL's enum "
-            "types, key widths and comments were not compared: run `make schema`, then generate again."
+            "types, key widths, comments and index predicates were not compared: run `make schema`, "
+            "then generate again."
         )
 
 
@@ -493,7 +495,13 @@ def _needs_facts(metadata: sa.MetaData) -> bool:
         for table in metadata.tables.values()
         if table.comment or any(column.comment for column in table.columns)
     )
-    return bool(model_enums(metadata)) or any(wide_keys) or any(commented)
+    partial = (
+        index
+        for table in metadata.tables.values()
+        for index in table.indexes
+        if index.dialect_options["postgresql"].get("where") is not None
+    )
+    return bool(model_enums(metadata)) or any(wide_keys) or any(commented) or any(partial)
 
 
 def _walk(operations: Iterable[ops.MigrateOperation], table: str = "") -> Iterator[tuple[str, Any]]:

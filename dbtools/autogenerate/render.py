@@ -33,8 +33,8 @@ Comparator plugin:
 
 - ``PLUGIN``, ``portable``'s comparators: the PostgreSQL facts (enum types,
   key widths, comments) the compared database may not show.
-- ``INDEX_PLUGIN``, ``indexes``' comparator: SQLite's expression indexes,
-  which Alembic does not compare.
+- ``INDEX_PLUGIN``, ``indexes``' comparators: partial-index predicates, and
+  SQLite's expression indexes, which Alembic does not compare.
 
 ``hooks.COMPARE_OPTIONS`` enables both by these names, which Alembic's log and
 errors show.
