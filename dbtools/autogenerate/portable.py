@@ -285,11 +285,11 @@ def rewrite(context: MigrationContext, revision: Any, directives: list[Migration
 
 
 def _needs_facts(metadata: sa.MetaData) -> bool:
+    # Whether each key is wide, not the columns themselves: a Column has no truth value.
     wide_keys = (
-        column
+        isinstance(column.type, sa.Integer) and type(column.type) is not sa.Integer
         for table in metadata.tables.values()
         for column in table.primary_key.columns
-        if isinstance(column.type, sa.Integer) and type(column.type) is not sa.Integer
     )
     return bool(model_enums(metadata)) or any(wide_keys)
 
