@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from dbtools import paths, run, settings, target
 from dbtools.autogenerate import hooks
 from dbtools.errors import friendly_errors
-from dbtools.runtime import backup, checksums, locking, naming, refusals
+from dbtools.runtime import backup, checksums, locking, naming, rebuilds, refusals
 from dbtools.target import Backend
 
 config = context.config
@@ -33,6 +33,7 @@ if config.config_file_name is not None:
 this_run = run.of(config)
 database = this_run.target or target.resolve(config)  # resolved once: every helper reads its fields
 settings.check_all()  # a malformed MIGRATION_* variable fails before anything is opened
+rebuilds.install()  # SQLite's table rebuilds leave generated columns to SQLite
 
 
 def load_models() -> MetaData:

@@ -17,6 +17,7 @@ USER = "models/user.py"
 INIT = "models/__init__.py"
 POST = "models/post.py"
 NOTE = "models/note.py"
+EVENT = "models/event.py"
 BEFORE_REPR = "\n    def __repr__"
 
 
@@ -335,4 +336,54 @@ POSTS_CHAIN = (
     ),
 )
 
-CHAINS = {"users": USERS_CHAIN, "posts": POSTS_CHAIN}
+EVENT_MODEL = '''"""Events: an identity key and a generated column."""
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(sa.Identity(), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(40))
+    kind_key: Mapped[str | None] = mapped_column(sa.String(40), sa.Computed("lower(kind)", persisted=True))
+'''
+
+EVENT_ARGS = '    __tablename__ = "events"\n'
+
+# After the posts chain above: each builds on it, and none changes what it generates.
+FIDELITY_CHAIN = (
+    Change(
+        "events",
+        (
+            (EVENT, "", EVENT_MODEL),
+            (
+                INIT,
+                "from models.note import Note\n",
+                "from models.event import Event\nfrom models.note import Note\n",
+            ),
+        ),
+        # make check compares them afterwards: neither crashes nor differs.
+        expect=("sa.Identity(always=False)", 'sa.Computed("lower(kind)", persisted=True)'),
+        seed=("INSERT INTO events (kind) VALUES ('Login')",),
+        inserts={"events": "INSERT INTO events (kind) VALUES ('Signup {n}')"},
+    ),
+    Change(
+        "event kinds not empty",
+        (
+            (
+                EVENT,
+                EVENT_ARGS,
+                EVENT_ARGS
+                + '    __table_args__ = (sa.CheckConstraint("length(kind) > 0", name="kind_not_empty"),)\n',
+            ),
+        ),
+        # SQLite rebuilds events, and computes kind_key again rather than copying it.
+        expect=('create_check_constraint(batch_op.f("ck_events_kind_not_empty")',),
+    ),
+)
+
+CHAINS = {"users": USERS_CHAIN, "posts": POSTS_CHAIN + FIDELITY_CHAIN}

@@ -12,6 +12,8 @@ says in its own dialect:
   leaves at INTEGER (2,147,483,647 ids).
 - Boolean server defaults render as ``sa.true()`` / ``sa.false()``, not as
   SQLite's ``1`` / ``0``, which PostgreSQL refuses for a boolean.
+- ``Computed`` and ``Identity`` columns are compared without crashing
+  Alembic's comparator, and SQLite's missing identity is no difference.
 
 PostgreSQL-only steps render inside ``if op.get_context().dialect.name ==
 "postgresql":``, so SQLite's batch operations stay as they are.
@@ -23,6 +25,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
+from alembic import util
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import ops
 from alembic.operations.ops import MigrationScript
@@ -241,8 +244,57 @@ def compare_key_widths(autogen_context: AutogenContext, upgrade_ops: ops.Upgrade
     return PriorityDispatchResult.CONTINUE
 
 
+def compare_generated(
+    autogen_context: AutogenContext,
+    alter_column_op: ops.AlterColumnOp,
+    schema: str | None,
+    table: str,
+    column: str,
+    conn_col: Column[Any],
+    metadata_col: Column[Any],
+) -> Any:
+    """A ``Computed`` or ``Identity`` column's default, compared before Alembic's user-hook comparator.
+
+    That comparator reads ``.arg`` of the reported default, which a computed
+    or identity default does not have: it would crash (``make check``,
+    ``make migration``, ``make status``). So such a column is compared here
+    and the comparison stops. A computed expression is compared as Alembic
+    does, loosely, and only warned about: Alembic cannot change it (drop the
+    column and add it again). SQLite has no identity columns (an integer
+    primary key is its rowid), so it reports none and nothing differs; on
+    PostgreSQL the identity options are compared as Alembic compares them.
+    """
+    wanted, found = metadata_col.server_default, conn_col.server_default
+    impl = autogen_context.migration_context.impl
+    if isinstance(wanted, sa.Computed) or isinstance(found, sa.Computed):
+        texts = [
+            impl._normalize_computed_default(str(d.sqltext.compile(dialect=autogen_context.dialect)))
+            if isinstance(d, sa.Computed)
+            else ""
+            for d in (wanted, found)
+        ]
+        if texts[0] != texts[1]:
+            util.warn(f"{table}.{column}: its computed expression changed, which needs a drop and an add")
+        return PriorityDispatchResult.STOP
+    if not isinstance(wanted, sa.Identity) and not isinstance(found, sa.Identity):
+        return PriorityDispatchResult.CONTINUE
+    if autogen_context.dialect is not None and autogen_context.dialect.name == "sqlite":
+        return PriorityDispatchResult.STOP
+    alter_column_op.existing_server_default = found
+    _, _, differs = impl._compare_identity_default(wanted, found)  # type: ignore[no-untyped-call]
+    if differs:
+        alter_column_op.modify_server_default = wanted
+    return PriorityDispatchResult.STOP
+
+
 def setup(plugin: Plugin) -> None:
     """Alembic's plugin protocol: ``dbtools.autogenerate.render`` registers this module as a plugin."""
+    # A dialect's own comparators run before the default ones of the same priority,
+    # so these run before Alembic's user-hook comparator, which would crash on them.
+    for dialect in ("sqlite", "postgresql"):
+        plugin.add_autogenerate_comparator(
+            compare_generated, "column", "server_default", qualifier=dialect, priority=DispatchPriority.FIRST
+        )
     plugin.add_autogenerate_comparator(
         compare_enums_first, "schema", "enums", priority=DispatchPriority.FIRST
     )

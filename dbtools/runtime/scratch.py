@@ -11,6 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import make_url
 from sqlalchemy.engine import Connection, Engine
 
+from dbtools.runtime import rebuilds
 from dbtools.target import Target
 
 
@@ -26,6 +27,7 @@ def upgrade(connection: Connection, script: ScriptDirectory, destination: str = 
         # As alembic.command.upgrade does; its annotation says str, it takes the heads.
         return script._upgrade_revs(destination, revision)  # type: ignore[arg-type]
 
+    rebuilds.install()  # as env.py does: SQLite's rebuilds leave generated columns to SQLite
     context = MigrationContext.configure(
         connection, opts={"fn": steps, "script": script, "transactional_ddl": True}
     )
