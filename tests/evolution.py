@@ -17,6 +17,7 @@ USER = "models/user.py"
 INIT = "models/__init__.py"
 POST = "models/post.py"
 NOTE = "models/note.py"
+TAG = "models/tag.py"
 EVENT = "models/event.py"
 BEFORE_REPR = "\n    def __repr__"
 
@@ -336,6 +337,32 @@ POSTS_CHAIN = (
     ),
 )
 
+TAG_CLASS = """class Tag(Base):
+    __tablename__ = "tags"
+
+    # A plain BIGINT key: SQLite numbers rows only for an INTEGER PRIMARY KEY.
+    id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(40))
+
+
+"""
+
+TAG_MODEL = f'''"""Tags, and the labels users give themselves."""
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base
+
+
+{TAG_CLASS}class UserLabel(Base):
+    __tablename__ = "user_labels"
+
+    # A composite key that includes a foreign key: it owns no sequence.
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    label: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+'''
+
 EVENT_MODEL = '''"""Events: an identity key and a generated column."""
 
 import sqlalchemy as sa
@@ -352,10 +379,66 @@ class Event(Base):
     kind_key: Mapped[str | None] = mapped_column(sa.String(40), sa.Computed("lower(kind)", persisted=True))
 '''
 
+EDITOR = '    editor_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))\n'
+POST_EXTRAS = (
+    '    tag_id: Mapped[int | None] = mapped_column(sa.ForeignKey("tags.id"))\n'
+    "    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())\n"
+    "    token: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)\n"
+)
+POST_TEXTS = (
+    "    body: Mapped[str | None] = mapped_column(sa.Text)\n"
+    "    rank: Mapped[str | None] = mapped_column(sa.String(10))\n"
+    "    status: Mapped[str | None] = mapped_column(sa.Text)\n"
+)
 EVENT_ARGS = '    __tablename__ = "events"\n'
 
 # After the posts chain above: each builds on it, and none changes what it generates.
 FIDELITY_CHAIN = (
+    Change(
+        "tags",
+        (
+            (TAG, "", TAG_MODEL),
+            (
+                INIT,
+                "from models.post import Post\n",
+                "from models.post import Post\nfrom models.tag import Tag, UserLabel\n",
+            ),
+            (
+                POST,
+                "import sqlalchemy as sa\n",
+                "import uuid\nfrom datetime import datetime\n\nimport sqlalchemy as sa\n",
+            ),
+            (
+                POST,
+                "from models.base import Base\n",
+                "from models.base import Base\nfrom models.types import UTCDateTime\n",
+            ),
+            (POST, EDITOR, EDITOR + POST_EXTRAS + POST_TEXTS),
+        ),
+        # SQLite's key is its rowid: INTEGER there, BIGINT on PostgreSQL.
+        expect=('sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite")',),
+        seed=(
+            "INSERT INTO tags (name) VALUES ('news')",
+            "INSERT INTO user_labels (user_id, label) SELECT id, 'early' FROM users",
+            "UPDATE posts SET tag_id = (SELECT min(id) FROM tags), published_at = '2024-05-01 12:00:00', "
+            "token = '0123456789abcdef0123456789abcdef'",
+            "UPDATE posts SET body = '{\"words\": 2}', rank = '7', status = 'draft'",
+        ),
+        inserts={"tags": "INSERT INTO tags (name) VALUES ('tag {n}')"},
+    ),
+    Change(
+        "big user ids",
+        (
+            USER_IMPORTS,
+            (USER, "mapped_column(primary_key=True", "mapped_column(sa.BigInteger, primary_key=True"),
+        ),
+        # users.id and its sequence; user_labels.user_id, in a composite key, owns none.
+        expect=(
+            "ALTER TABLE users ALTER COLUMN id TYPE bigint",
+            "pg_get_serial_sequence('users', 'id')",
+            "ALTER TABLE user_labels ALTER COLUMN user_id TYPE bigint",
+        ),
+    ),
     Change(
         "events",
         (

@@ -9,7 +9,10 @@ says in its own dialect:
   their last, and replaced when their values change; columns never create
   or drop them implicitly (``create_type=False``).
 - A primary key widened to BIGINT takes its sequence along, which Alembic
-  leaves at INTEGER (2,147,483,647 ids).
+  leaves at INTEGER (2,147,483,647 ids); a key column that owns no sequence
+  is widened alone.
+- A new table's BIGINT key is SQLite's INTEGER there: its rowid, which
+  numbers rows.
 - Boolean server defaults render as ``sa.true()`` / ``sa.false()``, not as
   SQLite's ``1`` / ``0``, which PostgreSQL refuses for a boolean.
 - ``Computed`` and ``Identity`` columns are compared without crashing
@@ -124,13 +127,23 @@ class EnumValuesOp(PostgresqlOnlyOp):
 
 
 class SequenceTypeOp(PostgresqlOnlyOp):
-    """Keep a key's sequence as wide as its column (and, when SQLite compared, widen the column)."""
+    """Keep a key's sequence as wide as its column (and, when SQLite compared, widen the column).
 
-    def __init__(self, table: str, column: str, new: str, old: str, with_column: bool) -> None:
-        self.table, self.column, self.new, self.old, self.with_column = table, column, new, old, with_column
+    A key column that owns no sequence (one of a composite key, a foreign key
+    that is part of the key) is widened alone: ``pg_get_serial_sequence``
+    finds nothing for it, and ``EXECUTE`` of NULL fails.
+    """
+
+    def __init__(
+        self, table: str, column: str, new: str, old: str, with_column: bool, with_sequence: bool = True
+    ) -> None:
+        self.table, self.column, self.new, self.old = table, column, new, old
+        self.with_column, self.with_sequence = with_column, with_sequence
 
     def reverse(self) -> SequenceTypeOp:
-        return SequenceTypeOp(self.table, self.column, self.old, self.new, self.with_column)
+        return SequenceTypeOp(
+            self.table, self.column, self.old, self.new, self.with_column, self.with_sequence
+        )
 
     def to_diff_tuple(self) -> tuple[Any, ...]:
         kind = "modify_key_type" if self.with_column else "modify_sequence_type"
@@ -138,15 +151,19 @@ class SequenceTypeOp(PostgresqlOnlyOp):
 
     def comment(self) -> str:
         key = f"{self.table}.{self.column}"
+        if self.with_column and not self.with_sequence:
+            return f"# PostgreSQL: {key} becomes {self.new} (SQLite's INTEGER key is 64-bit)"
         if self.with_column:
             return f"# PostgreSQL: {key} and its sequence become {self.new} (SQLite's INTEGER key is 64-bit)"
         return f"# PostgreSQL: the sequence of {key} becomes {self.new}, as wide as the column"
 
     def statements(self) -> list[str]:
         table, column = ident(self.table), ident(self.column)
+        out = [f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {self.new}"] if self.with_column else []
+        if not self.with_sequence:
+            return out
         # pg_get_serial_sequence finds it for serial and identity columns, whatever its name.
         sequence = f"pg_get_serial_sequence({literal(table)}, {literal(self.column)})"
-        out = [f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {self.new}"] if self.with_column else []
         return [*out, f"DO $$ BEGIN EXECUTE 'ALTER SEQUENCE ' || {sequence} || ' AS {self.new}'; END $$"]
 
 
@@ -237,8 +254,11 @@ def compare_key_widths(autogen_context: AutogenContext, upgrade_ops: ops.Upgrade
             current = facts.columns[key]
             sequence = facts.sequences.get(key)
             if on_sqlite and current != wanted:
-                # SQLite's rowid key is INTEGER at any width, so Alembic saw no change.
-                upgrade_ops.ops.append(SequenceTypeOp(table.name, column.name, wanted, current, True))
+                # SQLite's rowid key is INTEGER at any width, so Alembic saw no change. Only a
+                # key that owns a sequence (serial; an identity's follows its column) widens one.
+                upgrade_ops.ops.append(
+                    SequenceTypeOp(table.name, column.name, wanted, current, True, sequence is not None)
+                )
             elif sequence is not None and sequence != wanted:
                 upgrade_ops.ops.append(SequenceTypeOp(table.name, column.name, wanted, sequence, False))
     return PriorityDispatchResult.CONTINUE
@@ -332,6 +352,7 @@ def rewrite(context: MigrationContext, revision: Any, directives: list[Migration
                     for column in op.columns:
                         if isinstance(column, Column):
                             _fix_column(column, op.table_name, facts)
+                    _rowid_key(op)
                 elif isinstance(op, ops.AlterColumnOp):
                     _fix_alter(op, facts)
 
@@ -379,3 +400,24 @@ def _boolean_default(default: Any) -> Any:
     if isinstance(text, str) and text.strip("()").lower() in _BOOLEAN_TEXT:
         return DefaultClause(sa.true() if _BOOLEAN_TEXT[text.strip("()").lower()] else sa.false())
     return default
+
+
+def _rowid_key(op: ops.CreateTableOp) -> None:
+    """A new table's BIGINT (or SMALLINT) key is SQLite's INTEGER, its rowid, there.
+
+    SQLite numbers only an ``INTEGER PRIMARY KEY``; a ``BIGINT`` key is a
+    plain column that every insert must fill (``NOT NULL constraint failed``).
+    So the key is written ``sa.BigInteger().with_variant(sa.Integer(),
+    "sqlite")``: 64-bit on both. The column is a copy: the upgrade's is the
+    models' own.
+    """
+    key = op.to_table().autoincrement_column
+    if key is None or not isinstance(key.type, sa.Integer) or type(key.type) is sa.Integer:
+        return
+    if "sqlite" in key.type._variant_mapping:
+        return
+    for index, column in enumerate(op.columns):
+        if isinstance(column, Column) and column.name == key.name:
+            widened = column._copy()
+            widened.type = widened.type.with_variant(sa.Integer(), "sqlite")
+            op.columns[index] = widened  # type: ignore[index]  # a list, typed as a Sequence
