@@ -345,6 +345,14 @@ TAG_CLASS = """class Tag(Base):
     name: Mapped[str] = mapped_column(sa.String(40))
 
 
+class TagAlias(Base):
+    __tablename__ = "tag_aliases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tag_id: Mapped[int] = mapped_column(sa.ForeignKey("tags.id", ondelete="CASCADE"))
+    alias: Mapped[str] = mapped_column(sa.String(40))
+
+
 """
 
 TAG_MODEL = f'''"""Tags, and the labels users give themselves."""
@@ -401,7 +409,7 @@ FIDELITY_CHAIN = (
             (
                 INIT,
                 "from models.post import Post\n",
-                "from models.post import Post\nfrom models.tag import Tag, UserLabel\n",
+                "from models.post import Post\nfrom models.tag import Tag, TagAlias, UserLabel\n",
             ),
             (
                 POST,
@@ -419,6 +427,7 @@ FIDELITY_CHAIN = (
         expect=('sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite")',),
         seed=(
             "INSERT INTO tags (name) VALUES ('news')",
+            "INSERT INTO tag_aliases (tag_id, alias) SELECT id, 'headlines' FROM tags",
             "INSERT INTO user_labels (user_id, label) SELECT id, 'early' FROM users",
             "UPDATE posts SET tag_id = (SELECT min(id) FROM tags), published_at = '2024-05-01 12:00:00', "
             "token = '0123456789abcdef0123456789abcdef'",
@@ -438,6 +447,23 @@ FIDELITY_CHAIN = (
             "pg_get_serial_sequence('users', 'id')",
             "ALTER TABLE user_labels ALTER COLUMN user_id TYPE bigint",
         ),
+    ),
+    Change(
+        "drop tags",
+        (
+            (TAG, TAG_CLASS, ""),
+            (INIT, "from models.tag import Tag, TagAlias, UserLabel\n", "from models.tag import UserLabel\n"),
+            (POST, POST_EXTRAS, ""),
+        ),
+        # posts' foreign key goes before the table it references, tag_aliases before tags; the
+        # downgrade creates tags first, its key BIGINT, and the columns as PostgreSQL had them.
+        expect=(
+            'sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite")',
+            'sa.Column("published_at", sa.DateTime(timezone=True)',
+            'sa.Column("token", sa.Uuid()',
+            'sa.Column("tag_id", sa.BigInteger()',
+        ),
+        inserts={"tags": ""},
     ),
     Change(
         "events",

@@ -5,7 +5,8 @@ For each change (``tests/evolution.py``): edit the models, autogenerate as
 does), apply the README's hand edit if the change needs one, then on SQLite
 and on a real PostgreSQL, with rows in
 every table: upgrade, ``check`` clean, downgrade, upgrade again; values of
-surviving columns are kept throughout, and the application can still write.
+surviving columns are kept throughout, the downgrade brings back each column
+with the type it had, and the application can still write.
 ``schema/postgresql.sql`` is refreshed after each change, as the README's
 workflow does, because autogenerate reads PostgreSQL's facts from it.
 
@@ -77,6 +78,27 @@ def _projected(table_rows: list[dict[str, Any]], columns: set[str]) -> list[dict
     return sorted(({c: row[c] for c in columns} for row in table_rows), key=repr)
 
 
+Columns = dict[str, dict[str, tuple[str, bool]]]
+
+
+def columns(url: URL) -> Columns:
+    """Each application table's columns: the type as the database names it, and whether it takes NULL."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            return {
+                name: {
+                    c["name"]: (str(c["type"].compile(dialect=conn.dialect)), bool(c["nullable"]))
+                    for c in inspector.get_columns(name)
+                }
+                for name in inspector.get_table_names()
+                if not name.startswith("alembic_")
+            }
+    finally:
+        engine.dispose()
+
+
 def upgrade(config: Config) -> None:
     command.upgrade(Run(needs_models=False).start_with(config), "head")  # as make upgrade runs it
 
@@ -127,14 +149,16 @@ class Deployment:
     def deploy(self, change: Change, backend: str) -> None:
         url = self.urls[backend]
         context = f"{change.message} on {backend}"
-        before = rows(url)
+        before, schema = rows(url), columns(url)
         assert workers.call(self.root, url, upgrade) == 0, f"{context}: upgrade failed"
         after = rows(url)
         renamed = change.renames
         assert_kept(before, after, skip=change.fills, renamed=renamed)
         assert workers.call(self.root, url, check.check) == 0, f"{context}: the models differ after upgrade"
         assert workers.call(self.root, url, downgrade) == 0, f"{context}: downgrade failed"
-        assert_kept(after, rows(url), renamed={new: old for old, new in renamed.items()})
+        back = {new: old for old, new in renamed.items()}
+        assert_kept(after, rows(url), renamed=back)
+        assert columns(url) == schema, f"{context}: the downgrade left other column types than it found"
         assert workers.call(self.root, url, upgrade) == 0, f"{context}: upgrade after downgrade failed"
         assert rows(url) == after, f"{context}: a round trip changed rows"
         execute(url, *change.seed)

@@ -52,3 +52,29 @@ def execute(sql: str, width: int = WIDTH) -> str:
         line += word + " "
     pieces.append(line[:-1])
     return "op.execute(\n" + "".join(f"        {piece!r}\n" for piece in pieces) + "    )"
+
+
+# --- type names, as PostgreSQL spells them ----------------------------------
+
+_ALIASES = {
+    "int": "integer",
+    "int2": "smallint",
+    "int4": "integer",
+    "int8": "bigint",
+    "float4": "real",
+    "float8": "double precision",
+    "bool": "boolean",
+    "timestamp": "timestamp without time zone",
+    "timestamptz": "timestamp with time zone",
+    "time": "time without time zone",
+    "timetz": "time with time zone",
+}
+
+
+def base_type(name: str) -> str:
+    """A PostgreSQL type name without modifiers, spelled one way: ``VARCHAR(64)`` -> ``varchar``."""
+    bare = " ".join(name.lower().split("(")[0].split())
+    for suffix in (" with time zone", " without time zone"):  # timestamp(3) with time zone
+        if suffix in name.lower() and not bare.endswith(suffix):
+            bare += suffix
+    return _ALIASES.get(bare, bare)

@@ -15,6 +15,11 @@ says in its own dialect:
   numbers rows.
 - Boolean server defaults render as ``sa.true()`` / ``sa.false()``, not as
   SQLite's ``1`` / ``0``, which PostgreSQL refuses for a boolean.
+- What a downgrade creates back (a dropped table or column, a changed type)
+  renders as the generic type, as PostgreSQL had it: not as SQLite's
+  ``DATETIME`` or ``CHAR(32)``, which PostgreSQL refuses or narrows.
+- Tables are dropped after the changes to the tables that stay (the foreign
+  keys that point at them), and before the dropped tables they reference.
 - ``Computed`` and ``Identity`` columns are compared without crashing
   Alembic's comparator, and SQLite's missing identity is no difference.
 
@@ -24,7 +29,7 @@ PostgreSQL-only steps render inside ``if op.get_context().dialect.name ==
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
@@ -35,13 +40,37 @@ from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
 from alembic.runtime.plugins import Plugin
 from alembic.util import DispatchPriority, PriorityDispatchResult
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import Column, DefaultClause
 
 from dbtools import run
 from dbtools.autogenerate import pgfacts
-from dbtools.autogenerate.pgsql import DIALECT, ON_POSTGRESQL, execute, ident, literal
+from dbtools.autogenerate.pgsql import (
+    DIALECT,
+    ON_POSTGRESQL,
+    base_type,
+    execute,
+    ident,
+    literal,
+)
 
 _BOOLEAN_TEXT = {"1": True, "true": True, "'1'": True, "0": False, "false": False, "'0'": False}
+# PostgreSQL's type, where it says more than the generic form of SQLite's reflection
+# (an INTEGER key that is bigint, a DATETIME that has a time zone, a CHAR(32) that is a uuid).
+_FROM_POSTGRESQL: dict[str, Callable[[], sa.types.TypeEngine[Any]]] = {
+    "smallint": sa.SmallInteger,
+    "integer": sa.Integer,
+    "bigint": sa.BigInteger,
+    "boolean": sa.Boolean,
+    "text": sa.Text,
+    "date": sa.Date,
+    "double precision": sa.Double,
+    "timestamp with time zone": lambda: sa.DateTime(timezone=True),
+    "timestamp without time zone": sa.DateTime,
+    "uuid": sa.Uuid,
+    "json": sa.JSON,
+    "jsonb": lambda: sa.JSON().with_variant(postgresql.JSONB(), "postgresql"),
+}
 
 
 # --- PostgreSQL-only operations, rendered as plain op.execute() ------------
@@ -341,20 +370,28 @@ def rewrite(context: MigrationContext, revision: Any, directives: list[Migration
     """Make the reflected parts of a generated script mean the same on both backends.
 
     env.py installs it, so plain ``alembic revision --autogenerate`` writes the same file.
+    What the upgrade creates comes from the models; what the downgrade
+    creates back (a dropped column or table, a changed type) comes from the
+    compared database, in its dialect: it is written as the generic type, as
+    PostgreSQL had it where the facts say.
     """
     facts = _loaded(context)
     for script in directives:
-        for container in (*script.upgrade_ops_list, *script.downgrade_ops_list):
+        _drop_dependants_first(script)
+        for container, reflected in (
+            *((upgrade, False) for upgrade in script.upgrade_ops_list),
+            *((downgrade, True) for downgrade in script.downgrade_ops_list),
+        ):
             for table, op in _walk(container.ops):
                 if isinstance(op, ops.AddColumnOp):
-                    _fix_column(op.column, table, facts)
+                    _fix_column(op.column, table, facts, reflected)
                 elif isinstance(op, ops.CreateTableOp):
                     for column in op.columns:
                         if isinstance(column, Column):
-                            _fix_column(column, op.table_name, facts)
+                            _fix_column(column, op.table_name, facts, reflected)
                     _rowid_key(op)
                 elif isinstance(op, ops.AlterColumnOp):
-                    _fix_alter(op, facts)
+                    _fix_alter(op, facts, reflected)
 
 
 def _needs_facts(metadata: sa.MetaData) -> bool:
@@ -375,22 +412,36 @@ def _walk(operations: Iterable[ops.MigrateOperation], table: str = "") -> Iterat
             yield getattr(op, "table_name", table), op
 
 
-def _fix_column(column: Column[Any], table: str, facts: pgfacts.PgFacts | None) -> None:
+def _fix_column(column: Column[Any], table: str, facts: pgfacts.PgFacts | None, reflected: bool) -> None:
     enum = facts.enum_of(table, column.name) if facts is not None else None
     if enum is not None and facts is not None and not isinstance(column.type, sa.Enum):
         column.type = sa.Enum(*facts.enums[enum], name=enum)  # SQLite reported a VARCHAR
+    elif reflected:
+        column.type = generic_type(column.type, facts.columns.get((table, column.name)) if facts else None)
     if isinstance(column.type, sa.Boolean):
         column.server_default = _boolean_default(column.server_default)
 
 
-def _fix_alter(op: ops.AlterColumnOp, facts: pgfacts.PgFacts | None) -> None:
+def _fix_alter(op: ops.AlterColumnOp, facts: pgfacts.PgFacts | None, reflected: bool) -> None:
+    """Booleans, enums and the reflected type of an ALTER COLUMN.
+
+    The reflected type is the existing one in the upgrade, and the one
+    changed back to in the downgrade.
+    """
     if isinstance(op.existing_type, sa.Boolean) or isinstance(op.modify_type, sa.Boolean):
         op.existing_server_default = _boolean_default(op.existing_server_default)
         if op.modify_server_default is not False:
             op.modify_server_default = _boolean_default(op.modify_server_default)
-    enum = facts.enum_of(op.table_name, op.column_name) if facts is not None else None
-    if enum is not None and facts is not None and not isinstance(op.existing_type, sa.Enum):
-        op.existing_type = sa.Enum(*facts.enums[enum], name=enum)
+    key = (op.table_name, op.column_name)
+    enum = facts.enum_of(*key) if facts is not None else None
+    had = facts.columns.get(key) if facts is not None else None  # on PostgreSQL, before the upgrade
+    if op.modify_type is None or not reflected:
+        if enum is not None and facts is not None and not isinstance(op.existing_type, sa.Enum):
+            op.existing_type = sa.Enum(*facts.enums[enum], name=enum)
+    elif enum is not None and facts is not None:
+        op.modify_type = sa.Enum(*facts.enums[enum], name=enum)
+    else:
+        op.modify_type = generic_type(op.modify_type, had)
 
 
 def _boolean_default(default: Any) -> Any:
@@ -400,6 +451,26 @@ def _boolean_default(default: Any) -> Any:
     if isinstance(text, str) and text.strip("()").lower() in _BOOLEAN_TEXT:
         return DefaultClause(sa.true() if _BOOLEAN_TEXT[text.strip("()").lower()] else sa.false())
     return default
+
+
+def generic_type(
+    reflected: sa.types.TypeEngine[Any], postgresql_type: str | None
+) -> sa.types.TypeEngine[Any]:
+    """A reflected type as the generic type both backends create, as PostgreSQL had it where known.
+
+    SQLite reflects ``DATETIME``, ``CHAR(32)`` for a uuid and ``INTEGER`` for
+    a bigint key, which PostgreSQL refuses or narrows. The generic form of
+    the reflected type keeps its length, precision and scale.
+    """
+    if isinstance(reflected, sa.Enum):
+        return reflected
+    known = _FROM_POSTGRESQL.get(base_type(postgresql_type)) if postgresql_type else None
+    if known is not None:  # none of these has a length or precision to keep
+        return known()
+    try:
+        return reflected.as_generic()
+    except NotImplementedError:  # a type with no generic form: as reflected
+        return reflected
 
 
 def _rowid_key(op: ops.CreateTableOp) -> None:
@@ -421,3 +492,58 @@ def _rowid_key(op: ops.CreateTableOp) -> None:
             widened = column._copy()
             widened.type = widened.type.with_variant(sa.Integer(), "sqlite")
             op.columns[index] = widened  # type: ignore[index]  # a list, typed as a Sequence
+
+
+def _drop_dependants_first(script: MigrationScript) -> None:
+    """Drop tables after the changes to the tables that stay, and a table before those it references.
+
+    Alembic lists dropped tables (in no set order) before the changes to the
+    tables that stay, so a foreign key to a dropped table was dropped after
+    it: SQLite cannot reflect the table any more, PostgreSQL refuses the
+    drop. The downgrade, the upgrade reversed, then creates each table
+    before what references it.
+    """
+    for index, upgrade in enumerate(script.upgrade_ops_list):
+        groups: dict[str, list[ops.MigrateOperation]] = {}
+        rest: list[ops.MigrateOperation] = []
+        dropped = {op.table_name for op in upgrade.ops if isinstance(op, ops.DropTableOp)}
+        for op in upgrade.ops:
+            name = getattr(op, "table_name", None)
+            if name in dropped and isinstance(op, ops.ModifyTableOps | ops.DropTableOp):
+                groups.setdefault(name, []).append(op)
+            else:
+                rest.append(op)
+        if not groups:
+            continue
+        # What PostgreSQL drops after the tables (enum types no table uses) stays last.
+        tail = len(rest)
+        while tail and isinstance(rest[tail - 1], PostgresqlOnlyOp):
+            tail -= 1
+        ordered = [op for name in _dependants_first(upgrade.ops, dropped) for op in groups[name]]
+        reordered = [*rest[:tail], *ordered, *rest[tail:]]
+        if reordered != upgrade.ops:
+            upgrade.ops = reordered
+            script.downgrade_ops_list[index].ops = upgrade.reverse().ops
+
+
+def _dependants_first(operations: list[ops.MigrateOperation], dropped: set[str]) -> list[str]:
+    """The dropped tables, each before the dropped tables it references; by name otherwise."""
+    references = {
+        op.table_name: {
+            referred
+            for fk in op.to_table().foreign_keys
+            # "schema.table.column" or "table.column": named, not resolved (the table may be gone)
+            if (referred := fk.target_fullname.split(".")[-2]) in dropped and referred != op.table_name
+        }
+        for op in operations
+        if isinstance(op, ops.DropTableOp)
+    }
+    order: list[str] = []
+    while references:
+        # A table no remaining table references goes first.
+        free = sorted(t for t in references if not any(t in refs for refs in references.values()))
+        free = free or sorted(references)[:1]  # a cycle: broken by name
+        for table in free:
+            order.append(table)
+            del references[table]
+    return order
