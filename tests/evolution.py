@@ -34,6 +34,7 @@ class Change:
     fills: tuple[str, ...] = ()  # "table.column" whose existing values a data step sets
     inserts: dict[str, str] = field(default_factory=dict)  # the app's INSERT per table from now on
     renames: dict[str, str] = field(default_factory=dict)  # "table" or "table.column" -> new name
+    casts: tuple[str, ...] = ()  # "table.column" whose type changes: values compared as JSON text
 
     @property
     def answers(self) -> str:
@@ -492,6 +493,28 @@ FIDELITY_CHAIN = (
         ),
         # SQLite rebuilds events, and computes kind_key again rather than copying it.
         expect=('create_check_constraint(batch_op.f("ck_events_kind_not_empty")',),
+    ),
+    Change(
+        "typed post bodies",
+        (
+            (
+                POST,
+                POST_TEXTS,
+                "    body: Mapped[Any] = mapped_column(sa.JSON, nullable=True)\n"
+                "    rank: Mapped[int | None] = mapped_column()\n"
+                "    status: Mapped[str | None] = mapped_column(\n"
+                '        sa.Enum("draft", "published", name="post_status")\n'
+                "    )\n",
+            ),
+            (POST, "import uuid\n", "import uuid\nfrom typing import Any\n"),
+        ),
+        # Casts PostgreSQL does not make by itself, each with its USING.
+        expect=(
+            'postgresql_using="body::json"',
+            'postgresql_using="rank::integer"',
+            'postgresql_using="status::text::post_status"',
+        ),
+        casts=("posts.body", "posts.rank", "posts.status"),
     ),
 )
 

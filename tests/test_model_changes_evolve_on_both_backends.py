@@ -17,6 +17,7 @@ migration`` itself is driven through the CLI in test_model_changes_migrate.py.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -59,9 +60,17 @@ def rows(url: URL) -> Rows:
 
 
 def assert_kept(
-    before: Rows, after: Rows, skip: tuple[str, ...] = (), renamed: dict[str, str] | None = None
+    before: Rows,
+    after: Rows,
+    skip: tuple[str, ...] = (),
+    renamed: dict[str, str] | None = None,
+    casts: tuple[str, ...] = (),
 ) -> None:
-    """The values of every column present on both sides are the same (after renames)."""
+    """The values of every column present on both sides are the same (after renames).
+
+    A column in ``casts`` changed type: its values are compared as JSON text
+    ('7' and 7, '{"a": 1}' and {"a": 1} are the same value).
+    """
     renamed = renamed or {}
     for table, table_rows in before.items():
         target = renamed.get(table, table)
@@ -70,12 +79,26 @@ def assert_kept(
         moved = [{renamed.get(f"{table}.{c}", c): v for c, v in row.items()} for row in table_rows]
         common = set(moved[0] if moved else ()) & set(after[target][0] if after[target] else ())
         common -= {c.split(".")[1] for c in skip if c.startswith(f"{table}.")}
-        assert _projected(moved, common) == _projected(after[target], common), f"{table}: values changed"
+        cast = {c.split(".")[1] for c in casts if c.startswith(f"{table}.")}
+        assert _projected(moved, common, cast) == _projected(after[target], common, cast), (
+            f"{table}: values changed"
+        )
         assert len(moved) == len(after[target]), f"{table}: rows lost or added"
 
 
-def _projected(table_rows: list[dict[str, Any]], columns: set[str]) -> list[dict[str, Any]]:
-    return sorted(({c: row[c] for c in columns} for row in table_rows), key=repr)
+def _projected(table_rows: list[dict[str, Any]], columns: set[str], cast: set[str]) -> list[dict[str, Any]]:
+    return sorted(
+        ({c: _as_json(row[c]) if c in cast else row[c] for c in columns} for row in table_rows), key=repr
+    )
+
+
+def _as_json(value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return str(value)
+    return json.dumps(value, sort_keys=True)
 
 
 Columns = dict[str, dict[str, tuple[str, bool]]]
@@ -153,11 +176,11 @@ class Deployment:
         assert workers.call(self.root, url, upgrade) == 0, f"{context}: upgrade failed"
         after = rows(url)
         renamed = change.renames
-        assert_kept(before, after, skip=change.fills, renamed=renamed)
+        assert_kept(before, after, skip=change.fills, renamed=renamed, casts=change.casts)
         assert workers.call(self.root, url, check.check) == 0, f"{context}: the models differ after upgrade"
         assert workers.call(self.root, url, downgrade) == 0, f"{context}: downgrade failed"
         back = {new: old for old, new in renamed.items()}
-        assert_kept(after, rows(url), renamed=back)
+        assert_kept(after, rows(url), renamed=back, casts=change.casts)
         assert columns(url) == schema, f"{context}: the downgrade left other column types than it found"
         assert workers.call(self.root, url, upgrade) == 0, f"{context}: upgrade after downgrade failed"
         assert rows(url) == after, f"{context}: a round trip changed rows"

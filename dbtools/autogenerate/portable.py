@@ -18,6 +18,8 @@ says in its own dialect:
 - What a downgrade creates back (a dropped table or column, a changed type)
   renders as the generic type, as PostgreSQL had it: not as SQLite's
   ``DATETIME`` or ``CHAR(32)``, which PostgreSQL refuses or narrows.
+- A type change PostgreSQL cannot cast by itself gets its ``USING``, or a
+  marker ``make lint`` refuses until the author writes it.
 - Tables are dropped after the changes to the tables that stay (the foreign
   keys that point at them), and before the dropped tables they reference.
 - ``Computed`` and ``Identity`` columns are compared without crashing
@@ -48,10 +50,13 @@ from dbtools.autogenerate import pgfacts
 from dbtools.autogenerate.pgsql import (
     DIALECT,
     ON_POSTGRESQL,
+    USING_MARKER,
+    UnknownCast,
     base_type,
     execute,
     ident,
     literal,
+    using,
 )
 
 _BOOLEAN_TEXT = {"1": True, "true": True, "'1'": True, "0": False, "false": False, "'0'": False}
@@ -71,6 +76,8 @@ _FROM_POSTGRESQL: dict[str, Callable[[], sa.types.TypeEngine[Any]]] = {
     "json": sa.JSON,
     "jsonb": lambda: sa.JSON().with_variant(postgresql.JSONB(), "postgresql"),
 }
+# op.kw key of an AlterColumnOp whose type change has no known cast: (old, new) type names.
+UNKNOWN_CAST = "dbtools_unknown_cast"
 
 
 # --- PostgreSQL-only operations, rendered as plain op.execute() ------------
@@ -423,7 +430,7 @@ def _fix_column(column: Column[Any], table: str, facts: pgfacts.PgFacts | None, 
 
 
 def _fix_alter(op: ops.AlterColumnOp, facts: pgfacts.PgFacts | None, reflected: bool) -> None:
-    """Booleans, enums and the reflected type of an ALTER COLUMN.
+    """Booleans, enums and the reflected type of an ALTER COLUMN; a USING where PostgreSQL needs one.
 
     The reflected type is the existing one in the upgrade, and the one
     changed back to in the downgrade.
@@ -442,6 +449,19 @@ def _fix_alter(op: ops.AlterColumnOp, facts: pgfacts.PgFacts | None, reflected: 
         op.modify_type = sa.Enum(*facts.enums[enum], name=enum)
     else:
         op.modify_type = generic_type(op.modify_type, had)
+    if op.modify_type is not None:
+        old = (None if reflected else had) or _pg_name(op.existing_type)
+        new = (had if reflected else None) or _pg_name(op.modify_type)
+        enums = frozenset(facts.enums if facts is not None else ()) | {
+            str(t.name) for t in (op.existing_type, op.modify_type) if isinstance(t, sa.Enum) and t.name
+        }
+        try:
+            cast = using(op.column_name, old, new, enums)
+        except UnknownCast:
+            op.kw[UNKNOWN_CAST] = (old, new)
+        else:
+            if cast is not None:
+                op.kw["postgresql_using"] = cast
 
 
 def _boolean_default(default: Any) -> Any:
@@ -471,6 +491,14 @@ def generic_type(
         return reflected.as_generic()
     except NotImplementedError:  # a type with no generic form: as reflected
         return reflected
+
+
+def _pg_name(type_: Any) -> str:
+    """A type as PostgreSQL names it (an enum by its name)."""
+    try:
+        return str(sa.types.to_instance(type_).compile(dialect=DIALECT))
+    except Exception:  # a type PostgreSQL cannot render: its name, which fails to match any cast
+        return str(type_)
 
 
 def _rowid_key(op: ops.CreateTableOp) -> None:
@@ -547,3 +575,29 @@ def _dependants_first(operations: list[ops.MigrateOperation], dropped: set[str])
             order.append(table)
             del references[table]
     return order
+
+
+def render_alter_column(
+    alembic_renderer: Callable[[AutogenContext, ops.AlterColumnOp], str],
+    autogen_context: AutogenContext,
+    op: ops.AlterColumnOp,
+) -> list[str]:
+    """Alembic's ALTER COLUMN, with its ``postgresql_using``, or a marker where a USING must be written.
+
+    Alembic's own renderer leaves out ``postgresql_using``; ``dbtools.autogenerate.render``
+    puts this one in its place, with Alembic's given as the first argument.
+    """
+    text = alembic_renderer(autogen_context, op)
+    cast = op.kw.get("postgresql_using")
+    if cast is not None:
+        text = f"{text[:-1]},\n{' ' * 11}postgresql_using={cast!r})"
+    unknown = op.kw.get(UNKNOWN_CAST)
+    if unknown is None:
+        return [text]
+    old, new = unknown
+    return [
+        f"{USING_MARKER} {op.table_name}.{op.column_name} from {old} to {new}",
+        '# PostgreSQL does not cast it by itself: add postgresql_using="<expression>" below,',
+        "# then delete these three lines. `make lint` refuses the migration until then.",
+        text,
+    ]
