@@ -33,6 +33,7 @@ if config.config_file_name is not None:
 this_run = run.of(config)
 database = this_run.target or target.resolve(config)  # resolved once: every helper reads its fields
 settings.check_all()  # a malformed MIGRATION_* variable fails before anything is opened
+rebuilds.install()  # SQLite's table rebuilds leave generated columns to SQLite
 
 
 def load_models() -> MetaData:

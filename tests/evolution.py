@@ -17,6 +17,8 @@ USER = "models/user.py"
 INIT = "models/__init__.py"
 POST = "models/post.py"
 NOTE = "models/note.py"
+TAG = "models/tag.py"
+EVENT = "models/event.py"
 BEFORE_REPR = "\n    def __repr__"
 
 
@@ -38,6 +40,7 @@ class Change:
     round_trip: int = 1
     inserts: dict[str, str] = field(default_factory=dict)  # the app's INSERT per table from now on
     renames: dict[str, str] = field(default_factory=dict)  # "table" or "table.column" -> new name
+    casts: tuple[str, ...] = ()  # "table.column" whose type changes: values compared as JSON text
 
     @property
     def answers(self) -> str:
@@ -495,4 +498,184 @@ POSTS_CHAIN = (
     ),
 )
 
-CHAINS = {"users": USERS_CHAIN, "posts": POSTS_CHAIN}
+TAG_CLASS = """class Tag(Base):
+    __tablename__ = "tags"
+
+    # A plain BIGINT key: SQLite numbers rows only for an INTEGER PRIMARY KEY.
+    id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(40))
+
+
+class TagAlias(Base):
+    __tablename__ = "tag_aliases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    tag_id: Mapped[int] = mapped_column(sa.ForeignKey("tags.id", ondelete="CASCADE"))
+    alias: Mapped[str] = mapped_column(sa.String(40))
+
+
+"""
+
+TAG_MODEL = f'''"""Tags, and the labels users give themselves."""
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base
+
+
+{TAG_CLASS}class UserLabel(Base):
+    __tablename__ = "user_labels"
+
+    # A composite key that includes a foreign key: it owns no sequence.
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    label: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+'''
+
+EVENT_MODEL = '''"""Events: an identity key and a generated column."""
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(sa.Identity(), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(40))
+    kind_key: Mapped[str | None] = mapped_column(sa.String(40), sa.Computed("lower(kind)", persisted=True))
+'''
+
+EDITOR = '    editor_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))\n'
+POST_EXTRAS = (
+    '    tag_id: Mapped[int | None] = mapped_column(sa.ForeignKey("tags.id"))\n'
+    "    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime())\n"
+    "    token: Mapped[uuid.UUID | None] = mapped_column(sa.Uuid)\n"
+)
+POST_TEXTS = (
+    "    body: Mapped[str | None] = mapped_column(sa.Text)\n"
+    "    rank: Mapped[str | None] = mapped_column(sa.String(10))\n"
+    "    status: Mapped[str | None] = mapped_column(sa.Text)\n"
+)
+EVENT_ARGS = '    __tablename__ = "events"\n'
+
+# After the posts chain above: each builds on it, and none changes what it generates.
+FIDELITY_CHAIN = (
+    Change(
+        "tags",
+        (
+            (TAG, "", TAG_MODEL),
+            (
+                INIT,
+                "from models.post import Post\n",
+                "from models.post import Post\nfrom models.tag import Tag, TagAlias, UserLabel\n",
+            ),
+            (
+                POST,
+                "import sqlalchemy as sa\n",
+                "import uuid\nfrom datetime import datetime\n\nimport sqlalchemy as sa\n",
+            ),
+            (
+                POST,
+                "from models.base import Base\n",
+                "from models.base import Base\nfrom models.types import UTCDateTime\n",
+            ),
+            (POST, EDITOR, EDITOR + POST_EXTRAS + POST_TEXTS),
+        ),
+        # SQLite's key is its rowid: INTEGER there, BIGINT on PostgreSQL.
+        expect=('sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite")',),
+        seed=(
+            "INSERT INTO tags (name) VALUES ('news')",
+            "INSERT INTO tag_aliases (tag_id, alias) SELECT id, 'headlines' FROM tags",
+            "INSERT INTO user_labels (user_id, label) SELECT id, 'early' FROM users",
+            "UPDATE posts SET tag_id = (SELECT min(id) FROM tags), published_at = '2024-05-01 12:00:00', "
+            "token = '0123456789abcdef0123456789abcdef'",
+            "UPDATE posts SET body = '{\"words\": 2}', rank = '7', status = 'draft'",
+        ),
+        inserts={"tags": "INSERT INTO tags (name) VALUES ('tag {n}')"},
+    ),
+    Change(
+        "big user ids",
+        (
+            USER_IMPORTS,
+            (USER, "mapped_column(primary_key=True", "mapped_column(sa.BigInteger, primary_key=True"),
+        ),
+        # users.id and its sequence; user_labels.user_id, in a composite key, owns none.
+        expect=(
+            "ALTER TABLE users ALTER COLUMN id TYPE bigint",
+            "pg_get_serial_sequence('users', 'id')",
+            "ALTER TABLE user_labels ALTER COLUMN user_id TYPE bigint",
+        ),
+    ),
+    Change(
+        "drop tags",
+        (
+            (TAG, TAG_CLASS, ""),
+            (INIT, "from models.tag import Tag, TagAlias, UserLabel\n", "from models.tag import UserLabel\n"),
+            (POST, POST_EXTRAS, ""),
+        ),
+        # posts' foreign key goes before the table it references, tag_aliases before tags; the
+        # downgrade creates tags first, its key BIGINT, and the columns as PostgreSQL had them.
+        expect=(
+            'sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite")',
+            'sa.Column("published_at", sa.DateTime(timezone=True)',
+            'sa.Column("token", sa.Uuid()',
+            'sa.Column("tag_id", sa.BigInteger()',
+        ),
+        inserts={"tags": ""},
+    ),
+    Change(
+        "events",
+        (
+            (EVENT, "", EVENT_MODEL),
+            (
+                INIT,
+                "from models.note import Note\n",
+                "from models.event import Event\nfrom models.note import Note\n",
+            ),
+        ),
+        # make check compares them afterwards: neither crashes nor differs.
+        expect=("sa.Identity(always=False)", 'sa.Computed("lower(kind)", persisted=True)'),
+        seed=("INSERT INTO events (kind) VALUES ('Login')",),
+        inserts={"events": "INSERT INTO events (kind) VALUES ('Signup {n}')"},
+    ),
+    Change(
+        "event kinds not empty",
+        (
+            (
+                EVENT,
+                EVENT_ARGS,
+                EVENT_ARGS
+                + '    __table_args__ = (sa.CheckConstraint("length(kind) > 0", name="kind_not_empty"),)\n',
+            ),
+        ),
+        # SQLite rebuilds events, and computes kind_key again rather than copying it.
+        expect=('create_check_constraint(batch_op.f("ck_events_kind_not_empty")',),
+    ),
+    Change(
+        "typed post bodies",
+        (
+            (
+                POST,
+                POST_TEXTS,
+                "    body: Mapped[Any] = mapped_column(sa.JSON, nullable=True)\n"
+                "    rank: Mapped[int | None] = mapped_column()\n"
+                "    status: Mapped[str | None] = mapped_column(\n"
+                '        sa.Enum("draft", "published", name="post_status")\n'
+                "    )\n",
+            ),
+            (POST, "import uuid\n", "import uuid\nfrom typing import Any\n"),
+        ),
+        # Casts PostgreSQL does not make by itself, each with its USING.
+        expect=(
+            'postgresql_using="body::json"',
+            'postgresql_using="rank::integer"',
+            'postgresql_using="status::text::post_status"',
+        ),
+        casts=("posts.body", "posts.rank", "posts.status"),
+    ),
+)
+
+CHAINS = {"users": USERS_CHAIN, "posts": POSTS_CHAIN + FIDELITY_CHAIN}

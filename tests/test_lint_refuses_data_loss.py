@@ -11,6 +11,7 @@ import pytest
 from alembic.util import CommandError
 
 from dbtools.autogenerate import portable
+from dbtools.autogenerate.pgsql import USING_MARKER
 from dbtools.commands.lint import lint
 from dbtools.paths import alembic_config
 from tests.helpers import ROOT, VENV, Project, rendered
@@ -236,3 +237,55 @@ def lint_project(project: Project) -> subprocess.CompletedProcess[str]:
         check=False,
         timeout=120,
     )
+
+
+def test_a_type_change_with_no_known_cast_is_refused_until_its_using_is_written(
+    project_copy: Project,
+) -> None:
+    """PostgreSQL casts boolean to date by no rule autogenerate knows: the USING is the author's to write."""
+    project_copy.add_migration(
+        'op.add_column("users", sa.Column("verified", sa.Boolean(), nullable=True))',
+        'with op.batch_alter_table("users") as batch_op:\n    batch_op.drop_column("verified")',
+    )
+    assert project_copy.make("upgrade").returncode == 0
+    model = project_copy.root / "models" / "user.py"
+    model.write_text(
+        model.read_text()
+        .replace("from sqlalchemy import String", "from sqlalchemy import Date, String")
+        .replace(
+            "    def __repr__",
+            "    verified: Mapped[datetime | None] = mapped_column(Date)\n\n    def __repr__",
+        )
+    )
+    assert project_copy.make("migration", "msg=verified on").returncode == 0
+    (script,) = project_copy.versions.glob("*_verified_on.py")
+    text = script.read_text()
+    assert f"{USING_MARKER} users.verified from BOOLEAN to DATE\n" in text
+
+    # The type change is data loss too (acknowledged below); the marker is not acknowledgeable.
+    acknowledged = text.replace(
+        '# acknowledge_destructive = "why losing this data is intended"',
+        'acknowledge_destructive = "a flag becomes the day it was set"',
+    )
+    script.write_text(acknowledged)
+    caught = check(script)
+    assert caught.returncode == 1
+    refused = [line for line in caught.stderr.splitlines() if line.endswith("[USING needed]")]
+    assert len(refused) == 2, caught.stderr  # the upgrade's change, and the downgrade's back
+    assert ": users.verified from BOOLEAN to DATE: PostgreSQL does not cast it by itself" in refused[0]
+    assert ": users.verified from DATE to BOOLEAN: PostgreSQL does not cast it by itself" in refused[1]
+
+    # What the author does: delete the marker's three lines, and write each USING.
+    marker = (USING_MARKER, "# PostgreSQL does not cast it by itself", "# then delete these three lines")
+    written = "".join(
+        line for line in acknowledged.splitlines(keepends=True) if not line.lstrip().startswith(marker)
+    )
+    for given, cast in {
+        "type_=sa.Date(), existing_nullable=True": "CASE WHEN verified THEN current_date END",
+        "type_=sa.Boolean(), existing_nullable=True": "verified IS NOT NULL",
+    }.items():
+        assert given in written
+        written = written.replace(given, f'{given}, postgresql_using="{cast}"')
+    script.write_text(written)
+    passed = check(script)
+    assert passed.returncode == 0, passed.stderr

@@ -5,7 +5,8 @@ For each change (``tests/evolution.py``): edit the models, autogenerate as
 does), apply the README's hand edit if the change needs one, then on SQLite
 and on a real PostgreSQL, with rows in
 every table: upgrade, ``check`` clean, downgrade, upgrade again; values of
-surviving columns are kept throughout, and the application can still write.
+surviving columns are kept throughout, the downgrade brings back each column
+with the type it had, and the application can still write.
 ``schema/postgresql.sql`` is refreshed after each change, as the README's
 workflow does, because autogenerate reads PostgreSQL's facts from it.
 
@@ -16,6 +17,7 @@ migration`` itself is driven through the CLI in test_model_changes_migrate.py.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -58,9 +60,17 @@ def rows(url: URL) -> Rows:
 
 
 def assert_kept(
-    before: Rows, after: Rows, skip: tuple[str, ...] = (), renamed: dict[str, str] | None = None
+    before: Rows,
+    after: Rows,
+    skip: tuple[str, ...] = (),
+    renamed: dict[str, str] | None = None,
+    casts: tuple[str, ...] = (),
 ) -> None:
-    """The values of every column present on both sides are the same (after renames)."""
+    """The values of every column present on both sides are the same (after renames).
+
+    A column in ``casts`` changed type: its values are compared as JSON text
+    ('7' and 7, '{"a": 1}' and {"a": 1} are the same value).
+    """
     renamed = renamed or {}
     for table, table_rows in before.items():
         target = renamed.get(table, table)
@@ -69,12 +79,47 @@ def assert_kept(
         moved = [{renamed.get(f"{table}.{c}", c): v for c, v in row.items()} for row in table_rows]
         common = set(moved[0] if moved else ()) & set(after[target][0] if after[target] else ())
         common -= {c.split(".")[1] for c in skip if c.startswith(f"{table}.")}
-        assert _projected(moved, common) == _projected(after[target], common), f"{table}: values changed"
+        cast = {c.split(".")[1] for c in casts if c.startswith(f"{table}.")}
+        assert _projected(moved, common, cast) == _projected(after[target], common, cast), (
+            f"{table}: values changed"
+        )
         assert len(moved) == len(after[target]), f"{table}: rows lost or added"
 
 
-def _projected(table_rows: list[dict[str, Any]], columns: set[str]) -> list[dict[str, Any]]:
-    return sorted(({c: row[c] for c in columns} for row in table_rows), key=repr)
+def _projected(table_rows: list[dict[str, Any]], columns: set[str], cast: set[str]) -> list[dict[str, Any]]:
+    return sorted(
+        ({c: _as_json(row[c]) if c in cast else row[c] for c in columns} for row in table_rows), key=repr
+    )
+
+
+def _as_json(value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return str(value)
+    return json.dumps(value, sort_keys=True)
+
+
+Columns = dict[str, dict[str, tuple[str, bool]]]
+
+
+def columns(url: URL) -> Columns:
+    """Each application table's columns: the type as the database names it, and whether it takes NULL."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            inspector = sa.inspect(conn)
+            return {
+                name: {
+                    c["name"]: (str(c["type"].compile(dialect=conn.dialect)), bool(c["nullable"]))
+                    for c in inspector.get_columns(name)
+                }
+                for name in inspector.get_table_names()
+                if not name.startswith("alembic_")
+            }
+    finally:
+        engine.dispose()
 
 
 def upgrade(config: Config) -> None:
@@ -149,19 +194,21 @@ class Deployment:
     def deploy(self, change: Change, backend: str) -> None:
         url = self.urls[backend]
         context = f"{change.message} on {backend}"
-        before = rows(url)
+        before, schema = rows(url), columns(url)
         assert workers.call(self.root, url, upgrade) == 0, f"{context}: upgrade failed"
         self.assert_refusals(url, context, *change.refuses)
         after = rows(url)
         renamed = change.renames
-        assert_kept(before, after, skip=change.fills, renamed=renamed)
+        assert_kept(before, after, skip=change.fills, renamed=renamed, casts=change.casts)
         assert workers.call(self.root, url, check.check) == 0, f"{context}: the models differ after upgrade"
         steps = change.round_trip
         assert workers.call(self.root, url, lambda c: downgrade(c, steps)) == 0, (
             f"{context}: downgrade failed"
         )
         if steps == 1:
-            assert_kept(after, rows(url), renamed={new: old for old, new in renamed.items()})
+            back = {new: old for old, new in renamed.items()}
+            assert_kept(after, rows(url), renamed=back, casts=change.casts)
+            assert columns(url) == schema, f"{context}: the downgrade left other column types than it found"
             self.assert_refusals(url, f"{context}, downgraded")
         assert workers.call(self.root, url, upgrade) == 0, f"{context}: upgrade after downgrade failed"
         self.assert_refusals(url, f"{context}, upgraded again", *change.refuses)

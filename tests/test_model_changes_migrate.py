@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import cast
 
 import sqlalchemy as sa
@@ -99,3 +100,28 @@ def test_model_change_autogenerates_a_migration_that_round_trips_with_rows(
         assert _plain_indexes(engine) == set()
     finally:
         engine.dispose()
+
+
+def test_a_stale_snapshot_is_named_when_a_key_is_wide(project_copy: Project, tmp_path: Path) -> None:
+    """A BIGINT key, and schema/postgresql.sql at an older revision than the database: a note, no crash."""
+    url = URL.create("sqlite", database=str(tmp_path / "app.db"))
+    project_copy.add_migration(
+        'op.add_column("users", sa.Column("nickname", sa.String(32)))',
+        'with op.batch_alter_table("users") as batch_op:\n    batch_op.drop_column("nickname")',
+    )
+    project_copy.migrate(url)  # the snapshot is not at this revision: no `make schema` since
+    model = project_copy.root / "models" / "user.py"
+    model.write_text(
+        model.read_text()
+        .replace("from sqlalchemy import String", "from sqlalchemy import BigInteger, String")
+        .replace("mapped_column(primary_key=True", "mapped_column(BigInteger, primary_key=True")
+        .replace(
+            "    def __repr__",
+            "    nickname: Mapped[str | None] = mapped_column(String(32))\n\n    def __repr__",
+        )
+    )
+
+    made = project_copy.make("migration", "msg=big ids", url=url)
+
+    assert made.returncode == 0, made.stderr
+    assert "schema/postgresql.sql is not at this database's revision" in made.stdout

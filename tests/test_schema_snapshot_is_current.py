@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 
 import pytest
@@ -58,3 +59,28 @@ def test_a_new_migration_makes_the_snapshot_stale_until_make_schema(
     assert "nickname character varying(32)" in (project_copy.root / "schema" / "postgresql.sql").read_text()
     again = project_copy.make("schema", env={"TEST_DATABASE_URL": url_string(pg_admin_url)})
     assert "schema/postgresql.sql is up to date." in again.stdout
+
+
+def test_a_rebuilt_tables_constraints_come_in_one_order() -> None:
+    """A SQLite rebuild (Alembic's batch) writes a table's constraints in the order of a Python set."""
+    columns = "id INTEGER NOT NULL, a VARCHAR(10), unique_id INTEGER, check_count INTEGER"
+    constraints = (
+        "CONSTRAINT pk_t PRIMARY KEY (id)",
+        "CONSTRAINT uq_t_a UNIQUE (a)",
+        "CONSTRAINT uq_t_unique_id UNIQUE (unique_id)",
+        "CONSTRAINT ck_t_positive CHECK (id > 0)",
+    )
+    layouts = {
+        snapshot.one_item_per_line(f"CREATE TABLE t ({columns}, {', '.join(order)})")
+        for order in itertools.permutations(constraints)
+    }
+    assert len(layouts) == 1
+    (layout,) = layouts
+    # Columns keep their order, named like constraints or not; the constraints follow, sorted.
+    assert layout.splitlines()[1:6] == [
+        "\tid INTEGER NOT NULL,",
+        "\ta VARCHAR(10),",
+        "\tunique_id INTEGER,",
+        "\tcheck_count INTEGER,",
+        "\tCONSTRAINT ck_t_positive CHECK (id > 0),",
+    ]

@@ -13,10 +13,22 @@ says in its own dialect:
   its values compared with its CHECK, which is added once, as an operation
   of its own, never by the column's type as well.
 - A primary key widened to BIGINT takes its sequence along, which Alembic
-  leaves at INTEGER (2,147,483,647 ids).
+  leaves at INTEGER (2,147,483,647 ids); a key column that owns no sequence
+  is widened alone.
+- A new table's BIGINT key is SQLite's INTEGER there: its rowid, which
+  numbers rows.
 - Boolean server defaults render as ``sa.true()`` / ``sa.false()``, not as
   SQLite's ``1`` / ``0``, which PostgreSQL refuses for a boolean.
 - Comments are ``COMMENT ON`` under the PostgreSQL guard: SQLite keeps none.
+- What a downgrade creates back (a dropped table or column, a changed type)
+  renders as the generic type, as PostgreSQL had it: not as SQLite's
+  ``DATETIME`` or ``CHAR(32)``, which PostgreSQL refuses or narrows.
+- A type change PostgreSQL cannot cast by itself gets its ``USING``, or a
+  marker ``make lint`` refuses until the author writes it.
+- Tables are dropped after the changes to the tables that stay (the foreign
+  keys that point at them), and before the dropped tables they reference.
+- ``Computed`` and ``Identity`` columns are compared without crashing
+  Alembic's comparator, and SQLite's missing identity is no difference.
 
 PostgreSQL-only steps render inside ``if op.get_context().dialect.name ==
 "postgresql":``, so SQLite's batch operations stay as they are.
@@ -25,24 +37,55 @@ PostgreSQL-only steps render inside ``if op.get_context().dialect.name ==
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
+from alembic import util
 from alembic.autogenerate.api import AutogenContext
 from alembic.operations import ops
 from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
 from alembic.runtime.plugins import Plugin
 from alembic.util import DispatchPriority, PriorityDispatchResult
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import Column, DefaultClause
 from sqlalchemy.sql.elements import conv
 
 from dbtools import run
 from dbtools.autogenerate import pgfacts
-from dbtools.autogenerate.pgsql import AUTOCOMMIT, DIALECT, ON_POSTGRESQL, execute, ident, literal
+from dbtools.autogenerate.pgsql import (
+    AUTOCOMMIT,
+    DIALECT,
+    ON_POSTGRESQL,
+    USING_MARKER,
+    UnknownCast,
+    base_type,
+    execute,
+    ident,
+    literal,
+    using,
+)
 
 _BOOLEAN_TEXT = {"1": True, "true": True, "'1'": True, "0": False, "false": False, "'0'": False}
+# PostgreSQL's type, where it says more than the generic form of SQLite's reflection
+# (an INTEGER key that is bigint, a DATETIME that has a time zone, a CHAR(32) that is a uuid).
+_FROM_POSTGRESQL: dict[str, Callable[[], sa.types.TypeEngine[Any]]] = {
+    "smallint": sa.SmallInteger,
+    "integer": sa.Integer,
+    "bigint": sa.BigInteger,
+    "boolean": sa.Boolean,
+    "text": sa.Text,
+    "date": sa.Date,
+    "double precision": sa.Double,
+    "timestamp with time zone": lambda: sa.DateTime(timezone=True),
+    "timestamp without time zone": sa.DateTime,
+    "uuid": sa.Uuid,
+    "json": sa.JSON,
+    "jsonb": lambda: sa.JSON().with_variant(postgresql.JSONB(), "postgresql"),
+}
+# op.kw key of an AlterColumnOp whose type change has no known cast: (old, new) type names.
+UNKNOWN_CAST = "dbtools_unknown_cast"
 
 
 # --- PostgreSQL-only operations, rendered as plain op.execute() ------------
@@ -169,13 +212,23 @@ class EnumValuesOp(PostgresqlOnlyOp):
 
 
 class SequenceTypeOp(PostgresqlOnlyOp):
-    """Keep a key's sequence as wide as its column (and, when SQLite compared, widen the column)."""
+    """Keep a key's sequence as wide as its column (and, when SQLite compared, widen the column).
 
-    def __init__(self, table: str, column: str, new: str, old: str, with_column: bool) -> None:
-        self.table, self.column, self.new, self.old, self.with_column = table, column, new, old, with_column
+    A key column that owns no sequence (one of a composite key, a foreign key
+    that is part of the key) is widened alone: ``pg_get_serial_sequence``
+    finds nothing for it, and ``EXECUTE`` of NULL fails.
+    """
+
+    def __init__(
+        self, table: str, column: str, new: str, old: str, with_column: bool, with_sequence: bool = True
+    ) -> None:
+        self.table, self.column, self.new, self.old = table, column, new, old
+        self.with_column, self.with_sequence = with_column, with_sequence
 
     def reverse(self) -> SequenceTypeOp:
-        return SequenceTypeOp(self.table, self.column, self.old, self.new, self.with_column)
+        return SequenceTypeOp(
+            self.table, self.column, self.old, self.new, self.with_column, self.with_sequence
+        )
 
     def to_diff_tuple(self) -> tuple[Any, ...]:
         kind = "modify_key_type" if self.with_column else "modify_sequence_type"
@@ -183,15 +236,19 @@ class SequenceTypeOp(PostgresqlOnlyOp):
 
     def comment(self) -> str:
         key = f"{self.table}.{self.column}"
+        if self.with_column and not self.with_sequence:
+            return f"# PostgreSQL: {key} becomes {self.new} (SQLite's INTEGER key is 64-bit)"
         if self.with_column:
             return f"# PostgreSQL: {key} and its sequence become {self.new} (SQLite's INTEGER key is 64-bit)"
         return f"# PostgreSQL: the sequence of {key} becomes {self.new}, as wide as the column"
 
     def statements(self) -> list[str]:
         table, column = ident(self.table), ident(self.column)
+        out = [f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {self.new}"] if self.with_column else []
+        if not self.with_sequence:
+            return out
         # pg_get_serial_sequence finds it for serial and identity columns, whatever its name.
         sequence = f"pg_get_serial_sequence({literal(table)}, {literal(self.column)})"
-        out = [f"ALTER TABLE {table} ALTER COLUMN {column} TYPE {self.new}"] if self.with_column else []
         return [*out, f"DO $$ BEGIN EXECUTE 'ALTER SEQUENCE ' || {sequence} || ' AS {self.new}'; END $$"]
 
 
@@ -316,8 +373,11 @@ def compare_key_widths(autogen_context: AutogenContext, upgrade_ops: ops.Upgrade
             current = facts.columns[key]
             sequence = facts.sequences.get(key)
             if on_sqlite and current != wanted:
-                # SQLite's rowid key is INTEGER at any width, so Alembic saw no change.
-                upgrade_ops.ops.append(SequenceTypeOp(table.name, column.name, wanted, current, True))
+                # SQLite's rowid key is INTEGER at any width, so Alembic saw no change. Only a
+                # key that owns a sequence (serial; an identity's follows its column) widens one.
+                upgrade_ops.ops.append(
+                    SequenceTypeOp(table.name, column.name, wanted, current, True, sequence is not None)
+                )
             elif sequence is not None and sequence != wanted:
                 upgrade_ops.ops.append(SequenceTypeOp(table.name, column.name, wanted, sequence, False))
     return PriorityDispatchResult.CONTINUE
@@ -404,8 +464,57 @@ def _on_sqlite(autogen_context: AutogenContext) -> bool:
     return autogen_context.dialect is not None and autogen_context.dialect.name == "sqlite"
 
 
+def compare_generated(
+    autogen_context: AutogenContext,
+    alter_column_op: ops.AlterColumnOp,
+    schema: str | None,
+    table: str,
+    column: str,
+    conn_col: Column[Any],
+    metadata_col: Column[Any],
+) -> Any:
+    """A ``Computed`` or ``Identity`` column's default, compared before Alembic's user-hook comparator.
+
+    That comparator reads ``.arg`` of the reported default, which a computed
+    or identity default does not have: it would crash (``make check``,
+    ``make migration``, ``make status``). So such a column is compared here
+    and the comparison stops. A computed expression is compared as Alembic
+    does, loosely, and only warned about: Alembic cannot change it (drop the
+    column and add it again). SQLite has no identity columns (an integer
+    primary key is its rowid), so it reports none and nothing differs; on
+    PostgreSQL the identity options are compared as Alembic compares them.
+    """
+    wanted, found = metadata_col.server_default, conn_col.server_default
+    impl = autogen_context.migration_context.impl
+    if isinstance(wanted, sa.Computed) or isinstance(found, sa.Computed):
+        texts = [
+            impl._normalize_computed_default(str(d.sqltext.compile(dialect=autogen_context.dialect)))
+            if isinstance(d, sa.Computed)
+            else ""
+            for d in (wanted, found)
+        ]
+        if texts[0] != texts[1]:
+            util.warn(f"{table}.{column}: its computed expression changed, which needs a drop and an add")
+        return PriorityDispatchResult.STOP
+    if not isinstance(wanted, sa.Identity) and not isinstance(found, sa.Identity):
+        return PriorityDispatchResult.CONTINUE
+    if autogen_context.dialect is not None and autogen_context.dialect.name == "sqlite":
+        return PriorityDispatchResult.STOP
+    alter_column_op.existing_server_default = found
+    _, _, differs = impl._compare_identity_default(wanted, found)  # type: ignore[no-untyped-call]
+    if differs:
+        alter_column_op.modify_server_default = wanted
+    return PriorityDispatchResult.STOP
+
+
 def setup(plugin: Plugin) -> None:
     """Alembic's plugin protocol: ``dbtools.autogenerate.render`` registers this module as a plugin."""
+    # A dialect's own comparators run before the default ones of the same priority,
+    # so these run before Alembic's user-hook comparator, which would crash on them.
+    for dialect in ("sqlite", "postgresql"):
+        plugin.add_autogenerate_comparator(
+            compare_generated, "column", "server_default", qualifier=dialect, priority=DispatchPriority.FIRST
+        )
     plugin.add_autogenerate_comparator(
         compare_enums_first, "schema", "enums", priority=DispatchPriority.FIRST
     )
@@ -438,21 +547,30 @@ def rewrite(context: MigrationContext, revision: Any, directives: list[Migration
     """Make the reflected parts of a generated script mean the same on both backends.
 
     env.py installs it, so plain ``alembic revision --autogenerate`` writes the same file.
+    What the upgrade creates comes from the models; what the downgrade
+    creates back (a dropped column or table, a changed type) comes from the
+    compared database, in its dialect: it is written as the generic type, as
+    PostgreSQL had it where the facts say.
     """
     facts = _loaded(context)
     for script in directives:
-        for container in (*script.upgrade_ops_list, *script.downgrade_ops_list):
+        _drop_dependants_first(script)
+        for container, reflected in (
+            *((upgrade, False) for upgrade in script.upgrade_ops_list),
+            *((downgrade, True) for downgrade in script.downgrade_ops_list),
+        ):
             container.ops = _comments_apart(container.ops)
             for table, op in _walk(container.ops):
                 if isinstance(op, ops.AddColumnOp):
-                    _fix_column(op.column, table, facts)
+                    _fix_column(op.column, table, facts, reflected)
                     op.column.type = _without_check(op.column.type)
                 elif isinstance(op, ops.CreateTableOp):
                     for column in op.columns:
                         if isinstance(column, Column):
-                            _fix_column(column, op.table_name, facts)
+                            _fix_column(column, op.table_name, facts, reflected)
+                    _rowid_key(op)
                 elif isinstance(op, ops.AlterColumnOp):
-                    _fix_alter(op, facts)
+                    _fix_alter(op, facts, reflected)
 
 
 def _comments_apart(operations: list[ops.MigrateOperation]) -> list[ops.MigrateOperation]:
@@ -484,11 +602,11 @@ def _comments_apart(operations: list[ops.MigrateOperation]) -> list[ops.MigrateO
 
 
 def _needs_facts(metadata: sa.MetaData) -> bool:
+    # Whether each key is wide, not the columns themselves: a Column has no truth value.
     wide_keys = (
-        column
+        isinstance(column.type, sa.Integer) and type(column.type) is not sa.Integer
         for table in metadata.tables.values()
         for column in table.primary_key.columns
-        if isinstance(column.type, sa.Integer) and type(column.type) is not sa.Integer
     )
     commented = (
         table
@@ -512,10 +630,12 @@ def _walk(operations: Iterable[ops.MigrateOperation], table: str = "") -> Iterat
             yield getattr(op, "table_name", table), op
 
 
-def _fix_column(column: Column[Any], table: str, facts: pgfacts.PgFacts | None) -> None:
+def _fix_column(column: Column[Any], table: str, facts: pgfacts.PgFacts | None, reflected: bool) -> None:
     enum = facts.enum_of(table, column.name) if facts is not None else None
     if enum is not None and facts is not None and not isinstance(column.type, sa.Enum):
         column.type = sa.Enum(*facts.enums[enum], name=enum)  # SQLite reported a VARCHAR
+    elif reflected:
+        column.type = generic_type(column.type, facts.columns.get((table, column.name)) if facts else None)
     if isinstance(column.type, sa.Boolean):
         column.server_default = _boolean_default(column.server_default)
 
@@ -534,7 +654,12 @@ def _without_check(type_: Any) -> Any:
     return type_
 
 
-def _fix_alter(op: ops.AlterColumnOp, facts: pgfacts.PgFacts | None) -> None:
+def _fix_alter(op: ops.AlterColumnOp, facts: pgfacts.PgFacts | None, reflected: bool) -> None:
+    """Booleans, enums and the reflected type of an ALTER COLUMN; a USING where PostgreSQL needs one.
+
+    The reflected type is the existing one in the upgrade, and the one
+    changed back to in the downgrade.
+    """
     op.existing_type = _without_check(op.existing_type)
     if op.modify_type is not None:
         op.modify_type = _without_check(op.modify_type)
@@ -542,9 +667,29 @@ def _fix_alter(op: ops.AlterColumnOp, facts: pgfacts.PgFacts | None) -> None:
         op.existing_server_default = _boolean_default(op.existing_server_default)
         if op.modify_server_default is not False:
             op.modify_server_default = _boolean_default(op.modify_server_default)
-    enum = facts.enum_of(op.table_name, op.column_name) if facts is not None else None
-    if enum is not None and facts is not None and not isinstance(op.existing_type, sa.Enum):
-        op.existing_type = sa.Enum(*facts.enums[enum], name=enum)
+    key = (op.table_name, op.column_name)
+    enum = facts.enum_of(*key) if facts is not None else None
+    had = facts.columns.get(key) if facts is not None else None  # on PostgreSQL, before the upgrade
+    if op.modify_type is None or not reflected:
+        if enum is not None and facts is not None and not isinstance(op.existing_type, sa.Enum):
+            op.existing_type = sa.Enum(*facts.enums[enum], name=enum)
+    elif enum is not None and facts is not None:
+        op.modify_type = sa.Enum(*facts.enums[enum], name=enum)
+    else:
+        op.modify_type = generic_type(op.modify_type, had)
+    if op.modify_type is not None:
+        old = (None if reflected else had) or _pg_name(op.existing_type)
+        new = (had if reflected else None) or _pg_name(op.modify_type)
+        enums = frozenset(facts.enums if facts is not None else ()) | {
+            str(t.name) for t in (op.existing_type, op.modify_type) if isinstance(t, sa.Enum) and t.name
+        }
+        try:
+            cast = using(op.column_name, old, new, enums)
+        except UnknownCast:
+            op.kw[UNKNOWN_CAST] = (old, new)
+        else:
+            if cast is not None:
+                op.kw["postgresql_using"] = cast
 
 
 def _boolean_default(default: Any) -> Any:
@@ -554,3 +699,133 @@ def _boolean_default(default: Any) -> Any:
     if isinstance(text, str) and text.strip("()").lower() in _BOOLEAN_TEXT:
         return DefaultClause(sa.true() if _BOOLEAN_TEXT[text.strip("()").lower()] else sa.false())
     return default
+
+
+def generic_type(
+    reflected: sa.types.TypeEngine[Any], postgresql_type: str | None
+) -> sa.types.TypeEngine[Any]:
+    """A reflected type as the generic type both backends create, as PostgreSQL had it where known.
+
+    SQLite reflects ``DATETIME``, ``CHAR(32)`` for a uuid and ``INTEGER`` for
+    a bigint key, which PostgreSQL refuses or narrows. The generic form of
+    the reflected type keeps its length, precision and scale.
+    """
+    if isinstance(reflected, sa.Enum):
+        return reflected
+    known = _FROM_POSTGRESQL.get(base_type(postgresql_type)) if postgresql_type else None
+    if known is not None:  # none of these has a length or precision to keep
+        return known()
+    try:
+        return reflected.as_generic()
+    except NotImplementedError:  # a type with no generic form: as reflected
+        return reflected
+
+
+def _pg_name(type_: Any) -> str:
+    """A type as PostgreSQL names it (an enum by its name)."""
+    try:
+        return str(sa.types.to_instance(type_).compile(dialect=DIALECT))
+    except Exception:  # a type PostgreSQL cannot render: its name, which fails to match any cast
+        return str(type_)
+
+
+def _rowid_key(op: ops.CreateTableOp) -> None:
+    """A new table's BIGINT (or SMALLINT) key is SQLite's INTEGER, its rowid, there.
+
+    SQLite numbers only an ``INTEGER PRIMARY KEY``; a ``BIGINT`` key is a
+    plain column that every insert must fill (``NOT NULL constraint failed``).
+    So the key is written ``sa.BigInteger().with_variant(sa.Integer(),
+    "sqlite")``: 64-bit on both. The column is a copy: the upgrade's is the
+    models' own.
+    """
+    key = op.to_table().autoincrement_column
+    if key is None or not isinstance(key.type, sa.Integer) or type(key.type) is sa.Integer:
+        return
+    if "sqlite" in key.type._variant_mapping:
+        return
+    for index, column in enumerate(op.columns):
+        if isinstance(column, Column) and column.name == key.name:
+            widened = column._copy()
+            widened.type = widened.type.with_variant(sa.Integer(), "sqlite")
+            op.columns[index] = widened  # type: ignore[index]  # a list, typed as a Sequence
+
+
+def _drop_dependants_first(script: MigrationScript) -> None:
+    """Drop tables after the changes to the tables that stay, and a table before those it references.
+
+    Alembic lists dropped tables (in no set order) before the changes to the
+    tables that stay, so a foreign key to a dropped table was dropped after
+    it: SQLite cannot reflect the table any more, PostgreSQL refuses the
+    drop. The downgrade, the upgrade reversed, then creates each table
+    before what references it.
+    """
+    for index, upgrade in enumerate(script.upgrade_ops_list):
+        groups: dict[str, list[ops.MigrateOperation]] = {}
+        rest: list[ops.MigrateOperation] = []
+        dropped = {op.table_name for op in upgrade.ops if isinstance(op, ops.DropTableOp)}
+        for op in upgrade.ops:
+            name = getattr(op, "table_name", None)
+            if name in dropped and isinstance(op, ops.ModifyTableOps | ops.DropTableOp):
+                groups.setdefault(name, []).append(op)
+            else:
+                rest.append(op)
+        if not groups:
+            continue
+        # What PostgreSQL drops after the tables (enum types no table uses) stays last.
+        tail = len(rest)
+        while tail and isinstance(rest[tail - 1], PostgresqlOnlyOp):
+            tail -= 1
+        ordered = [op for name in _dependants_first(upgrade.ops, dropped) for op in groups[name]]
+        reordered = [*rest[:tail], *ordered, *rest[tail:]]
+        if reordered != upgrade.ops:
+            upgrade.ops = reordered
+            script.downgrade_ops_list[index].ops = upgrade.reverse().ops
+
+
+def _dependants_first(operations: list[ops.MigrateOperation], dropped: set[str]) -> list[str]:
+    """The dropped tables, each before the dropped tables it references; by name otherwise."""
+    references = {
+        op.table_name: {
+            referred
+            for fk in op.to_table().foreign_keys
+            # "schema.table.column" or "table.column": named, not resolved (the table may be gone)
+            if (referred := fk.target_fullname.split(".")[-2]) in dropped and referred != op.table_name
+        }
+        for op in operations
+        if isinstance(op, ops.DropTableOp)
+    }
+    order: list[str] = []
+    while references:
+        # A table no remaining table references goes first.
+        free = sorted(t for t in references if not any(t in refs for refs in references.values()))
+        free = free or sorted(references)[:1]  # a cycle: broken by name
+        for table in free:
+            order.append(table)
+            del references[table]
+    return order
+
+
+def render_alter_column(
+    alembic_renderer: Callable[[AutogenContext, ops.AlterColumnOp], str],
+    autogen_context: AutogenContext,
+    op: ops.AlterColumnOp,
+) -> list[str]:
+    """Alembic's ALTER COLUMN, with its ``postgresql_using``, or a marker where a USING must be written.
+
+    Alembic's own renderer leaves out ``postgresql_using``; ``dbtools.autogenerate.render``
+    puts this one in its place, with Alembic's given as the first argument.
+    """
+    text = alembic_renderer(autogen_context, op)
+    cast = op.kw.get("postgresql_using")
+    if cast is not None:
+        text = f"{text[:-1]},\n{' ' * 11}postgresql_using={cast!r})"
+    unknown = op.kw.get(UNKNOWN_CAST)
+    if unknown is None:
+        return [text]
+    old, new = unknown
+    return [
+        f"{USING_MARKER} {op.table_name}.{op.column_name} from {old} to {new}",
+        '# PostgreSQL does not cast it by itself: add postgresql_using="<expression>" below,',
+        "# then delete these three lines. `make lint` refuses the migration until then.",
+        text,
+    ]

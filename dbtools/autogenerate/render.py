@@ -24,6 +24,10 @@ Renderers (each returns the lines of the generated migration for its operation):
   PostgreSQL makes by rewriting the table, under the expand/contract recipe.
 - ``renames.RenameOp``: a rename the user accepted, and the indexes and
   constraints named after the old name renamed with it.
+- ``ops.AlterColumnOp``, *wrapping* Alembic's own renderer, which leaves
+  out ``postgresql_using``: ``portable`` sets one on a type change
+  PostgreSQL cannot cast by itself, or a marker comment ``make lint``
+  refuses where it knows no cast.
 - ``ops.CreatePrimaryKeyOp``, *replacing* Alembic's own renderer, which
   raises ``NotImplementedError`` because autogenerate never adds a primary
   key. A renamed table does, for SQLite: its batch recreates the key under
@@ -42,6 +46,8 @@ errors show.
 
 from __future__ import annotations
 
+import functools
+
 from alembic.autogenerate import renderers
 from alembic.operations import ops
 from alembic.runtime.plugins import Plugin
@@ -57,6 +63,10 @@ renderers.dispatch_for(nonblocking.OnlineOp)(nonblocking.render_online)
 renderers.dispatch_for(nonblocking.RewriteOp)(nonblocking.render_rewrite)
 renderers.dispatch_for(renames.RenameOp)(renames.render_rename)
 renderers.dispatch_for(ops.CreatePrimaryKeyOp, replace=True)(renames.render_create_primary_key)
+# Alembic's own, wrapped: it renders every ALTER COLUMN, and this one adds what it leaves out.
+renderers.dispatch_for(ops.AlterColumnOp, replace=True)(
+    functools.partial(portable.render_alter_column, renderers.dispatch(ops.AlterColumnOp))
+)
 
 Plugin.setup_plugin_from_module(portable, PLUGIN)
 Plugin.setup_plugin_from_module(indexes, INDEX_PLUGIN)

@@ -1,5 +1,8 @@
 """``make lint``'s own review: no migration may lose data or lock a table without saying why.
 
+Nor may it keep a marker autogenerate left where a type change needs a
+``USING`` cast it could not write (``dbtools.autogenerate.pgsql.USING_MARKER``).
+
 ruff and mypy run beside it in the Makefile; these are the parts only this
 project knows: data loss (``dbtools.lint.dataloss``) and PostgreSQL locks
 (``dbtools.lint.locks``, squawk on each revision's SQL). An intended hazard is
@@ -14,6 +17,7 @@ from pathlib import Path
 
 from alembic.config import Config
 
+from dbtools.autogenerate.pgsql import USING_MARKER
 from dbtools.lint import acknowledgements, locks
 from dbtools.lint.dataloss import scan, widened_text
 from dbtools.lint.locks import Hazard
@@ -37,8 +41,10 @@ def review(config: Config, paths: list[str]) -> Verdict:
     notes: list[str] = []
     refused: list[str] = []
     for path in files:
-        tree = ast.parse(path.read_text(), filename=str(path))
+        text = path.read_text()
+        tree = ast.parse(text, filename=str(path))
         marked = acknowledgements.read(tree)
+        refused.extend(unwritten_casts(text, path))
         refused.extend(f"{path.name}: {problem}" for problem in marked.problems)
         found = scan(tree, path)
         if found and marked.destructive:
@@ -61,6 +67,19 @@ def review(config: Config, paths: list[str]) -> Verdict:
                     f"{path.name}: acknowledges {rule}, which the lock review does not find (any more)"
                 )
     return Verdict(len(files), notes, refused)
+
+
+def unwritten_casts(text: str, path: Path) -> list[str]:
+    """Each type change autogenerate marked because it knows no cast for it: the USING is the author's.
+
+    Not acknowledgeable: the migration fails on PostgreSQL until it is written.
+    """
+    return [
+        f"{path}:{number}: {line.strip().removeprefix(USING_MARKER).strip()}: PostgreSQL does not cast "
+        "it by itself; write its postgresql_using, then delete the marker [USING needed]"
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip().startswith(USING_MARKER)
+    ]
 
 
 def _catalog_only(hazard: Hazard, widened: set[tuple[str, str]]) -> bool:

@@ -1,17 +1,26 @@
-"""A SQLite table rebuild keeps the indexes SQLAlchemy cannot reflect: expression indexes.
+"""SQLite's table rebuilds (Alembic's batch mode), made to keep what SQLAlchemy cannot see.
 
 Alembic's batch mode rebuilds a SQLite table by reflecting it, creating
-``_alembic_tmp_<table>`` from what it saw, copying the rows, dropping the
-table and renaming the copy. SQLAlchemy does not reflect an index on an
-expression (``lower(email)``); it only warns. So every rebuild silently
-dropped such an index (a unique one then let duplicates in), and a later
-downgrade failed on ``no such index``.
+``_alembic_tmp_<table>`` from what it saw, copying the rows with ``INSERT INTO
+new (...) SELECT ... FROM old``, dropping the table and renaming the copy.
+Two things were lost on the way, and both are kept here:
 
-While a run lasts, this remembers a table's expression indexes as the
-rebuild begins (``CREATE TABLE _alembic_tmp_<table>``, the old table still
-there) and creates them again, by their own SQL, once the copy has taken the
-table's name. A rebuild that dropped a column such an index uses fails there,
-inside the run's transaction: drop the index first (autogenerate does).
+- Generated columns: Alembic copies every column, and SQLite refuses to write
+  a generated one (``cannot INSERT into generated column``). ``SQLiteImpl``
+  leaves a ``Computed`` column out of the copy, and SQLite computes it again.
+  Alembic has no option for this; it looks up its implementation of a dialect
+  by name, so ``install()`` puts this one in place of its SQLite one.
+- Expression indexes: SQLAlchemy does not reflect an index on an expression
+  (``lower(email)``); it only warns. So every rebuild silently dropped such an
+  index (a unique one then let duplicates in), and a later downgrade failed on
+  ``no such index``. ``keep_expression_indexes`` remembers a table's
+  expression indexes as the rebuild begins and creates them again, by their
+  own SQL, once the copy has taken the table's name. A rebuild that dropped a
+  column such an index uses fails there, inside the run's transaction: drop
+  the index first (autogenerate does).
+
+``migrations/env.py`` and ``dbtools.runtime.scratch`` use both, so every run
+of the migrations rebuilds this way.
 """
 
 from __future__ import annotations
@@ -22,8 +31,33 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from alembic.ddl import impl, sqlite
+from alembic.operations.batch import ApplyBatchImpl
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
+from sqlalchemy.schema import Computed, Table
+
+
+class SQLiteImpl(sqlite.SQLiteImpl):
+    """Alembic's SQLite implementation, whose rebuilds do not copy generated columns."""
+
+    def prep_table_for_batch(self, batch_impl: ApplyBatchImpl, table: Table) -> None:
+        super().prep_table_for_batch(batch_impl, table)
+        for column in table.columns:
+            if isinstance(column.server_default, Computed) and column.name in batch_impl.column_transfers:
+                # A transfer without "expr" is one the copy does not write (as for an added column).
+                batch_impl.column_transfers[column.name].pop("expr", None)
+
+
+def install() -> None:
+    """Alembic's SQLite migration contexts use ``SQLiteImpl`` from now on (idempotent).
+
+    Alembic's registry of implementations by dialect name is private; a
+    subclass declaring ``__dialect__`` would register itself the same way,
+    but as a side effect of importing this module.
+    """
+    impl._impls[sqlite.SQLiteImpl.__dialect__] = SQLiteImpl
+
 
 _BEGIN = re.compile(r'^\s*CREATE TABLE "?_alembic_tmp_(?P<table>\w+)"?\s*\(', re.IGNORECASE)
 _END = re.compile(

@@ -11,7 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import make_url
 from sqlalchemy.engine import Connection, Engine
 
-from dbtools.runtime.rebuilds import keep_expression_indexes
+from dbtools.runtime import rebuilds
 from dbtools.target import Target
 
 
@@ -27,10 +27,15 @@ def upgrade(connection: Connection, script: ScriptDirectory, destination: str = 
         # As alembic.command.upgrade does; its annotation says str, it takes the heads.
         return script._upgrade_revs(destination, revision)  # type: ignore[arg-type]
 
+    rebuilds.install()  # as env.py does: SQLite's rebuilds leave generated columns to SQLite
     context = MigrationContext.configure(
         connection, opts={"fn": steps, "script": script, "transactional_ddl": True}
     )
-    with keep_expression_indexes(connection), context.begin_transaction(), Operations.context(context):
+    with (
+        rebuilds.keep_expression_indexes(connection),
+        context.begin_transaction(),
+        Operations.context(context),
+    ):
         context.run_migrations()
     return context
 

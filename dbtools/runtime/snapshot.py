@@ -27,6 +27,8 @@ from dbtools.runtime import scratch
 from dbtools.target import Target
 
 BOOKKEEPING = (VERSION_TABLE, CHECKSUM_TABLE)
+# How a table constraint, rather than a column (``unique_id INTEGER``), begins in a CREATE TABLE.
+TABLE_CONSTRAINT = re.compile(r"(CONSTRAINT\s|PRIMARY\s+KEY\b|UNIQUE\s*\(|CHECK\s*\(|FOREIGN\s+KEY\b)", re.I)
 
 
 class StaleSchema(CommandError):
@@ -58,10 +60,11 @@ def sqlite_schema(script: ScriptDirectory) -> str:
 
 
 def one_item_per_line(sql: str) -> str:
-    """Lay out a CREATE TABLE one column or constraint per line.
+    """Lay out a CREATE TABLE one column or constraint per line, the constraints sorted.
 
     SQLite stores DDL as text and splices ``ALTER TABLE ... ADD COLUMN`` into
-    it, so the same schema can be stored laid out differently.
+    it, so the same schema can be stored laid out differently; and a table
+    rebuilt by a migration lists its constraints in an order that varies.
     """
     start, end = sql.find("("), sql.rfind(")")
     if not sql.upper().startswith("CREATE TABLE") or start < 0 or end < start:
@@ -82,7 +85,12 @@ def one_item_per_line(sql: str) -> str:
             continue
         current += char
     items.append(current.strip())
-    body = ",\n\t".join(" ".join(item.split()) for item in items if item)
+    laid_out = [" ".join(item.split()) for item in items if item]
+    # The table's constraints follow its columns, in an order of their own: a rebuild
+    # (Alembic's batch) writes them in the order of a Python set, which varies run to run.
+    columns = [item for item in laid_out if not TABLE_CONSTRAINT.match(item)]
+    constraints = sorted(item for item in laid_out if TABLE_CONSTRAINT.match(item))
+    body = ",\n\t".join(columns + constraints)
     return f"{sql[:start].rstrip()} (\n\t{body}\n){sql[end + 1 :]}"
 
 
