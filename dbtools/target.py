@@ -68,6 +68,11 @@ class Target:
         )
 
     @property
+    def plain_file(self) -> Path | None:
+        """The SQLite file when the URL names nothing else (no URI filename, no parameters)."""
+        return self.sqlite_path if not self.url.query else None
+
+    @property
     def where(self) -> str:
         """How a message names it: the SQLite file, else the masked URL."""
         return str(self.sqlite_path or self.masked)

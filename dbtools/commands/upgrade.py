@@ -46,8 +46,8 @@ def upgrade(config: Config, revision: str = "head") -> None:
 
 def _remember(config: Config, database: Target, seen: str) -> None:
     """Plain SQLite files only: PostgreSQL, URI filenames and memory take the full path every time."""
-    path = database.sqlite_path
-    if path is None or database.url.query or fastpath.recorded(path, seen):
+    path = database.plain_file
+    if path is None or fastpath.recorded(path, seen):
         return
     script = ScriptDirectory.from_config(config)  # Alembic's graph: the heads and every revision's file
     files = {rev.revision: Path(str(rev.path)) for rev in script.walk_revisions()}
