@@ -2,14 +2,18 @@
 
 Every test that takes ``database_url`` runs on a new SQLite file and on a new
 database of a real PostgreSQL server: ``TEST_DATABASE_URL`` (a superuser
-URL) if given, else a throwaway server started from the local installation.
+URL) if given, else a throwaway server started from the local installation,
+one for the whole run, which every xdist worker shares.
 With neither, the PostgreSQL leg is skipped and says so, unless
 ``REQUIRE_POSTGRESQL=1`` (as in CI) makes that a failure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +23,48 @@ from sqlalchemy.engine import URL, Engine
 
 from dbtools import pgserver
 from dbtools.target import Target
-from tests.helpers import ROOT, Project
+from tests.helpers import ROOT, Project, url_string
 from tests.revision_data import REVISION_DATA
 
 BACKENDS = ["sqlite", "postgresql"]
+SERVER_BASE = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Without TEST_DATABASE_URL, start one throwaway server before xdist starts its workers.
+
+    The workers (and the commands the tests run) inherit its URL as
+    TEST_DATABASE_URL, as in CI: one initdb and one server for the run,
+    instead of one per worker.
+    """
+    if hasattr(config, "workerinput") or os.environ.get("TEST_DATABASE_URL") or pgserver.bindir() is None:
+        return
+    # Not under a private temp root: the server may run as another user.
+    base = Path(tempfile.mkdtemp(prefix="pgserver-"))
+    try:
+        url = pgserver.start(base)
+    except Exception:
+        # Left to the tests that need a server: pg_admin_url tries again and reports why.
+        with contextlib.suppress(Exception):
+            _stop(base)
+        return
+    config.stash[SERVER_BASE] = base
+    os.environ["TEST_DATABASE_URL"] = url_string(url)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    base = config.stash.get(SERVER_BASE, None)
+    if base is None:
+        return
+    del os.environ["TEST_DATABASE_URL"]
+    _stop(base)
+
+
+def _stop(base: Path) -> None:
+    try:
+        pgserver.stop(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
