@@ -8,6 +8,7 @@ printed here, and only here, as one ``FAILED:`` line on stderr, with exit status
 
 from __future__ import annotations
 
+import gc
 import sys
 from typing import TYPE_CHECKING
 
@@ -90,4 +91,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # Skip the interpreter's last collection over every object SQLAlchemy and Alembic
+    # created: a tenth of a second of each command, and nothing is left to close by
+    # then (engines use NullPool, so a connection closes when its block ends).
+    gc.freeze()
+    sys.exit(status)
