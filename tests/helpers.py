@@ -86,6 +86,22 @@ class Project:
     ) -> subprocess.CompletedProcess[str]:
         return run(self.make_argv(*args), cwd=self.root, env={**base_env(url), **(env or {})}, **kwargs)
 
+    def cli(
+        self, *argv: str, url: URL | None = None, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """``python -m dbtools *argv`` in this project, forked from the test process (tests.workers.cli)."""
+        from tests import workers
+
+        return workers.cli(self.root, argv, {**base_env(url), **(env or {})})
+
+    def forked_alembic(
+        self, *args: str, url: URL | None = None, env: Mapping[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """``alembic -c alembic.ini *args`` in this project, forked from the test process."""
+        from tests import workers
+
+        return workers.cli(self.root, ["-c", self.ini, *args], {**base_env(url), **(env or {})}, "alembic")
+
     @property
     def ini(self) -> str:
         return str(self.root / "alembic.ini")

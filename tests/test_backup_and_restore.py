@@ -42,7 +42,7 @@ def test_upgrade_backs_up_the_database_as_it_was(
     insert_users(db, 25)
     before = dump(db)
 
-    result = project_copy.make("upgrade", url=db)
+    result = project_copy.cli("upgrade", url=db)
 
     assert result.returncode == 0, result.stderr
     (backup,) = backups(db)
@@ -52,7 +52,7 @@ def test_upgrade_backs_up_the_database_as_it_was(
     assert dump(URL.create("sqlite", database=str(backup))) == before
     assert current_revision(db) == second
 
-    again = project_copy.make("upgrade", url=db)  # nothing pending: no copy
+    again = project_copy.cli("upgrade", url=db)  # nothing pending: no copy
     assert again.returncode == 0
     assert len(backups(db)) == 1
 
@@ -63,8 +63,8 @@ def test_downgrades_are_backed_up_and_only_the_newest_are_kept(
     keep = {"MIGRATION_BACKUP_KEEP": "2"}
     project_copy.migrate(db)
     for _ in range(2):
-        assert project_copy.make("downgrade", url=db, env=keep).returncode == 0
-        assert project_copy.make("upgrade", url=db, env=keep).returncode == 0
+        assert project_copy.cli("downgrade", url=db, env=keep).returncode == 0
+        assert project_copy.cli("upgrade", url=db, env=keep).returncode == 0
 
     kept = sorted(backups(db), key=lambda path: path.name.rsplit("-", 1)[1])  # by time, oldest first
     assert len(kept) == 2
@@ -74,9 +74,9 @@ def test_downgrades_are_backed_up_and_only_the_newest_are_kept(
 
 def test_backups_can_be_switched_off(project_copy: Project, nickname_history: list[str], db: URL) -> None:
     project_copy.migrate(db, nickname_history[0])
-    assert project_copy.make("upgrade", url=db, env={"MIGRATION_BACKUP_KEEP": "0"}).returncode == 0
+    assert project_copy.cli("upgrade", url=db, env={"MIGRATION_BACKUP_KEEP": "0"}).returncode == 0
     assert backups(db) == []
-    line = failed_line(project_copy.make("upgrade", url=db, env={"MIGRATION_BACKUP_KEEP": "many"}))
+    line = failed_line(project_copy.cli("upgrade", url=db, env={"MIGRATION_BACKUP_KEEP": "many"}))
     assert "MIGRATION_BACKUP_KEEP='many' is not a whole number" in line
 
 
@@ -150,7 +150,7 @@ def test_restore_round_trip_keeps_the_replaced_database(
     execute(db, "DELETE FROM users WHERE id % 2 = 0", "UPDATE users SET nickname = 'oops'")
     damaged = dump(db)
 
-    restored = project_copy.make("restore", url=db)
+    restored = project_copy.cli("restore", url=db)
 
     assert restored.returncode == 0, restored.stderr
     assert "Restored" in restored.stdout
@@ -161,11 +161,11 @@ def test_restore_round_trip_keeps_the_replaced_database(
     replaced = [p for p in backups(db) if NAME.match(p.name)["rev"] == second]  # type: ignore[index]
     assert len(replaced) == 1
     assert dump(URL.create("sqlite", database=str(replaced[0]))) == damaged
-    assert project_copy.make("verify", url=db).returncode == 0
+    assert project_copy.cli("verify", url=db).returncode == 0
     project_copy.migrate(db)
     assert current_revision(db) == second
 
-    undo = project_copy.make("restore", f"file={replaced[0]}", url=db)
+    undo = project_copy.cli("restore", str(replaced[0]), url=db)
     assert undo.returncode == 0, undo.stderr
     assert dump(db)["users"]["rows"] == damaged["users"]["rows"]
 
@@ -196,9 +196,9 @@ def test_restore_refuses_and_changes_nothing(
             conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32))")
             conn.execute("INSERT INTO alembic_version VALUES ('0123456789ab')")
             conn.commit()
-        args = [f"file={other}"]
+        args = [str(other)]
     elif problem == "the database itself":
-        args = [f"file={db.database}"]
+        args = [str(db.database)]
     before = dump(db)
     holder = sqlite3.connect(str(db.database), isolation_level=None)
     if problem == "locked":
@@ -209,7 +209,7 @@ def test_restore_refuses_and_changes_nothing(
         else db
     )
 
-    line = failed_line(project_copy.make("restore", *args, url=url))
+    line = failed_line(project_copy.cli("restore", *args, url=url))
 
     holder.close()
     expected = {
@@ -245,12 +245,12 @@ def test_a_failed_restore_keeps_no_copy_and_the_retry_restores_the_wanted_backup
     reader.execute("BEGIN")
     reader.execute("SELECT count(*) FROM users").fetchone()
 
-    line = failed_line(project_copy.make("restore", url=db))
+    line = failed_line(project_copy.cli("restore", url=db))
 
     reader.close()
     assert "is locked by another process" in line
     assert backups(db) == [backup]  # the damaged state did not become the newest "backup"
-    retried = project_copy.make("restore", url=db)
+    retried = project_copy.cli("restore", url=db)
     assert retried.returncode == 0, retried.stderr
     assert dump(db)["users"]["rows"] == wanted["users"]["rows"]
 
@@ -270,7 +270,7 @@ def test_a_symlinked_database_is_backed_up_and_restored_beside_its_file(
     project_copy.migrate(url)  # takes the backup, as make upgrade does
     execute(url, "DELETE FROM users")
 
-    restored = project_copy.make("restore", url=url)
+    restored = project_copy.cli("restore", url=url)
 
     assert restored.returncode == 0, restored.stderr
     assert [p.name.split("-")[0] for p in (real.parent / "backups").iterdir()] == ["real.db"] * 2
@@ -290,7 +290,7 @@ def test_two_databases_with_one_stem_keep_their_backups_apart(
         project_copy.migrate(url)  # takes the backup, as make upgrade does
     execute(urls["app.db"], "DELETE FROM users")
 
-    assert project_copy.make("restore", url=urls["app.db"]).returncode == 0
+    assert project_copy.cli("restore", url=urls["app.db"]).returncode == 0
 
     assert dump(urls["app.db"]) == wanted["app.db"]
     names = sorted(p.name.rsplit("-", 2)[0] for p in (tmp_path / "backups").iterdir())
@@ -304,7 +304,7 @@ def test_backups_named_before_the_file_name_was_used_are_still_restored(
     (backup,) = backups(db)
     backup.rename(backup.with_name("app-" + backup.name.removeprefix("app.db-")))  # the old naming
 
-    restored = project_copy.make("restore", url=db)
+    restored = project_copy.cli("restore", url=db)
 
     assert restored.returncode == 0, restored.stderr
     assert dump(db)["users"]["rows"] == wanted["users"]["rows"]
@@ -324,7 +324,7 @@ def test_restore_brings_back_a_full_text_index(project_copy: Project, db: URL) -
         live.backup(copy)
     execute(db, "DELETE FROM notes", "DELETE FROM users")
 
-    restored = project_copy.make("restore", f"file={keep}", url=db)
+    restored = project_copy.cli("restore", str(keep), url=db)
 
     assert restored.returncode == 0, restored.stderr
     assert dump(db) == wanted
@@ -367,9 +367,9 @@ def test_leftovers_of_an_interrupted_backup_are_cleaned_and_never_restored(
     folder.mkdir()
     partial = folder / f"app.db-{nickname_history[0]}-20990101T000000.000000Z.db.partial"
     partial.write_bytes(b"half a copy")
-    assert "no backups of" in failed_line(project_copy.make("restore", url=db))
+    assert "no backups of" in failed_line(project_copy.cli("restore", url=db))
 
-    assert project_copy.make("upgrade", url=db).returncode == 0
+    assert project_copy.cli("upgrade", url=db).returncode == 0
 
     assert not partial.exists()
     assert len(backups(db)) == 1
@@ -382,7 +382,7 @@ def test_a_plain_file_named_backups_is_refused_cleanly(
     (Path(str(db.database)).parent / "backups").write_text("not a folder")
     before = dump(db)
 
-    line = failed_line(project_copy.make("upgrade", url=db))
+    line = failed_line(project_copy.cli("upgrade", url=db))
 
     assert "is not a directory" in line
     assert "nothing was changed" in line
@@ -398,7 +398,7 @@ def test_restore_while_another_process_holds_the_exclusive_lock_is_refused(
     holder = sqlite3.connect(str(db.database), isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # as a large data migration holds it once it spills
     try:
-        line = failed_line(project_copy.make("restore", url=db))
+        line = failed_line(project_copy.cli("restore", url=db))
     finally:
         holder.close()
     assert "is locked by another process" in line

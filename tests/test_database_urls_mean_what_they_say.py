@@ -17,7 +17,7 @@ from tests.helpers import Project, current_revision, failed_line, url_string
 def test_whitespace_around_the_url_is_refused_and_creates_nothing(project: Project, tmp_path: Path) -> None:
     raw = f"sqlite:///{tmp_path / 'app.db'} "
 
-    line = failed_line(project.make("upgrade", env={"DATABASE_URL": raw}))
+    line = failed_line(project.cli("upgrade", env={"DATABASE_URL": raw}))
 
     assert "whitespace" in line
     assert list(tmp_path.iterdir()) == []
@@ -27,7 +27,7 @@ def test_a_uri_filename_is_resolved_from_the_project_and_migrated(project_copy: 
     (project_copy.root / "data").mkdir()
     raw = "sqlite:///file:data/app.db?uri=true"
 
-    result = project_copy.make("upgrade", env={"DATABASE_URL": raw})
+    result = project_copy.cli("upgrade", env={"DATABASE_URL": raw})
 
     assert result.returncode == 0, result.stderr
     database = project_copy.root / "data" / "app.db"
@@ -43,12 +43,12 @@ def test_a_read_only_uri_is_refused_for_migrating_and_fine_for_looking(
     raw = f"sqlite:///file:{database}?mode=ro&uri=true"
     content = database.read_bytes()
 
-    line = failed_line(project_copy.make("upgrade", env={"DATABASE_URL": raw}))
+    line = failed_line(project_copy.cli("upgrade", env={"DATABASE_URL": raw}))
 
     assert "read-only (mode=ro)" in line
     assert database.read_bytes() == content
     for looking in ("status", "current", "verify"):
-        result = project_copy.make(looking, env={"DATABASE_URL": raw})
+        result = project_copy.cli(looking, env={"DATABASE_URL": raw})
         assert result.returncode == 0, result.stderr
     assert database.read_bytes() == content
 
@@ -56,7 +56,7 @@ def test_a_read_only_uri_is_refused_for_migrating_and_fine_for_looking(
 def test_a_parameter_sqlite_would_ignore_is_refused(project: Project, tmp_path: Path) -> None:
     raw = f"sqlite:///{tmp_path / 'app.db'}?mode=ro"
 
-    result = project.make("upgrade", env={"DATABASE_URL": raw})
+    result = project.cli("upgrade", env={"DATABASE_URL": raw})
 
     line = failed_line(result)
     assert "SQLite ignores mode" in line
@@ -71,7 +71,7 @@ def test_heroku_style_postgres_urls_are_accepted(project: Project, pg_admin_url:
     with pgserver.fresh_database(pg_admin_url) as url:
         raw = url_string(url).replace("postgresql+psycopg://", "postgres://")
 
-        result = project.make("upgrade", env={"DATABASE_URL": raw})
+        result = project.cli("upgrade", env={"DATABASE_URL": raw})
 
         assert result.returncode == 0, result.stderr
         assert current_revision(url) == project.heads()[0]
@@ -83,7 +83,7 @@ def test_a_non_ascii_path_is_shown_as_spelled(project: Project, tmp_path: Path) 
     url = URL.create("sqlite", database=str(folder / "app.db"))
     project.migrate(url)
 
-    result = project.make("verify", url=url)
+    result = project.cli("verify", url=url)
 
     assert result.returncode == 0, result.stderr
     assert f"sqlite:///{folder}/app.db match their files" in result.stdout

@@ -28,11 +28,11 @@ def test_each_applied_revision_is_recorded_and_a_downgrade_removes_its_record(
     project_copy.migrate(database_url)
     assert recorded_checksums(database_url) == {rev: sha256(project_copy, rev) for rev in nickname_history}
 
-    assert project_copy.make("downgrade", url=database_url).returncode == 0
+    assert project_copy.cli("downgrade", url=database_url).returncode == 0
     assert recorded_checksums(database_url) == {first: sha256(project_copy, first)}
 
     # At base nothing is applied, so the table itself goes: only alembic_version is left.
-    assert project_copy.make("downgrade", "rev=base", url=database_url).returncode == 0
+    assert project_copy.cli("downgrade", "base", url=database_url).returncode == 0
     assert set(dump(database_url)) - {"sqlite_master"} == {"alembic_version"}
 
 
@@ -46,7 +46,7 @@ def test_an_edited_applied_migration_is_refused_and_nothing_changes(
         script.write("# edited after it was applied\n")
     before = dump(database_url)
 
-    result = project_copy.make(command, url=database_url)
+    result = project_copy.cli(command, url=database_url)
 
     line = failed_line(result)
     assert f"applied migration {first} was edited after it was applied" in line
@@ -65,7 +65,7 @@ def test_a_deleted_applied_migration_is_refused_by_name(
     (path,) = project_copy.versions.glob(f"*{first}*.py")
     path.unlink()
     for command in ("upgrade", "downgrade", "verify"):
-        line = failed_line(project_copy.make(command, url=database_url))
+        line = failed_line(project_copy.cli(command, url=database_url))
         assert first in line, line
         assert "missing migration file" in line
     assert dump(database_url) == before
@@ -73,7 +73,7 @@ def test_a_deleted_applied_migration_is_refused_by_name(
     # The file of the revision the database is at.
     (path,) = project_copy.versions.glob(f"*{second}*.py")
     path.rename(project_copy.root / "moved-away.py")
-    line = failed_line(project_copy.make("downgrade", url=database_url))
+    line = failed_line(project_copy.cli("downgrade", url=database_url))
     assert second in line
     assert dump(database_url) == before
 
@@ -86,15 +86,15 @@ def test_an_unrecorded_revision_is_refused_until_make_repair_records_it(
     # As left by a run from before checksums existed, or by a hand-made stamp.
     execute(database_url, "DELETE FROM alembic_checksums")
 
-    line = failed_line(project_copy.make("upgrade", url=database_url))
+    line = failed_line(project_copy.cli("upgrade", url=database_url))
     assert f"applied migration {first} has no recorded checksum" in line
     assert "make repair" in line
     assert current_revision(database_url) == first
 
-    repaired = project_copy.make("repair", url=database_url)
+    repaired = project_copy.cli("repair", url=database_url)
     assert repaired.returncode == 0, repaired.stderr
     assert f"Recorded {first}" in repaired.stdout
-    assert project_copy.make("verify", url=database_url).returncode == 0
+    assert project_copy.cli("verify", url=database_url).returncode == 0
     project_copy.migrate(database_url)
     assert current_revision(database_url) == second
 
@@ -107,24 +107,24 @@ def test_make_repair_shows_the_edit_then_accepts_it(
     with open(script_of(project_copy, first), "a") as script:
         script.write("# reviewed: a comment only\n")
 
-    repaired = project_copy.make("repair", url=database_url)
+    repaired = project_copy.cli("repair", url=database_url)
 
     assert repaired.returncode == 0, repaired.stderr
     assert f"--- {first} as applied" in repaired.stdout
     assert "+# reviewed: a comment only" in repaired.stdout
     assert f"Re-recorded {first}" in repaired.stdout
     assert recorded_checksums(database_url)[first] == sha256(project_copy, first)
-    verified = project_copy.make("verify", url=database_url)
+    verified = project_copy.cli("verify", url=database_url)
     assert verified.returncode == 0, verified.stderr
     assert "OK: all 1 applied migration(s)" in verified.stdout
     project_copy.migrate(database_url)
     assert current_revision(database_url) == second
-    again = project_copy.make("repair", url=database_url)
+    again = project_copy.cli("repair", url=database_url)
     assert "Nothing to repair" in again.stdout
 
 
 def test_make_verify_without_a_database_creates_none(project_copy: Project) -> None:
-    result = project_copy.make("verify")
+    result = project_copy.cli("verify")
     assert result.returncode == 0, result.stderr
     assert "nothing to verify" in result.stdout
     assert not (project_copy.root / "app.db").exists()
@@ -134,12 +134,12 @@ def test_make_stamp_records_the_checksums_of_what_it_adopts(project: Project, da
     project.migrate(database_url)
     execute(database_url, "DROP TABLE alembic_checksums", "DROP TABLE alembic_version")
 
-    stamped = project.make("stamp", url=database_url)
+    stamped = project.cli("stamp", url=database_url)
 
     assert stamped.returncode == 0, stamped.stderr
     head = project.heads()[0]
     assert recorded_checksums(database_url) == {head: sha256(project, head)}
-    assert project.make("verify", url=database_url).returncode == 0
+    assert project.cli("verify", url=database_url).returncode == 0
 
 
 def test_a_missing_file_of_the_applied_head_is_reported_not_a_traceback(
@@ -153,9 +153,9 @@ def test_a_missing_file_of_the_applied_head_is_reported_not_a_traceback(
     path.rename(project_copy.root / "moved-away.py")  # e.g. an older branch checked out
 
     for command in ("verify", "repair"):
-        line = failed_line(project_copy.make(command, url=database_url))
+        line = failed_line(project_copy.cli(command, url=database_url))
         assert f"applied migration {second} has no file in migrations/versions" in line
-    status = project_copy.make("status", url=database_url)
+    status = project_copy.cli("status", url=database_url)
 
     assert status.returncode == 0, status.stderr
     assert f"[X] {second}  (no such file)  FILE MISSING  <- current" in status.stdout
@@ -188,7 +188,7 @@ def test_a_broken_chain_of_files_is_named_in_one_line(
 
     # One check serves every command; each command is shown reaching it on one shape.
     for command in ("upgrade", "status", "verify") if shape == "cycle" else ("upgrade",):
-        line = failed_line(project_copy.make(command, url=database_url))
+        line = failed_line(project_copy.cli(command, url=database_url))
         assert "the migration history is broken" in line
         assert expected in line
     assert dump(database_url) == before

@@ -213,7 +213,7 @@ def test_a_killed_build_keeps_others_out_and_the_next_upgrade_completes(
     writer.commit()
     assert index_validity(url) == [False]
 
-    result = project_copy.make("upgrade", url=url)
+    result = project_copy.cli("upgrade", url=url)
     assert result.returncode == 0, result.stderr
     assert index_validity(url) == [True]
     assert current_revision(url) == history[-1]
@@ -224,7 +224,7 @@ def test_a_failed_build_is_not_retried_says_so_and_the_next_upgrade_completes(
     project_copy: Project, history: list[str], url: URL, writer: sa.Connection
 ) -> None:
     # The build waits for the writer and gives up after the DDL lock timeout.
-    result = project_copy.make("upgrade", url=url, env={"MIGRATION_DDL_LOCK_TIMEOUT": "0.3"})
+    result = project_copy.cli("upgrade", url=url, env={"MIGRATION_DDL_LOCK_TIMEOUT": "0.3"})
     writer.commit()
 
     line = failed_line(result)
@@ -234,7 +234,7 @@ def test_a_failed_build_is_not_retried_says_so_and_the_next_upgrade_completes(
     assert index_validity(url) == [False]
     assert current_revision(url) == history[1]
 
-    result = project_copy.make("upgrade", url=url)
+    result = project_copy.cli("upgrade", url=url)
     assert result.returncode == 0, result.stderr
     assert index_validity(url) == [True]
     assert current_revision(url) == history[-1]
@@ -253,7 +253,7 @@ def test_ctrl_c_during_a_non_transactional_step_says_what_stays_applied(
     line = failed_line(subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr))
     assert line.startswith("FAILED: interrupted; a non-transactional step (autocommit_block) had already")
     assert current_revision(url) == history[1]
-    assert project_copy.make("upgrade", url=url).returncode == 0
+    assert project_copy.cli("upgrade", url=url).returncode == 0
     assert index_validity(url) == [True]
 
 
@@ -301,7 +301,7 @@ def test_a_statement_past_the_statement_timeout_fails_and_changes_nothing(
         'op.drop_table("report")',
     )
     before = dump(url)
-    result = project_copy.make("upgrade", url=url, env={"MIGRATION_STATEMENT_TIMEOUT": "0.3"})
+    result = project_copy.cli("upgrade", url=url, env={"MIGRATION_STATEMENT_TIMEOUT": "0.3"})
 
     line = failed_line(result)
     assert "ran longer than MIGRATION_STATEMENT_TIMEOUT=0.3s and was cancelled; nothing was changed" in line
@@ -311,7 +311,9 @@ def test_a_statement_past_the_statement_timeout_fails_and_changes_nothing(
 def test_make_sql_carries_the_lock_and_timeouts_to_sql_applied_by_hand(
     project_copy: Project, history: list[str], url: URL
 ) -> None:
-    result = project_copy.make("sql", url=url, env={"MIGRATION_LOCK_TIMEOUT": "0.5"})
+    result = project_copy.forked_alembic(
+        "upgrade", "head", "--sql", url=url, env={"MIGRATION_LOCK_TIMEOUT": "0.5"}
+    )
     assert result.returncode == 0, result.stderr
     statements = [line for line in result.stdout.splitlines() if line and not line.startswith("--")]
     assert statements[:5] == [
@@ -363,8 +365,8 @@ def test_a_unique_constraint_swap_keeps_uniqueness_when_its_build_fails_and_resu
             '    __tablename__ = "users"\n    __table_args__ = (UniqueConstraint("username", "email"),)\n',
         )
     )
-    assert project_copy.make("upgrade").returncode == 0  # the SQLite database make migration compares with
-    made = project_copy.make("migration", "msg=username per email")
+    assert project_copy.cli("upgrade").returncode == 0  # the SQLite database make migration compares with
+    made = project_copy.cli("migration", "--message=username per email")
     assert made.returncode == 0, made.stderr
     insert_users(url, 3)
     # A transaction that holds a snapshot and no lock on users: a plain DROP CONSTRAINT goes through,
@@ -372,7 +374,7 @@ def test_a_unique_constraint_swap_keeps_uniqueness_when_its_build_fails_and_resu
     writer.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
     writer.exec_driver_sql("SELECT count(*) FROM alembic_version")
 
-    result = project_copy.make("upgrade", url=url, env={"MIGRATION_DDL_LOCK_TIMEOUT": "0.3"})
+    result = project_copy.cli("upgrade", url=url, env={"MIGRATION_DDL_LOCK_TIMEOUT": "0.3"})
     writer.commit()
     assert "MIGRATION_DDL_LOCK_TIMEOUT=0.3s" in failed_line(result)
     assert current_revision(url) == before
@@ -381,12 +383,12 @@ def test_a_unique_constraint_swap_keeps_uniqueness_when_its_build_fails_and_resu
     with pytest.raises(sa.exc.IntegrityError, match="uq_users_username"):
         execute(url, "INSERT INTO users (username, email) VALUES ('user0', 'other@example.com')")
 
-    result = project_copy.make("upgrade", url=url)
+    result = project_copy.cli("upgrade", url=url)
     assert result.returncode == 0, result.stderr
     assert current_revision(url) == project_copy.heads()[0]
     assert {"uq_users_username_email"} <= constraint_names(url)
     assert "uq_users_username" not in constraint_names(url)
-    assert project_copy.make("check", url=url).returncode == 0
+    assert project_copy.cli("check", url=url).returncode == 0
 
 
 def constraint_names(url: URL) -> set[str]:
@@ -406,7 +408,7 @@ def test_an_enum_value_added_may_be_used_by_a_later_migration_of_the_same_run(
         "op.execute(\"ALTER TABLE users ALTER COLUMN role SET DEFAULT 'guest'\")",
         'op.execute("ALTER TABLE users ALTER COLUMN role DROP DEFAULT")',
     )
-    result = project_copy.make("upgrade", url=url)  # one run, from an empty database
+    result = project_copy.cli("upgrade", url=url)  # one run, from an empty database
     assert result.returncode == 0, result.stderr
     insert_users(url, 1)
     assert query(url, "SELECT role::text FROM users") == [("guest",)]

@@ -45,7 +45,7 @@ def migrated(project: Project, database_url: URL) -> URL:
 
 def test_missing_directory_fails_clearly_and_creates_nothing(project: Project, tmp_path: Path) -> None:
     target = tmp_path / "no" / "such" / "dir" / "app.db"
-    line = failed_line(project.make("upgrade", url=sqlite_url(target)))
+    line = failed_line(project.cli("upgrade", url=sqlite_url(target)))
     assert f"the directory of the SQLite database {target} does not exist" in line
     assert "mkdir -p" in line
     assert not (tmp_path / "no").exists()
@@ -55,7 +55,7 @@ def test_file_that_is_not_sqlite_is_left_byte_identical(project: Project, tmp_pa
     target = tmp_path / "app.db"
     content = b"name,email\nada,ada@example.com\n" * 100
     target.write_bytes(content)
-    line = failed_line(project.make("upgrade", url=sqlite_url(target)))
+    line = failed_line(project.cli("upgrade", url=sqlite_url(target)))
     assert f"{target} is not a SQLite database" in line
     assert target.read_bytes() == content
 
@@ -64,7 +64,7 @@ def test_file_that_is_not_sqlite_is_left_byte_identical(project: Project, tmp_pa
 def test_read_only_database_is_refused_unchanged(project: Project, tmp_path: Path, what: str) -> None:
     target = tmp_path / "app.db"
     url = sqlite_url(target)
-    assert project.alembic("upgrade", "base", url=url).returncode == 0  # an empty, unversioned file
+    assert project.forked_alembic("upgrade", "base", url=url).returncode == 0  # an empty, unversioned file
     content = target.read_bytes()
     locked = target if what == "file" else tmp_path
     locked.chmod(0o555 if what == "directory" else 0o444)
@@ -86,7 +86,9 @@ def test_database_locked_past_the_timeout_names_the_setting(project: Project, da
         else:
             conn.exec_driver_sql(f"SELECT pg_advisory_lock({ADVISORY_LOCK_KEY})")  # another run
         started = time.monotonic()
-        result = project.alembic("upgrade", "head", url=database_url, env={"MIGRATION_LOCK_TIMEOUT": "0.5"})
+        result = project.forked_alembic(
+            "upgrade", "head", url=database_url, env={"MIGRATION_LOCK_TIMEOUT": "0.5"}
+        )
         waited = time.monotonic() - started
         conn.rollback()
     holder.dispose()
@@ -131,7 +133,7 @@ def test_ddl_blocked_past_every_retry_fails_and_names_both_settings(
 def test_unknown_revision_in_the_database_is_named(project: Project, migrated: URL) -> None:
     execute(migrated, "UPDATE alembic_version SET version_num = 'deadbeef1234'")
     before = dump(migrated)
-    line = failed_line(project.make("upgrade", url=migrated))
+    line = failed_line(project.cli("upgrade", url=migrated))
     assert "'deadbeef1234'" in line
     assert "Restore that migration file" in line
     assert dump(migrated) == before
@@ -146,15 +148,15 @@ def test_unversioned_users_table_is_refused_then_adopted_by_make_stamp(
     insert_users(database_url, 2)
     before = dump(database_url)
 
-    line = failed_line(project.make("upgrade", url=database_url))
+    line = failed_line(project.cli("upgrade", url=database_url))
     assert "already has table(s) users but no migration history" in line
     assert "make stamp" in line
     assert dump(database_url) == before
 
-    stamped = project.make("stamp", url=database_url)
+    stamped = project.cli("stamp", url=database_url)
     assert stamped.returncode == 0, stamped.stderr
     assert current_revision(database_url) == project.heads()[0]
-    again = project.make("upgrade", url=database_url)
+    again = project.cli("upgrade", url=database_url)
     assert again.returncode == 0, again.stderr
     assert dump(database_url)["users"] == before["users"]
 
@@ -164,7 +166,7 @@ def test_make_stamp_refuses_a_schema_that_differs_from_the_models(
 ) -> None:
     execute(database_url, "CREATE TABLE users (id INTEGER PRIMARY KEY, username VARCHAR(10))")
     before = dump(database_url)
-    line = failed_line(project.make("stamp", url=database_url))
+    line = failed_line(project.cli("stamp", url=database_url))
     assert "differs from the models, so it was not stamped" in line
     assert dump(database_url) == before
 
@@ -173,7 +175,7 @@ def test_make_migration_refuses_a_database_behind_head(project_copy: Project, da
     project_copy.migrate(database_url)
     project_copy.add_migration('op.create_table("extra", sa.Column("id", sa.Integer, primary_key=True))')
     before = sorted(project_copy.versions.iterdir())
-    line = failed_line(project_copy.make("migration", "msg=next", url=database_url))
+    line = failed_line(project_copy.cli("migration", "--message=next", url=database_url))
     assert "run `make upgrade` first" in line
     assert sorted(project_copy.versions.iterdir()) == before
 
@@ -185,7 +187,7 @@ def test_make_migration_refuses_several_heads(project_copy: Project, tmp_path: P
     project_copy.add_migration("pass", down_revision=base)
     project_copy.add_migration("pass", down_revision=base)
     before = sorted(project_copy.versions.iterdir())
-    line = failed_line(project_copy.make("migration", "msg=next", url=url))
+    line = failed_line(project_copy.cli("migration", "--message=next", url=url))
     assert "2 heads" in line
     assert "alembic merge heads" in line
     assert sorted(project_copy.versions.iterdir()) == before
@@ -209,14 +211,14 @@ def test_make_migration_refuses_several_heads(project_copy: Project, tmp_path: P
 def test_bad_database_url_fails_clearly_without_the_password(
     project: Project, raw: str, expected: str
 ) -> None:
-    result = project.make("upgrade", env={"DATABASE_URL": raw})
+    result = project.cli("upgrade", env={"DATABASE_URL": raw})
     line = failed_line(result)
     assert expected in line
     assert "tiger-secret" not in result.stdout + result.stderr
 
 
 def test_missing_driver_error_says_how_to_install(project: Project) -> None:
-    line = failed_line(project.make("upgrade", env={"DATABASE_URL": "mysql+pymysql://u@h/db"}))
+    line = failed_line(project.cli("upgrade", env={"DATABASE_URL": "mysql+pymysql://u@h/db"}))
     assert "requirements.txt" in line
     assert "make install" in line
 
@@ -236,7 +238,7 @@ def test_percent_encoded_password_works(project: Project, percent_role: URL) -> 
     raw = url_string(percent_role)
     assert "p%40ss%3Aword%251" in raw
     for target in ("upgrade", "check", "current"):
-        result = project.make(target, env={"DATABASE_URL": raw})
+        result = project.cli(target, env={"DATABASE_URL": raw})
         assert result.returncode == 0, result.stderr
         assert "p@ss:word%1" not in result.stdout + result.stderr
     assert current_revision(percent_role) == project.heads()[0]
@@ -245,7 +247,7 @@ def test_percent_encoded_password_works(project: Project, percent_role: URL) -> 
 def test_wrong_password_fails_clearly_without_printing_it(project: Project, pg_admin_url: URL) -> None:
     with pgserver.fresh_database(pg_admin_url) as url:
         wrong = url.set(password="Wrong-Secret-42")
-        result = project.make("upgrade", url=wrong)
+        result = project.cli("upgrade", url=wrong)
         line = failed_line(result)
         assert "refused the login" in line
         assert "***" in line
@@ -255,7 +257,7 @@ def test_wrong_password_fails_clearly_without_printing_it(project: Project, pg_a
 
 def test_unreachable_server_fails_clearly_without_printing_the_password(project: Project) -> None:
     nowhere = URL.create("postgresql+psycopg", "app", "Hidden-Secret-7", "127.0.0.1", 9, "app")
-    result = project.make("upgrade", url=nowhere)
+    result = project.cli("upgrade", url=nowhere)
     line = failed_line(result)
     assert "cannot reach the database at postgresql+psycopg://app:***@127.0.0.1:9/app" in line
     assert "Hidden-Secret-7" not in result.stdout + result.stderr
@@ -273,7 +275,7 @@ def test_invalid_setting_is_refused_on_either_backend(
     project: Project, tmp_path: Path, variable: str, raw: str, expected: str
 ) -> None:
     """Even a setting only PostgreSQL reads: a typo must not wait for the day it matters."""
-    line = failed_line(project.make("upgrade", url=sqlite_url(tmp_path / "app.db"), env={variable: raw}))
+    line = failed_line(project.cli("upgrade", url=sqlite_url(tmp_path / "app.db"), env={variable: raw}))
     assert f"{variable}={raw!r} {expected}" in line
     assert not (tmp_path / "app.db").exists()
 
@@ -284,7 +286,7 @@ def test_sqlite_file_is_not_modified_by_a_refused_run(project: Project, tmp_path
     with sqlite3.connect(target) as conn:
         conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY)")
     content = target.read_bytes()
-    failed_line(project.make("upgrade", url=sqlite_url(target)))
+    failed_line(project.cli("upgrade", url=sqlite_url(target)))
     assert target.read_bytes() == content
     assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db"]
     assert sa.inspect(engine_for(sqlite_url(target))).get_table_names() == ["users"]
@@ -292,7 +294,7 @@ def test_sqlite_file_is_not_modified_by_a_refused_run(project: Project, tmp_path
 
 @pytest.mark.parametrize("raw", ["inf", "nan", "1e12"])
 def test_a_timeout_that_cannot_be_honoured_is_refused(project: Project, tmp_path: Path, raw: str) -> None:
-    result = project.make("upgrade", url=sqlite_url(tmp_path / "app.db"), env={"MIGRATION_LOCK_TIMEOUT": raw})
+    result = project.cli("upgrade", url=sqlite_url(tmp_path / "app.db"), env={"MIGRATION_LOCK_TIMEOUT": raw})
 
     assert f"MIGRATION_LOCK_TIMEOUT='{raw}' is not a positive number of seconds" in failed_line(result)
     assert list(tmp_path.iterdir()) == []
@@ -304,7 +306,7 @@ def test_a_sub_millisecond_timeout_still_times_out_on_postgresql(project: Projec
         with holder.connect() as conn:
             conn.exec_driver_sql(f"SELECT pg_advisory_lock({ADVISORY_LOCK_KEY})")  # another run
             # Rounded down, 0.0004 s was lock_timeout = '0ms': PostgreSQL's "wait forever".
-            result = project.make("upgrade", url=url, env={"MIGRATION_LOCK_TIMEOUT": "0.0004"})
+            result = project.cli("upgrade", url=url, env={"MIGRATION_LOCK_TIMEOUT": "0.0004"})
             conn.rollback()
         holder.dispose()
         assert "MIGRATION_LOCK_TIMEOUT=0.0004s" in failed_line(result)
@@ -329,7 +331,7 @@ def test_a_full_disk_is_one_line_and_changes_nothing(project_copy: Project, tmp_
     )
     before = dump(url)
 
-    line = failed_line(project_copy.make("upgrade", url=url, env={"MIGRATION_BACKUP_KEEP": "0"}))
+    line = failed_line(project_copy.cli("upgrade", url=url, env={"MIGRATION_BACKUP_KEEP": "0"}))
 
     assert "is full" in line
     assert "nothing was changed" in line
@@ -356,11 +358,11 @@ def test_a_read_only_database_can_still_be_inspected(project: Project, tmp_path:
     assert (tmp_path / "app.db").read_bytes() == content
 
 
-@pytest.mark.parametrize("args", [("downgrade",), ("upgrade", "rev=nope")], ids=["downgrade", "unknown-rev"])
+@pytest.mark.parametrize("args", [("downgrade",), ("upgrade", "nope")], ids=["downgrade", "unknown-rev"])
 def test_a_failing_command_creates_no_database(
     project: Project, tmp_path: Path, args: tuple[str, ...]
 ) -> None:
-    line = failed_line(project.make(*args, url=sqlite_url(tmp_path / "app.db")))
+    line = failed_line(project.cli(*args, url=sqlite_url(tmp_path / "app.db")))
 
     assert "nothing was changed" in line or "does not exist yet" in line
     assert list(tmp_path.iterdir()) == []
@@ -373,7 +375,7 @@ def test_a_role_without_create_on_public_is_one_line(project: Project, pg_admin_
         with admin.connect() as conn:
             conn.exec_driver_sql(f"CREATE ROLE {guest.username} LOGIN PASSWORD 'Guest-Secret-3'")
         try:
-            result = project.make("upgrade", url=guest)
+            result = project.cli("upgrade", url=guest)
         finally:
             with admin.connect() as conn:
                 conn.exec_driver_sql(f"DROP ROLE {guest.username}")

@@ -38,7 +38,7 @@ def test_rehearsal_times_each_pending_migration_and_changes_nothing(
     path = Path(str(database_url.database))
     raw = path.read_bytes() if database_url.get_backend_name() == "sqlite" else b""
 
-    result = project_copy.make("rehearse", url=database_url)
+    result = project_copy.cli("rehearse", url=database_url)
 
     assert result.returncode == 0, result.stderr
     assert timed_lines(result.stdout) == [second, third]
@@ -55,13 +55,13 @@ def test_rehearsal_times_each_pending_migration_and_changes_nothing(
     else:
         assert "in a transaction that was rolled back" in result.stdout
 
-    partial = project_copy.make("rehearse", f"rev={second}", url=database_url)
+    partial = project_copy.cli("rehearse", second, url=database_url)
     assert partial.returncode == 0, partial.stderr
     assert timed_lines(partial.stdout) == [second]
 
     # The real run then does what the rehearsal did.
     project_copy.migrate(database_url)
-    nothing = project_copy.make("rehearse", url=database_url)
+    nothing = project_copy.cli("rehearse", url=database_url)
     assert "Nothing to rehearse" in nothing.stdout
 
 
@@ -71,7 +71,7 @@ def test_rehearsal_refuses_an_edited_applied_migration(
     project_copy.migrate(database_url, history[0])
     (path,) = project_copy.versions.glob(f"*{history[0]}*.py")
     path.write_text(path.read_text() + "# edited\n")
-    result = project_copy.make("rehearse", url=database_url)
+    result = project_copy.cli("rehearse", url=database_url)
     assert result.returncode != 0
     assert "was edited after it was applied" in result.stderr
     assert "Traceback" not in result.stderr
@@ -87,7 +87,7 @@ def test_a_migration_that_commits_midway_cannot_be_rehearsed(
     )
     before = dump(database_url)
 
-    line = failed_line(project_copy.make("rehearse", url=database_url))
+    line = failed_line(project_copy.cli("rehearse", url=database_url))
 
     assert f"migration {added} uses op.get_context().autocommit_block()" in line
     assert "cannot be rehearsed" in line
@@ -103,7 +103,7 @@ def test_a_copy_left_by_a_killed_rehearsal_is_removed(project_copy: Project, tmp
     abandoned.mkdir()
     (abandoned / "app.db").write_bytes(b"a copy")
 
-    result = project_copy.make("rehearse", url=url)
+    result = project_copy.cli("rehearse", url=url)
 
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in folder.iterdir()) == ["app.db"]

@@ -52,12 +52,12 @@ def test_a_new_migration_makes_the_snapshot_stale_until_make_schema(
     assert "+    nickname character varying(32)" in check.stdout
     assert "FAILED: the schema snapshot is stale; run `make schema`" in check.stderr
 
-    written = project_copy.make("schema", env={"TEST_DATABASE_URL": url_string(pg_admin_url)})
+    written = project_copy.cli("schema", env={"TEST_DATABASE_URL": url_string(pg_admin_url)})
 
     assert written.returncode == 0, written.stderr
     assert "Wrote schema/sqlite.sql." in written.stdout
     assert "nickname character varying(32)" in (project_copy.root / "schema" / "postgresql.sql").read_text()
-    again = project_copy.make("schema", env={"TEST_DATABASE_URL": url_string(pg_admin_url)})
+    again = project_copy.cli("schema", env={"TEST_DATABASE_URL": url_string(pg_admin_url)})
     assert "schema/postgresql.sql is up to date." in again.stdout
 
 

@@ -18,7 +18,7 @@ def test_without_a_database_everything_is_pending_and_nothing_is_created(project
     first = project_copy.heads()[0]
     second = project_copy.add_migration('op.create_index("ix_users_email", "users", ["email"])')
 
-    result = project_copy.make("status")
+    result = project_copy.cli("status")
 
     assert result.returncode == 0, result.stderr
     lines = revision_lines(result.stdout)
@@ -42,7 +42,7 @@ def test_oldest_first_applied_then_pending_with_checksums_and_current(
     third = project_copy.add_migration('op.execute("UPDATE users SET username = lower(username)")')
     project_copy.migrate(database_url, second)
 
-    at_second = project_copy.make("status", url=database_url)
+    at_second = project_copy.cli("status", url=database_url)
 
     assert at_second.returncode == 0, at_second.stderr
     lines = revision_lines(at_second.stdout)
@@ -56,8 +56,8 @@ def test_oldest_first_applied_then_pending_with_checksums_and_current(
 
     (path,) = project_copy.versions.glob(f"*{first}*.py")
     path.write_text(path.read_text() + "# edited\n")
-    assert project_copy.make("upgrade", url=database_url).returncode != 0
-    edited = project_copy.make("status", url=database_url)
+    assert project_copy.cli("upgrade", url=database_url).returncode != 0
+    edited = project_copy.cli("status", url=database_url)
     assert edited.returncode == 0, edited.stderr
     assert revision_lines(edited.stdout)[0].endswith("EDITED since applied")
     assert "checksums: 1 problem(s), see `make verify`" in edited.stdout
@@ -73,7 +73,7 @@ def test_at_head_drift_is_checked_on_the_database_itself(project_copy: Project, 
         )
     )
 
-    result = project_copy.make("status", url=database_url)
+    result = project_copy.cli("status", url=database_url)
 
     assert result.returncode == 0, result.stderr
     summary = result.stdout.splitlines()[-1]
@@ -85,7 +85,7 @@ def test_at_head_drift_is_checked_on_the_database_itself(project_copy: Project, 
 def test_migrations_that_only_run_on_postgresql_leave_drift_unknown(project_copy: Project) -> None:
     project_copy.add_migration("op.execute(\"COMMENT ON TABLE users IS 'people'\")")
 
-    result = project_copy.make("status")
+    result = project_copy.cli("status")
 
     assert result.returncode == 0, result.stderr
     summary = result.stdout.splitlines()[-1]
@@ -106,7 +106,7 @@ def test_a_pending_migration_with_an_autocommit_block_is_shown(project_copy: Pro
     project_copy.migrate(database_url)
     added = project_copy.add_migration(CONCURRENT_INDEX, 'op.drop_index("ix_users_created_at")')
 
-    result = project_copy.make("status", url=database_url)
+    result = project_copy.cli("status", url=database_url)
 
     assert result.returncode == 0, result.stderr
     assert revision_lines(result.stdout)[-1].startswith(f"[ ] {added}")
@@ -118,7 +118,7 @@ def test_two_heads_are_shown_and_drift_is_still_checked(project_copy: Project) -
     left = project_copy.add_migration("pass", down_revision=head)
     right = project_copy.add_migration("pass", down_revision=head)
 
-    result = project_copy.make("status")
+    result = project_copy.cli("status")
 
     assert result.returncode == 0, result.stderr
     assert {line[4:16] for line in revision_lines(result.stdout)} == {head, left, right}
