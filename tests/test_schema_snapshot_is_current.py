@@ -84,3 +84,15 @@ def test_a_rebuilt_tables_constraints_come_in_one_order() -> None:
         "\tcheck_count INTEGER,",
         "\tCONSTRAINT ck_t_positive CHECK (id > 0),",
     ]
+
+
+def test_postgresql_18s_named_not_null_dumps_as_15s() -> None:
+    """A table renamed on PostgreSQL 18 keeps notes_id_not_null: the snapshot must not depend on it."""
+    dumped_by_18 = (
+        "CREATE TABLE public.memos (\n"
+        "    id integer CONSTRAINT notes_id_not_null NOT NULL,\n"
+        "    body text CONSTRAINT notes_body_not_null NOT NULL\n"
+        ");\n"
+    )
+    dumped_by_15 = "CREATE TABLE public.memos (\n    id integer NOT NULL,\n    body text NOT NULL\n);\n"
+    assert snapshot.normalise_pg_dump(dumped_by_18) == snapshot.normalise_pg_dump(dumped_by_15)

@@ -122,10 +122,17 @@ def postgresql_schema(script: ScriptDirectory, url: URL) -> str:
     return header(script, "PostgreSQL") + normalise_pg_dump(result.stdout)
 
 
+# PostgreSQL 18 names each NOT NULL constraint, and its pg_dump prints a name that is not
+# the default one (a renamed table keeps notes_id_not_null): the same schema then dumps
+# differently on 15 and 18. The snapshot keeps what every version has: NOT NULL.
+_NAMED_NOT_NULL = re.compile(r" CONSTRAINT \w+ NOT NULL(?=,?$)", re.M)
+
+
 def normalise_pg_dump(text: str) -> str:
-    """Keep the DDL; drop comments, session settings and pg_dump's per-run tokens."""
+    """Keep the DDL; drop comments, session settings, pg_dump's per-run tokens and NOT NULL names."""
     volatile = ("--", "SET ", "SELECT pg_catalog.set_config", "\\restrict", "\\unrestrict")
-    return tidy("\n".join(line for line in text.splitlines() if not line.startswith(volatile)))
+    kept = "\n".join(line for line in text.splitlines() if not line.startswith(volatile))
+    return tidy(_NAMED_NOT_NULL.sub(" NOT NULL", kept))
 
 
 def tidy(text: str) -> str:

