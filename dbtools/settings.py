@@ -15,6 +15,7 @@ BACKUP_KEEP_VAR = "MIGRATION_BACKUP_KEEP"
 DDL_LOCK_TIMEOUT_VAR = "MIGRATION_DDL_LOCK_TIMEOUT"
 LOCK_RETRIES_VAR = "MIGRATION_LOCK_RETRIES"
 STATEMENT_TIMEOUT_VAR = "MIGRATION_STATEMENT_TIMEOUT"
+BACKENDS_VAR = "MIGRATION_BACKENDS"
 MAX_RETRIES = 100
 # Everything in the environment a migration run reads: a change may mean another answer.
 NAMES = (
@@ -24,6 +25,7 @@ NAMES = (
     LOCK_RETRIES_VAR,
     STATEMENT_TIMEOUT_VAR,
     BACKUP_KEEP_VAR,
+    BACKENDS_VAR,
 )
 
 
@@ -110,6 +112,26 @@ def backup_keep() -> int:
     return _count(BACKUP_KEEP_VAR, 5, most=10**9, zero_means="turns backups off")
 
 
+def sqlite_only() -> bool:
+    """Whether the project never deploys to PostgreSQL: autogenerate then compares for SQLite alone.
+
+    By default every model change must hold on both backends, and
+    PostgreSQL's facts (``schema/postgresql.sql``) are compared too. With
+    ``MIGRATION_BACKENDS=sqlite`` they are not, and what SQLite cannot hold is
+    refused by name (``dbtools.autogenerate.sqlite_only``) instead of lost.
+    """
+    raw = os.environ.get(BACKENDS_VAR, "").strip()
+    words = set(raw.lower().replace(",", " ").split())
+    if words in (set(), {"sqlite", "postgresql"}):
+        return False
+    if words == {"sqlite"}:
+        return True
+    raise _refuse(
+        f"{BACKENDS_VAR}={raw!r} is neither 'sqlite' (never deployed to PostgreSQL) nor "
+        "'sqlite,postgresql' (the default); fix or unset it"
+    )
+
+
 def check_all() -> None:
     """Refuse a malformed setting before anything is opened, whichever backend reads it."""
-    lock_timeout(), ddl_lock_timeout(), lock_retries(), statement_timeout(), backup_keep()
+    lock_timeout(), ddl_lock_timeout(), lock_retries(), statement_timeout(), backup_keep(), sqlite_only()

@@ -8,7 +8,7 @@ from typing import cast
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from tests.helpers import Project, engine_for, insert_users
+from tests.helpers import Project, engine_for, failed_line, insert_users
 
 CHANGED_MODEL = {
     # change a column's length
@@ -125,3 +125,52 @@ def test_a_stale_snapshot_is_named_when_a_key_is_wide(project_copy: Project, tmp
 
     assert made.returncode == 0, made.stderr
     assert "schema/postgresql.sql is not at this database's revision" in made.stdout
+
+
+def test_sqlite_only_projects_need_no_snapshot_and_have_what_sqlite_cannot_hold_refused(
+    project_copy: Project, tmp_path: Path
+) -> None:
+    """MIGRATION_BACKENDS=sqlite: no PostgreSQL facts to keep current, and nothing silently lost."""
+    url = URL.create("sqlite", database=str(tmp_path / "app.db"))
+    sqlite_only = {"MIGRATION_BACKENDS": "sqlite"}
+    project_copy.add_migration('op.add_column("users", sa.Column("nickname", sa.String(32)))')
+    project_copy.migrate(url)  # schema/postgresql.sql is now behind: no `make schema` since
+    model = project_copy.root / "models" / "user.py"
+    plain = model.read_text().replace(
+        "    def __repr__", "    nickname: Mapped[str | None] = mapped_column(String(32))\n\n    def __repr__"
+    )
+    model.write_text(
+        plain.replace("String(320), unique=True", 'String(320), unique=True, comment="where we write"')
+        + '\n\nIndex("ix_users_recent", User.created_at, postgresql_where=User.id > 100)\n'
+    )
+    model.write_text(
+        model.read_text().replace("from sqlalchemy import String", "from sqlalchemy import Index, String")
+    )
+    before = sorted(project_copy.versions.iterdir())
+
+    for command in (("migration", "--message=recent users"), ("check",)):
+        line = failed_line(project_copy.cli(*command, url=url, env=sqlite_only))
+        assert "MIGRATION_BACKENDS=sqlite, but SQLite cannot hold what the models give" in line
+        assert "users.email: a comment" in line
+        assert "users index ix_users_recent: postgresql_where" in line
+    assert sorted(project_copy.versions.iterdir()) == before
+
+    # An enum type, which PostgreSQL's facts would otherwise be read for.
+    model.write_text(
+        plain.replace("String(64), unique=True", "String(64), unique=True, index=True").replace(
+            "    def __repr__",
+            '    plan: Mapped[str | None] = mapped_column(Enum("free", "paid", name="plan"))\n'
+            "\n    def __repr__",
+        )
+    )
+    model.write_text(
+        model.read_text().replace("from sqlalchemy import String", "from sqlalchemy import Enum, String")
+    )
+    made = project_copy.cli("migration", "--message=usernames indexed", url=url, env=sqlite_only)
+    assert made.returncode == 0, made.stderr
+    assert "schema/postgresql.sql" not in made.stdout  # no PostgreSQL facts asked for, none stale
+    assert project_copy.cli("upgrade", url=url, env=sqlite_only).returncode == 0
+    assert project_copy.cli("check", url=url, env=sqlite_only).returncode == 0
+
+    line = failed_line(project_copy.cli("check", url=url, env={"MIGRATION_BACKENDS": "mysql"}))
+    assert "MIGRATION_BACKENDS='mysql' is neither 'sqlite'" in line

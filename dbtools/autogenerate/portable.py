@@ -52,8 +52,8 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import Column, DefaultClause
 from sqlalchemy.sql.elements import conv
 
-from dbtools import run
-from dbtools.autogenerate import pgfacts
+from dbtools import run, settings
+from dbtools.autogenerate import pgfacts, sqlite_only
 from dbtools.autogenerate.pgsql import (
     AUTOCOMMIT,
     DIALECT,
@@ -297,6 +297,8 @@ def load_facts(autogen_context: AutogenContext) -> pgfacts.PgFacts | None:
     """PostgreSQL's facts for this run, loaded by the first comparator that asks; None when unseen."""
     context = autogen_context.migration_context
     options = run.in_context(context)
+    if settings.sqlite_only():
+        return None  # nothing of PostgreSQL's to compare (dbtools.autogenerate.sqlite_only)
     if not options.facts_loaded:
         connection = context.connection
         if options.project_root is not None and connection is not None:
@@ -516,6 +518,9 @@ def setup(plugin: Plugin) -> None:
             compare_generated, "column", "server_default", qualifier=dialect, priority=DispatchPriority.FIRST
         )
     plugin.add_autogenerate_comparator(
+        sqlite_only.refuse_what_sqlite_cannot_hold, "schema", "sqlite_only", priority=DispatchPriority.FIRST
+    )
+    plugin.add_autogenerate_comparator(
         compare_enums_first, "schema", "enums", priority=DispatchPriority.FIRST
     )
     plugin.add_autogenerate_comparator(compare_enums_last, "schema", "enums", priority=DispatchPriority.LAST)
@@ -534,7 +539,7 @@ def warn_if_blind(context: MigrationContext) -> None:
     """Say when autogenerate against SQLite could not see PostgreSQL's facts the models need."""
     metadata = context.opts.get("target_metadata")
     sqlite = context.dialect.name == "sqlite"
-    blind = _loaded(context) is None
+    blind = _loaded(context) is None and not settings.sqlite_only()
     if blind and sqlite and isinstance(metadata, sa.MetaData) and _needs_facts(metadata):
         print(
             f"Note: {pgfacts.SNAPSHOT} is not at this database's revision, so PostgreSQL's enum "
