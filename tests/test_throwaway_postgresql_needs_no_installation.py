@@ -50,7 +50,7 @@ def server_command(action: str, base: Path, path: str) -> subprocess.CompletedPr
     )
 
 
-def test_without_postgresql_installed_the_wheel_serves_and_its_secrets_stay_private(tmp_path: Path) -> None:
+def test_without_postgresql_installed_the_wheel_serves_and_only_its_user_reaches_it(tmp_path: Path) -> None:
     path = without_postgresql(tmp_path / "bin")
     # Not under pytest's private tmp_path: as root, the server runs as another user.
     base = Path(tempfile.mkdtemp(prefix="pgwheel-"))
@@ -66,6 +66,16 @@ def test_without_postgresql_installed_the_wheel_serves_and_its_secrets_stay_priv
         for secret in ("url", "pwfile"):
             mode = stat.S_IMODE((base / secret).stat().st_mode)
             assert mode == 0o600, f"{secret} is readable by others: {oct(mode)}"
+        # The folder holds the socket, which trusts local logins: only the server's user enters it.
+        assert stat.S_IMODE(base.stat().st_mode) == 0o700
+        if os.geteuid() == 0:
+            other = "nobody" if pgserver.server_user() != "nobody" else "daemon"
+            sockets = [path.name for path in base.iterdir() if path.name.startswith(".s.PGSQL.")]
+            assert sockets, "the server's socket is in its folder"
+            peek = subprocess.run(
+                ["runuser", "-u", other, "--", "test", "-e", str(base / sockets[0])], check=False
+            )
+            assert peek.returncode != 0, f"{other} reaches the superuser's trusted socket"
     finally:
         stopped = server_command("stop", base, path)
         again = server_command("stop", base, path)  # as a cleanup trap after a failed run does
