@@ -17,13 +17,13 @@ from typing import Any
 
 from alembic import context
 from alembic.runtime.migration import MigrationContext, MigrationInfo
-from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 
 from dbtools import paths, run, settings, target
 from dbtools.autogenerate import hooks
 from dbtools.errors import friendly_errors
-from dbtools.runtime import backup, checksums, locking, naming, rebuilds, refusals
+from dbtools.runtime import backup, checksums, locking, rebuilds, refusals
+from dbtools.runtime.options import context_options, load_models
 from dbtools.target import Backend
 
 config = context.config
@@ -36,16 +36,10 @@ settings.check_all()  # a malformed MIGRATION_* variable fails before anything i
 rebuilds.install()  # SQLite's table rebuilds leave generated columns to SQLite
 
 
-def load_models() -> MetaData:
-    from models import Base
-
-    return Base.metadata
-
-
 # The models are the source of truth for autogenerate and `alembic check`.
 # Loading them loads the ORM, a sixth of a no-op `make upgrade` (bench/), so a
 # run that only migrates loads them only if a guard, or an operation naming a
-# constraint by the naming convention (dbtools.runtime.naming), needs them.
+# constraint by the naming convention (dbtools.runtime.options), needs them.
 target_metadata = load_models() if this_run.needs_models else None
 
 
@@ -53,10 +47,9 @@ def run_migrations_offline() -> None:
     """Print the SQL (``--sql``) without connecting to a database."""
     context.configure(
         url=database.url,
-        target_metadata=target_metadata,
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
-        transactional_ddl=True,
+        **context_options(target_metadata),  # the same as every run: naming convention included
         **hooks.COMPARE_OPTIONS,
     )
     # SQL applied by hand keeps a run's guarantees: the migration lock and its timeouts.
@@ -92,9 +85,7 @@ def run_migrations_online() -> None:
     ):
         context.configure(
             connection=connection,
-            target_metadata=target_metadata or naming.Conventions(load_models),  # type: ignore[arg-type]
-            render_as_batch=True,  # SQLite can ALTER little; batch mode rebuilds the table.
-            transactional_ddl=True,  # True on SQLite too: the engine really begins a transaction.
+            **context_options(target_metadata),  # the same as every run: naming convention included
             on_version_apply=after_each_step,
             # What autogenerate's hooks read, as one typed value (the key is run.CONTEXT_KEY).
             dbtools=run.InContext(

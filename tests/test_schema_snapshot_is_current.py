@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import sqlite3
 import subprocess
+from pathlib import Path
 
 import pytest
 from alembic.config import Config
@@ -59,6 +61,37 @@ def test_a_new_migration_makes_the_snapshot_stale_until_make_schema(
     assert "nickname character varying(32)" in (project_copy.root / "schema" / "postgresql.sql").read_text()
     again = project_copy.cli("schema", env={"TEST_DATABASE_URL": url_string(pg_admin_url)})
     assert "schema/postgresql.sql is up to date." in again.stdout
+
+
+def test_a_hand_written_constraint_has_the_name_make_upgrade_gives_it_in_every_view(
+    project_copy: Project, tmp_path: Path, pg_admin_url: URL
+) -> None:
+    """make schema, make status's scratch run and make lint's rendering apply the naming convention too.
+
+    They configure their migration context as env.py does (``dbtools.runtime.options``).
+    """
+    project_copy.add_migration(
+        'with op.batch_alter_table("users") as batch_op:\n'
+        '    batch_op.create_check_constraint("email_at", sa.text("email LIKE \'%@%\'"))'
+    )
+    database = tmp_path / "app.db"
+    upgraded = project_copy.cli("upgrade", url=URL.create("sqlite", database=str(database)))
+    assert upgraded.returncode == 0, upgraded.stderr
+    with sqlite3.connect(database) as connection:
+        (ddl,) = connection.execute("SELECT sql FROM sqlite_master WHERE name = 'users'").fetchone()
+    assert "CONSTRAINT ck_users_email_at CHECK" in ddl
+
+    written = project_copy.cli("schema", env={"TEST_DATABASE_URL": url_string(pg_admin_url)})
+    assert written.returncode == 0, written.stderr
+    for name in ("sqlite.sql", "postgresql.sql"):
+        assert "CONSTRAINT ck_users_email_at CHECK" in (project_copy.root / "schema" / name).read_text(), name
+
+    scratch = project_copy.cli("status", url=URL.create("sqlite", database=str(tmp_path / "new.db")))
+    assert "(remove_constraint ck_users_email_at)" in scratch.stdout, scratch.stdout + scratch.stderr
+    assert "checked on a scratch SQLite database" in scratch.stdout
+
+    linted = project_copy.cli("lint")  # refused: the CHECK is not NOT VALID; what matters is its name
+    assert "In: ALTER TABLE users ADD CONSTRAINT ck_users_email_at CHECK" in linted.stderr, linted.stderr
 
 
 def test_a_rebuilt_tables_constraints_come_in_one_order() -> None:

@@ -82,6 +82,8 @@ class _Upgrade(ast.NodeVisitor):
         self.created: set[str] = set()  # constraint names created
         self.renames: list[tuple[str, str]] = []  # (old, new) column and table names
         self.widened_text: set[tuple[str, str]] = set()  # (table, column): varchar longer, or to text
+        self.dropped_tables: set[str] = set()
+        self.dropped_indexes: dict[str, str] = {}  # index -> its table
 
     def visit_With(self, node: ast.With) -> None:
         for item in node.items:
@@ -117,6 +119,11 @@ class _Upgrade(ast.NodeVisitor):
             self.created.update(
                 n.strip('"') for n in ADDED_CONSTRAINT.findall(_sql_text(_arg(call, 0, "sqltext")))
             )
+        elif name == "drop_table" and not batch_table:
+            self.dropped_tables.add(_literal(_arg(call, 0, "table_name")))
+        elif name == "drop_index":
+            table = batch_table or _literal(_arg(call, 1, "table_name"))
+            self.dropped_indexes[_literal(_arg(call, 0, "index_name"))] = table
         elif name == "rename_table" and not batch_table:
             self.renames.append(
                 (_literal(_arg(call, 0, "old_table_name")), _literal(_arg(call, 1, "new_table_name")))
@@ -235,18 +242,30 @@ def _narrowing(call: ast.Call, column: str) -> str | None:
     return f"narrows column {column} from {ast.unparse(old_type)} to {ast.unparse(new_type)}"
 
 
-def widened_text(tree: ast.Module, path: Path) -> set[tuple[str, str]]:
-    """(table, column) whose type ``upgrade()`` widens within text: PostgreSQL changes only its catalog.
+@dataclass(frozen=True)
+class LockFacts:
+    """What ``upgrade()`` says that squawk, reading one statement at a time, cannot know (``lint.review``)."""
 
-    A longer varchar, or varchar to text, rewrites nothing and takes its lock
-    for a moment, though squawk flags every type change (``commands.lint``).
-    """
+    # (table, column) whose type upgrade() widens within text: a longer varchar,
+    # or varchar to text, rewrites nothing and takes its lock for a moment.
+    widened_text: frozenset[tuple[str, str]] = frozenset()
+    # Indexes upgrade() drops whose table it drops too: the DROP TABLE takes
+    # the same lock, and the index would go with it anyway.
+    indexes_of_dropped_tables: frozenset[str] = frozenset()
+
+
+def lock_facts(tree: ast.Module, path: Path) -> LockFacts:
     functions = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef)}
     if "upgrade" not in functions:
-        return set()
+        return LockFacts()
     visitor = _Upgrade(path, functions)
     visitor.visit(functions["upgrade"])
-    return visitor.widened_text
+    return LockFacts(
+        widened_text=frozenset(visitor.widened_text),
+        indexes_of_dropped_tables=frozenset(
+            index for index, table in visitor.dropped_indexes.items() if table in visitor.dropped_tables
+        ),
+    )
 
 
 def _text_widens(old: ast.expr, new: ast.expr) -> bool:

@@ -12,6 +12,8 @@ acknowledged in its migration file (``dbtools.lint.acknowledgements``).
 from __future__ import annotations
 
 import ast
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from alembic.config import Config
 
 from dbtools.autogenerate.pgsql import USING_MARKER
 from dbtools.lint import acknowledgements, locks
-from dbtools.lint.dataloss import scan, widened_text
+from dbtools.lint.dataloss import LockFacts, lock_facts, scan
 from dbtools.lint.locks import Hazard
 from dbtools.paths import VERSIONS
 
@@ -55,8 +57,8 @@ def review(config: Config, paths: list[str]) -> Verdict:
             notes.append(
                 f"{path.name}: not in the migration history, so its PostgreSQL locks were not reviewed"
             )
-        widened = widened_text(tree, path)
-        mine = [h for h in hazards if h.path == path.resolve() and not _catalog_only(h, widened)]
+        facts = lock_facts(tree, path)
+        mine = [h for h in hazards if h.path == path.resolve() and not _harmless(h, facts)]
         found_rules = {h.rule for h in mine}
         refused.extend(str(h) for h in mine if h.rule not in marked.locking)
         for rule, reason in marked.locking.items():
@@ -82,8 +84,55 @@ def unwritten_casts(text: str, path: Path) -> list[str]:
     ]
 
 
-def _catalog_only(hazard: Hazard, widened: set[tuple[str, str]]) -> bool:
-    """squawk's changing-column-type on a text widening, which PostgreSQL does without a rewrite."""
-    return hazard.rule == "changing-column-type" and any(
-        f"ALTER TABLE {table} ALTER COLUMN {column} TYPE " in hazard.statement for table, column in widened
+def _harmless(hazard: Hazard, facts: LockFacts) -> bool:
+    """A squawk finding that, in this migration, locks nothing worth a review (``HARMLESS``)."""
+    harmless = HARMLESS.get(hazard.rule)
+    return harmless is not None and harmless(hazard.statement, facts)
+
+
+def _text_widened(statement: str, facts: LockFacts) -> bool:
+    """A type change within text that only widens: PostgreSQL changes its catalog, no rewrite."""
+    return any(
+        f"ALTER TABLE {table} ALTER COLUMN {column} TYPE " in statement
+        for table, column in facts.widened_text
     )
+
+
+ADDED_DEFAULT = re.compile(r"^ALTER TABLE \S+ ADD COLUMN .* DEFAULT (.+?)(?: NOT NULL| NULL)?;?$", re.I)
+# A constant, or the clock as of the transaction's start: immutable or stable, never volatile.
+NON_VOLATILE = re.compile(
+    r"-?\d+(\.\d+)?|'(?:[^']|'')*'|true|false|null"
+    r"|(CURRENT_TIMESTAMP|CURRENT_TIME|LOCALTIMESTAMP|LOCALTIME)(\s*\(\d+\))?|CURRENT_DATE"
+    r"|(now|transaction_timestamp)\(\s*\)",
+    re.I,
+)
+
+
+def _non_volatile_default(statement: str, facts: LockFacts) -> bool:
+    """A column added with a non-volatile default: PostgreSQL 11+ stores it once, no rewrite.
+
+    squawk 2.70 flags every default in parentheses, and Alembic writes
+    SQLite's expression defaults in them: ``server_default=func.now()``
+    autogenerates as ``sa.text("(CURRENT_TIMESTAMP)")``, which is also what
+    PostgreSQL runs. A volatile one (``clock_timestamp()``, ``random()``)
+    rewrites the table and stays a hazard.
+    """
+    added = ADDED_DEFAULT.match(statement)
+    default = added[1].strip() if added else ""
+    while default.startswith("(") and default.endswith(")"):
+        default = default[1:-1].strip()
+    return bool(default) and NON_VOLATILE.fullmatch(default) is not None
+
+
+def _index_of_dropped_table(statement: str, facts: LockFacts) -> bool:
+    """A plain DROP INDEX before its table's DROP TABLE, which takes the same lock anyway."""
+    dropped = re.match(r"^DROP INDEX (?:IF EXISTS )?(\S+?);?$", statement, re.I)
+    return dropped is not None and dropped[1].strip('"') in facts.indexes_of_dropped_tables
+
+
+# squawk's rules that this project reads more closely, knowing the whole migration.
+HARMLESS: dict[str, Callable[[str, LockFacts], bool]] = {
+    "changing-column-type": _text_widened,
+    "adding-field-with-default": _non_volatile_default,
+    "require-concurrent-index-deletion": _index_of_dropped_table,
+}

@@ -12,6 +12,7 @@ from sqlalchemy import make_url
 from sqlalchemy.engine import Connection, Engine
 
 from dbtools.runtime import rebuilds
+from dbtools.runtime.options import context_options
 from dbtools.target import Target
 
 
@@ -19,8 +20,10 @@ def upgrade(connection: Connection, script: ScriptDirectory, destination: str = 
     """Run the migrations up to ``destination`` (every head) in one transaction, as env.py would.
 
     env.py's locks, guards and checksums are for real databases; a scratch one
-    needs only the migrations themselves. The transaction is the migration
-    context's own, so a migration's ``autocommit_block()`` can commit it.
+    needs only the migrations themselves, with the same context options (the
+    naming convention, so a constraint gets the name ``make upgrade`` gives it).
+    The transaction is the migration context's own, so a migration's
+    ``autocommit_block()`` can commit it.
     """
 
     def steps(revision: Sequence[str], _context: MigrationContext) -> Any:
@@ -29,7 +32,7 @@ def upgrade(connection: Connection, script: ScriptDirectory, destination: str = 
 
     rebuilds.install()  # as env.py does: SQLite's rebuilds leave generated columns to SQLite
     context = MigrationContext.configure(
-        connection, opts={"fn": steps, "script": script, "transactional_ddl": True}
+        connection, opts={"fn": steps, "script": script, **context_options()}
     )
     with (
         rebuilds.keep_expression_indexes(connection),
