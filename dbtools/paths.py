@@ -24,6 +24,8 @@ SCHEMA = Path("schema")
 # Where a database keeps its migration records: Alembic's table and the project's checksums.
 VERSION_TABLE = "alembic_version"
 CHECKSUM_TABLE = "alembic_checksums"
+# How far a migration that commits midway got (dbtools.runtime.resume); PostgreSQL only.
+PROGRESS_TABLE = "alembic_progress"
 # The first 16 bytes of every SQLite database file.
 SQLITE_HEADER = b"SQLite format 3\x00"
 

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Connection
 from dbtools import paths, run, settings, target
 from dbtools.autogenerate import hooks
 from dbtools.errors import friendly_errors
-from dbtools.runtime import backup, checksums, locking, rebuilds, refusals
+from dbtools.runtime import backup, checksums, locking, rebuilds, refusals, resume
 from dbtools.runtime.options import context_options, load_models
 from dbtools.target import Backend
 
@@ -74,6 +74,7 @@ def run_migrations_online() -> None:
         ctx: MigrationContext, step: MigrationInfo, heads: Collection[str], run_args: Mapping[str, Any]
     ) -> None:
         checksums.on_version_apply(ctx, step, heads, run_args)  # in the step's transaction
+        resume.finished(ctx, step)  # a half-applied migration's record goes with it
         this_run.timer.on_version_apply(ctx, step, heads, run_args)
 
     # Entered in order, so connection failures are translated too.
@@ -98,6 +99,7 @@ def run_migrations_online() -> None:
         for attempt in migration_lock.attempts():  # PostgreSQL retries a run that hit a lock timeout
             with attempt, context.begin_transaction():
                 migration_context = context.get_context()
+                resume.install(migration_context)  # a migration that commits midway resumes there
                 refusals.check_database(
                     migration_context,
                     context.script,

@@ -164,8 +164,9 @@ class Attempt:
         if self.session.committed:
             if _interrupted(exc):  # Ctrl-C; SQLAlchemy may report the dead transaction over it
                 raise Interrupted(COMMITTED_MIDWAY) from None
-            if isinstance(exc, DBAPIError):
-                raise CommandError(_after_commit(exc)) from None
+            cause = _database_error(exc)
+            if cause is not None:
+                raise CommandError(_after_commit(cause)) from None
             exc.add_note(f"{COMMITTED_MIDWAY[0].upper()}{COMMITTED_MIDWAY[1:]}.")
             return False
         if not (isinstance(exc, OperationalError) and sqlstate(exc) == LOCK_NOT_AVAILABLE):
@@ -187,6 +188,17 @@ def _interrupted(exc: BaseException | None) -> bool:
             return True
         exc = exc.__context__
     return False
+
+
+def _database_error(exc: BaseException | None) -> DBAPIError | None:
+    """The database's error under ``exc``: a connection ended inside an autocommit_block() (an
+    operator's pg_terminate_backend) surfaces as SQLAlchemy's PendingRollbackError, raised over it
+    when Alembic's block ends."""
+    while exc is not None:
+        if isinstance(exc, DBAPIError):
+            return exc
+        exc = exc.__context__
+    return None
 
 
 def _after_commit(exc: DBAPIError) -> str:

@@ -22,11 +22,11 @@ from alembic.util import CommandError
 from sqlalchemy.engine import URL
 
 from dbtools import pgserver
-from dbtools.paths import CHECKSUM_TABLE, VERSION_TABLE
+from dbtools.paths import CHECKSUM_TABLE, PROGRESS_TABLE, VERSION_TABLE
 from dbtools.runtime import scratch
 from dbtools.target import Target
 
-BOOKKEEPING = (VERSION_TABLE, CHECKSUM_TABLE)
+BOOKKEEPING = (VERSION_TABLE, CHECKSUM_TABLE, PROGRESS_TABLE)
 # How a table constraint, rather than a column (``unique_id INTEGER``), begins in a CREATE TABLE.
 TABLE_CONSTRAINT = re.compile(r"(CONSTRAINT\s|PRIMARY\s+KEY\b|UNIQUE\s*\(|CHECK\s*\(|FOREIGN\s+KEY\b)", re.I)
 

@@ -14,7 +14,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
-from dbtools.runtime import checksums, scratch
+from dbtools.runtime import checksums, resume, scratch
 from dbtools.runtime.checksums import Mismatch
 from dbtools.runtime.locking import locked
 from dbtools.target import Target
@@ -32,6 +32,7 @@ class Status:
     problems: dict[str, checksums.Problem]
     drift: list[str] | None  # None: could not be checked
     drift_checked_on: str
+    half_applied: dict[str, resume.HalfApplied]  # pending migrations a run left midway
 
     def lines(self) -> list[str]:
         out = [f"Migrations for {self.where}, oldest first:"]
@@ -41,6 +42,9 @@ class Status:
                 problem = self.problems.get(revision)
                 note = problem.kind.value if problem else "checksum ok"
                 mark = "[X]"
+            elif revision in self.half_applied:
+                done = self.half_applied[revision].units_done
+                note, mark = f"half-applied ({done} of its steps committed; `make upgrade` resumes it)", "[~]"
             else:
                 note, mark = "pending", "[ ]"
             current = "  <- current" if revision in self.heads else ""
@@ -77,12 +81,14 @@ def collect(config: Config, database: Target, compare: Drift) -> Status:
     heads: tuple[str, ...] = ()
     problems: list[checksums.Problem] = []
     record: dict[str, str] = {}
+    half: dict[str, resume.HalfApplied] = {}
     drift: list[str] | None = None
     if database.exists(writes=False):
         with locked(database, writes=False) as connection:
             heads = tuple(MigrationContext.configure(connection).get_current_heads())
             problems = checksums.problems(connection, script, heads)
             record = checksums.recorded(connection)
+            half = {item.revision: item for item in resume.half_applied(connection)}
             if set(heads) == set(script.get_heads()):
                 drift = compare(connection)
     if any(problem.kind is Mismatch.MISSING for problem in problems):
@@ -111,4 +117,5 @@ def collect(config: Config, database: Target, compare: Drift) -> Status:
         problems={problem.revision: problem for problem in problems},
         drift=drift,
         drift_checked_on=checked_on,
+        half_applied=half,
     )
