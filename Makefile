@@ -24,7 +24,7 @@ BENCH := $(VENV)/.bench-installed
 quote = '$(subst ','\'',$(1))'
 
 .DEFAULT_GOAL := help
-.PHONY: help install upgrade downgrade migration check status verify repair rehearse restore current history sql stamp schema test lint bench bench-online clean
+.PHONY: help install upgrade downgrade migration check status verify repair rehearse restore current history sql stamp schema test lint bench bench-online bench-autogenerate clean
 
 # Each target's summary lives in dbtools/catalog.py, shared with python -m dbtools --help.
 help:
@@ -87,6 +87,9 @@ bench: $(DEV)
 
 bench-online: $(BENCH)
 	@$(PY) -m bench.online --rows $(or $(n),1000000) --repeat $(or $(repeat),3)
+
+bench-autogenerate: $(DEV)
+	@$(PY) -m bench.autogenerate --repeat $(or $(repeat),9)
 
 clean:
 	rm -rf "$(VENV)" .pytest_cache .mypy_cache .ruff_cache
