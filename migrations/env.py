@@ -20,7 +20,6 @@ from alembic.runtime.migration import MigrationContext, MigrationInfo
 from sqlalchemy.engine import Connection
 
 from dbtools import paths, run, settings, target
-from dbtools.autogenerate import hooks
 from dbtools.errors import friendly_errors
 from dbtools.runtime import backup, checksums, locking, rebuilds, refusals, resume
 from dbtools.runtime.options import context_options, load_models
@@ -40,7 +39,21 @@ rebuilds.install()  # SQLite's table rebuilds leave generated columns to SQLite
 # Loading them loads the ORM, a sixth of a no-op `make upgrade` (bench/), so a
 # run that only migrates loads them only if a guard, or an operation naming a
 # constraint by the naming convention (dbtools.runtime.options), needs them.
+# Plain `alembic` runs keep Alembic's contract: target_metadata is the models'.
 target_metadata = load_models() if this_run.needs_models else None
+# Only `revision --autogenerate` and `check` compare (both hand env.py a revision
+# context): only they load the comparators, a tenth of a plain no-op `alembic upgrade`.
+environment = getattr(context, "_proxy", None)  # the EnvironmentContext running this file
+compares = this_run.autogenerates or "revision_context" in getattr(environment, "context_opts", {})
+
+
+def compare_options() -> dict[str, Any]:
+    """How autogenerate compares and writes (dbtools.autogenerate.hooks), for the runs that compare."""
+    if not compares:
+        return {}
+    from dbtools.autogenerate import hooks
+
+    return hooks.COMPARE_OPTIONS
 
 
 def run_migrations_offline() -> None:
@@ -50,7 +63,7 @@ def run_migrations_offline() -> None:
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
         **context_options(target_metadata),  # the same as every run: naming convention included
-        **hooks.COMPARE_OPTIONS,
+        **compare_options(),
     )
     # SQL applied by hand keeps a run's guarantees: the migration lock and its timeouts.
     postgresql = database.backend is Backend.POSTGRESQL
@@ -94,7 +107,7 @@ def run_migrations_online() -> None:
                 rename_decisions=this_run.rename_decisions,
                 renders_online=this_run.renders_online,
             ),
-            **hooks.COMPARE_OPTIONS,
+            **compare_options(),
         )
         for attempt in migration_lock.attempts():  # PostgreSQL retries a run that hit a lock timeout
             with attempt, context.begin_transaction():
