@@ -163,11 +163,17 @@ def resolve_url(ini_url: str | None, project_root: Path) -> URL:
         )
     try:
         url = make_url(raw)
-    except ArgumentError:
-        # Not echoed: an unparseable URL cannot be masked and may hold a password.
+    except (ArgumentError, ValueError):
+        # Not echoed: an unparseable URL cannot be masked and may hold a password. A ValueError
+        # is a port that is not a number: often the tail of a password with an unencoded ":".
+        url = None
+    if url is None or "@" in (url.host or ""):
+        # A host holding "@" is the rest of a password with an unencoded "@": masking would show it.
         raise CommandError(
-            f"DATABASE_URL is not a valid database URL; expected e.g. {EXAMPLE_URLS}"
-        ) from None
+            f"DATABASE_URL is not a valid database URL; expected e.g. {EXAMPLE_URLS}, "
+            "with @, : and / in the user name or password percent-encoded (p@ss:word as "
+            "p%40ss%3Aword) and an IPv6 host in brackets ([::1])"
+        )
     if url.drivername in ("postgres", "postgresql"):
         # Heroku-style postgres://, and the bare dialect: psycopg 3 is the driver this project installs.
         url = url.set(drivername="postgresql+psycopg")
