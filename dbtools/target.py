@@ -131,10 +131,7 @@ class Target:
         try:
             engine = create_engine(self.url, **kwargs)
         except NoSuchModuleError:
-            raise CommandError(
-                f"DATABASE_URL names an unknown database {self.url.drivername!r} ({self.masked}); "
-                f"expected e.g. {EXAMPLE_URLS}"
-            ) from None
+            raise CommandError(_unknown_dialect(self.url)) from None
         except ImportError as exc:
             raise CommandError(
                 f"the database driver for {self.url.drivername!r} is not installed ({exc.name or exc}); "
@@ -177,9 +174,20 @@ def resolve_url(ini_url: str | None, project_root: Path) -> URL:
     if url.drivername in ("postgres", "postgresql"):
         # Heroku-style postgres://, and the bare dialect: psycopg 3 is the driver this project installs.
         url = url.set(drivername="postgresql+psycopg")
+    try:
+        url.get_dialect()  # make sql makes no engine: an unknown dialect must fail here, not in Alembic
+    except NoSuchModuleError:
+        raise CommandError(_unknown_dialect(url)) from None
     if url.get_backend_name() == "sqlite":
         url = _resolve_sqlite(url, project_root)
     return url
+
+
+def _unknown_dialect(url: URL) -> str:
+    return (
+        f"DATABASE_URL names an unknown database {url.drivername!r} "
+        f"({url.render_as_string(hide_password=True)}); expected e.g. {EXAMPLE_URLS}"
+    )
 
 
 def _resolve_sqlite(url: URL, project_root: Path) -> URL:

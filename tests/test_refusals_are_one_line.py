@@ -217,6 +217,15 @@ def test_bad_database_url_fails_clearly_without_the_password(
     assert "tiger-secret" not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("raw", ["nonsense://x", "oracle+nosuch://scott:tiger-secret@host/db"])
+def test_make_sql_with_an_unknown_dialect_is_one_line(project: Project, raw: str) -> None:
+    """Offline, no engine is made: the dialect is looked up when the URL is resolved."""
+    result = project.forked_alembic("upgrade", "head", "--sql", env={"DATABASE_URL": raw})
+
+    assert "names an unknown database" in failed_line(result)
+    assert "tiger-secret" not in result.stdout + result.stderr
+
+
 def test_missing_driver_error_says_how_to_install(project: Project) -> None:
     line = failed_line(project.cli("upgrade", env={"DATABASE_URL": "mysql+pymysql://u@h/db"}))
     assert "requirements.txt" in line
