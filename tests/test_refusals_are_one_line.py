@@ -277,6 +277,7 @@ def test_unreachable_server_fails_clearly_without_printing_the_password(project:
     [
         ("MIGRATION_LOCK_TIMEOUT", "soon", "is not a positive number of seconds"),
         ("MIGRATION_LOCK_RETRIES", "-1", "is not a whole number from 0 (never retry) to 100"),
+        ("MIGRATION_LOCK_RETRIES", "²", "is not a whole number from 0 (never retry) to 100"),
         ("MIGRATION_STATEMENT_TIMEOUT", "1h", "is not 0 (no limit) or a positive number of seconds"),
     ],
 )
