@@ -378,6 +378,19 @@ def test_a_failing_command_creates_no_database(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", ["current", "check"])
+def test_plain_alembic_that_only_looks_creates_no_database(
+    project: Project, tmp_path: Path, command: str
+) -> None:
+    """As `make current` and `make check` refuse: only a command that migrates creates the file."""
+    target = tmp_path / "app.db"
+
+    line = failed_line(project.forked_alembic(command, url=sqlite_url(target)))
+
+    assert f"{target} does not exist yet; run `make upgrade` to create it" in line
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_role_without_create_on_public_is_one_line(project: Project, pg_admin_url: URL) -> None:
     with pgserver.fresh_database(pg_admin_url) as owned:
         guest = owned.set(username=f"{owned.username}_guest", password="Guest-Secret-3")
