@@ -32,6 +32,9 @@ class Status:
     problems: dict[str, checksums.Problem]
     drift: list[str] | None  # None: could not be checked
     drift_checked_on: str
+    # A current revision whose file is missing, when no record says what ran before it:
+    # which of the files on disk are applied cannot be known.
+    unknown_behind: str | None = None
 
     def lines(self) -> list[str]:
         out = [f"Migrations for {self.where}, oldest first:"]
@@ -41,6 +44,8 @@ class Status:
                 problem = self.problems.get(revision)
                 note = problem.kind.value if problem else "checksum ok"
                 mark = "[X]"
+            elif self.unknown_behind:
+                note, mark = "unknown", "[?]"
             else:
                 note, mark = "pending", "[ ]"
             current = "  <- current" if revision in self.heads else ""
@@ -63,10 +68,13 @@ class Status:
             models = "in sync with migrations"
         if self.drift is not None:
             models += f" (checked on {self.drift_checked_on})"
-        return (
-            f"{len(self.applied)} applied, {pending} pending; current: {current}; "
-            f"checksums: {checks}; models: {models}."
-        )
+        counts = f"{len(self.applied)} applied, {pending} pending"
+        if self.unknown_behind:
+            counts = (
+                f"applied and pending unknown: the file of {self.unknown_behind}, the current revision, "
+                "is missing and nothing records what ran before it"
+            )
+        return f"{counts}; current: {current}; checksums: {checks}; models: {models}."
 
 
 def collect(config: Config, database: Target, compare: Drift) -> Status:
@@ -85,9 +93,13 @@ def collect(config: Config, database: Target, compare: Drift) -> Status:
             record = checksums.recorded(connection)
             if set(heads) == set(script.get_heads()):
                 drift = compare(connection)
-    if any(problem.kind is Mismatch.MISSING for problem in problems):
-        # The history behind a missing file cannot be walked; the checksum records say what ran.
+    missing = [problem.revision for problem in problems if problem.kind is Mismatch.MISSING]
+    unknown_behind = None
+    if missing:
+        # The history behind a missing file cannot be walked; the checksum records say what ran,
+        # when they were kept as it was applied (each step records every applied revision).
         applied = set(heads) | set(record)
+        unknown_behind = next((revision for revision in missing if revision not in record), None)
     else:
         applied = {rev.revision for rev in checksums.applied_revisions(revision_map, heads)}
     checked_on = "this database, at head"
@@ -111,4 +123,5 @@ def collect(config: Config, database: Target, compare: Drift) -> Status:
         problems={problem.revision: problem for problem in problems},
         drift=drift,
         drift_checked_on=checked_on,
+        unknown_behind=unknown_behind,
     )
