@@ -6,6 +6,7 @@ fast path must then stay silent and the full run decide, as it always did.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
+from tests import workers
 from tests.helpers import VENV, Project, as_plain_user, base_env, current_revision, execute, failed_line
 
 FAST = "[dbtools.runtime.fastpath]"
@@ -171,3 +173,77 @@ def test_a_writer_holding_the_lock_sends_it_to_the_full_run(
 
     assert FAST not in result.stderr
     assert "MIGRATION_LOCK_TIMEOUT=0.2s" in failed_line(result)
+
+
+# --- the record itself: whatever is at its path, the fast path answers or hands over ---------
+
+
+@pytest.fixture
+def record(project_copy: Project) -> Path:
+    """The real history at head after a full run (forked): the record it wrote, already answering."""
+    result = project_copy.cli("upgrade")
+    assert result.returncode == 0, result.stderr
+    assert FAST not in result.stderr
+    (path,) = (project_copy.root / ".dbtools").glob("upgrade-*.json")
+    assert FAST in project_copy.cli("upgrade").stderr
+    return path
+
+
+def hands_over(project: Project, **env: str) -> subprocess.CompletedProcess[str]:
+    """A `make upgrade` (forked) that must take the full path and succeed, no traceback."""
+    result = project.cli("upgrade", env=env)
+    assert result.returncode == 0, result.stderr
+    assert FAST not in result.stderr
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def reshaped(path: Path, **fields: object) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+
+SHAPES: dict[str, Callable[[Path], object]] = {
+    "revisions a list": lambda path: reshaped(path, revisions=["a", "b"]),
+    "revisions a string": lambda path: reshaped(path, revisions="e0f32d6aab59"),
+    "heads a number": lambda path: reshaped(path, heads=7),
+    "database a list": lambda path: reshaped(path, database=["app.db"]),
+    "a file outside migrations/versions": lambda path: reshaped(
+        path,
+        revisions={rev: f"../../{name}" for rev, name in json.loads(path.read_text())["revisions"].items()},
+    ),
+    "not an object": lambda path: path.write_text("[1, 2]"),
+    "nested 200,000 deep": lambda path: path.write_text("[" * 200_000 + "]" * 200_000),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_record_of_the_wrong_shape_hands_over_and_is_written_anew(
+    project_copy: Project, record: Path, shape: str
+) -> None:
+    SHAPES[shape](record)
+
+    hands_over(project_copy)
+
+    assert FAST in project_copy.cli("upgrade").stderr  # the full run wrote a sound record again
+
+
+def test_a_fifo_at_the_record_path_neither_hangs_nor_stays(project_copy: Project, record: Path) -> None:
+    record.unlink()
+    os.mkfifo(record)
+
+    result = workers.cli(project_copy.root, ["upgrade"], base_env(), timeout=20)
+
+    assert result.returncode == 0, result.stderr
+    assert FAST not in result.stderr
+    assert record.is_file()  # replaced by the full run's record
+    assert FAST in project_copy.cli("upgrade").stderr
+
+
+def test_a_directory_at_the_record_path_leaves_no_partial_file(project_copy: Project, record: Path) -> None:
+    record.unlink()
+    record.mkdir()
+
+    for _ in range(2):
+        hands_over(project_copy)
+
+    assert sorted(path.name for path in record.parent.iterdir()) == [record.name]

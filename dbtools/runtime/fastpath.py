@@ -8,6 +8,7 @@ revision's file) in a cache keyed by a fingerprint of everything that could
 change the answer: the migration files, env.py, alembic.ini, this package,
 and the settings. The next run answers from the cache only when
 
+- the record is a regular file of the shape the full run writes;
 - the fingerprint and the settings are exactly as recorded;
 - the database file is there, a SQLite file, readable, and as writable as
   the full run requires;
@@ -16,7 +17,7 @@ and the settings. The next run answers from the cache only when
   checksum equals its file's, computed as the full run computes it.
 
 Anything else, or any error, and the full run decides, as it always did:
-the fast path may say "nothing to do", never "refused".
+the fast path may say "nothing to do", never "refused", and never fail.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import os
 import sqlite3
 import stat
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import closing
+from contextlib import closing, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 from dbtools.paths import CACHE, ENV, INI, ROOT, SQLITE_HEADER, VERSIONS
@@ -35,6 +37,18 @@ from dbtools.runtime.digest import file_checksum
 from dbtools.settings import NAMES
 
 FORMAT = 1
+# A record holds a line per migration; one this large was not written by remember().
+MAX_RECORD_BYTES = 1 << 24
+
+
+@dataclass(frozen=True)
+class Record:
+    """What a full run that reached head wrote, checked for shape before anything trusts it."""
+
+    fingerprint: str
+    database: Path
+    heads: list[str]
+    revisions: dict[str, str]  # revision -> its file's name in migrations/versions
 
 
 def nothing_to_do(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> str | None:
@@ -42,27 +56,24 @@ def nothing_to_do(argv: Sequence[str], environ: Mapping[str, str] = os.environ) 
     if list(argv) not in (["upgrade"], ["upgrade", "head"]):
         return None
     try:
-        cache = json.loads(_cache_file(environ).read_text())
-        if cache["format"] != FORMAT or cache["fingerprint"] != fingerprint():
+        record = _load(environ)
+        if record is None or record.fingerprint != fingerprint():
             return None
-        database = Path(cache["database"])
-        heads = _heads_if_current(database, cache["revisions"])
-    except (OSError, ValueError, KeyError, TypeError, sqlite3.Error):
+        heads = _heads_if_current(record.database, record.revisions)
+    except Exception:  # whatever the record or the database holds, the full run decides
         return None
-    if heads is None or heads != cache["heads"]:
+    if heads is None or heads != record.heads:
         return None
-    return f"{database} is at head {', '.join(heads)}; nothing to do."
+    return f"{record.database} is at head {', '.join(heads)}; nothing to do."
 
 
 def recorded(database: Path, seen: str) -> bool:
     """Whether the record for these settings already describes ``database`` at fingerprint ``seen``."""
     try:
-        cache = json.loads(_cache_file(os.environ).read_text())
-        return bool(
-            cache["format"] == FORMAT and cache["fingerprint"] == seen and cache["database"] == str(database)
-        )
-    except (OSError, ValueError, KeyError, TypeError):
+        record = _load(os.environ)
+    except Exception:  # a record that cannot be read is written anew
         return False
+    return record is not None and record.fingerprint == seen and record.database == database
 
 
 def remember(database: Path, heads: Sequence[str], files: Mapping[str, str], seen: str) -> None:
@@ -79,13 +90,16 @@ def remember(database: Path, heads: Sequence[str], files: Mapping[str, str], see
         "revisions": dict(sorted(files.items())),
     }
     target = _cache_file(os.environ)
+    partial = target.with_suffix(f".{os.getpid()}.partial")
     try:
         target.parent.mkdir(exist_ok=True)
-        partial = target.with_suffix(f".{os.getpid()}.partial")
         partial.write_text(json.dumps(record, indent=1))
         os.replace(partial, target)
     except OSError:
-        pass  # a read-only checkout: every run takes the full path, as before
+        # A read-only checkout, or something not ours at the record's path (a directory):
+        # every run takes the full path, as before, and leaves nothing behind.
+        with suppress(OSError):
+            partial.unlink()
 
 
 def fingerprint() -> str:
@@ -109,6 +123,45 @@ def _cache_file(environ: Mapping[str, str]) -> Path:
     # Per checkout too: a copied project keeps its files' times, not its database.
     settings = json.dumps([str(ROOT), *(environ.get(name) for name in NAMES)])
     return CACHE / f"upgrade-{hashlib.sha256(settings.encode()).hexdigest()[:16]}.json"
+
+
+def _load(environ: Mapping[str, str]) -> Record | None:
+    """The record for these settings; None if it is not one the full run wrote."""
+    # Non-blocking: a FIFO at the path must not wait for a writer. Only a regular file is read.
+    fd = os.open(_cache_file(environ), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_RECORD_BYTES:
+            return None
+        with open(fd, "rb", closefd=False) as handle:
+            raw = json.loads(handle.read())  # RecursionError when nested deep: caught by the callers
+    finally:
+        os.close(fd)
+    return _parse(raw)
+
+
+def _parse(raw: object) -> Record | None:
+    """A record only if every field has the shape remember() writes; None otherwise."""
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        return None
+    fingerprint, database, heads, revisions = (
+        raw.get(name) for name in ("fingerprint", "database", "heads", "revisions")
+    )
+    if not (isinstance(fingerprint, str) and isinstance(database, str) and Path(database).is_absolute()):
+        return None
+    if not (isinstance(heads, list) and all(isinstance(head, str) for head in heads)):
+        return None
+    if not isinstance(revisions, dict) or not all(
+        isinstance(revision, str) and isinstance(name, str) and _plain_name(name)
+        for revision, name in revisions.items()
+    ):
+        return None
+    return Record(fingerprint, Path(database), heads, revisions)
+
+
+def _plain_name(name: str) -> bool:
+    """A file directly in migrations/versions: never a path reaching elsewhere."""
+    return name not in ("", ".", "..") and "/" not in name and "\\" not in name and "\0" not in name
 
 
 def _heads_if_current(database: Path, revisions: Mapping[str, str]) -> list[str] | None:
