@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 from collections.abc import Callable
@@ -247,3 +248,31 @@ def test_a_directory_at_the_record_path_leaves_no_partial_file(project_copy: Pro
         hands_over(project_copy)
 
     assert sorted(path.name for path in record.parent.iterdir()) == [record.name]
+
+
+def test_a_record_copied_from_another_checkout_does_not_answer_for_it(
+    project_copy: Project, record: Path, tmp_path: Path
+) -> None:
+    other = Project.copy_to(tmp_path / "other")  # the same files, times and all
+    assert other.cli("upgrade").returncode == 0
+    (theirs,) = (other.root / ".dbtools").glob("upgrade-*.json")
+    (project_copy.root / "app.db").unlink()  # this checkout's database is gone...
+    shutil.copyfile(theirs, record)  # ...and the other's record is under this checkout's key
+
+    hands_over(project_copy)
+
+    assert current_revision(app_db(project_copy)) == project_copy.heads()[0]
+
+
+def test_a_database_url_edit_in_alembic_ini_is_seen_at_the_same_size_and_time(
+    project_copy: Project, record: Path
+) -> None:
+    ini = project_copy.root / "alembic.ini"
+    info = ini.stat()
+    ini.write_text(ini.read_text().replace("sqlite:///app.db", "sqlite:///app.dc"))
+    os.utime(ini, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+    hands_over(project_copy)
+
+    other = URL.create("sqlite", database=str(project_copy.root / "app.dc"))
+    assert current_revision(other) == project_copy.heads()[0]

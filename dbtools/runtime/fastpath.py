@@ -5,10 +5,12 @@ nothing to do, and importing SQLAlchemy and Alembic to learn that is almost
 all of its cost. The full run, after it has brought a SQLite database to
 head, records what it learnt from Alembic's own graph (the heads, and each
 revision's file) in a cache keyed by a fingerprint of everything that could
-change the answer: the migration files, env.py, alembic.ini, this package,
-and the settings. The next run answers from the cache only when
+change the answer: the migration files, env.py, alembic.ini (its content:
+the database URL may live there), this package, and the settings. The next
+run answers from the cache only when
 
-- the record is a regular file of the shape the full run writes;
+- the record is a regular file of the expected shape, written for this
+  checkout and these settings (not copied from another);
 - the fingerprint and the settings are exactly as recorded;
 - the database file is there, a SQLite file, readable, and as writable as
   the full run requires;
@@ -36,7 +38,7 @@ from dbtools.paths import CACHE, ENV, INI, ROOT, SQLITE_HEADER, VERSIONS
 from dbtools.runtime.digest import file_checksum
 from dbtools.settings import NAMES
 
-FORMAT = 1
+FORMAT = 2
 # A record holds a line per migration; one this large was not written by remember().
 MAX_RECORD_BYTES = 1 << 24
 
@@ -45,6 +47,7 @@ MAX_RECORD_BYTES = 1 << 24
 class Record:
     """What a full run that reached head wrote, checked for shape before anything trusts it."""
 
+    key: list[str | None]  # the checkout and the settings it was written for (_key)
     fingerprint: str
     database: Path
     heads: list[str]
@@ -84,6 +87,7 @@ def remember(database: Path, heads: Sequence[str], files: Mapping[str, str], see
     """
     record = {
         "format": FORMAT,
+        "key": _key(os.environ),
         "fingerprint": seen,
         "database": str(database),
         "heads": sorted(heads),
@@ -103,8 +107,12 @@ def remember(database: Path, heads: Sequence[str], files: Mapping[str, str], see
 
 
 def fingerprint() -> str:
-    """Names, sizes and modification times of every file that shapes a run's answer."""
-    digest = hashlib.sha256()
+    """Names, sizes and modification times of every file that shapes a run's answer.
+
+    And alembic.ini's content: an edit of its database URL that keeps the
+    size and the time (app.db to app.dc) names another database.
+    """
+    digest = hashlib.sha256(INI.read_bytes())
     for path in _inputs():
         info = path.stat()
         digest.update(f"{path.relative_to(ROOT)}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
@@ -119,14 +127,18 @@ def _inputs() -> Iterator[Path]:
     yield from sorted((ROOT / "dbtools").rglob("*.py"))
 
 
-def _cache_file(environ: Mapping[str, str]) -> Path:
+def _key(environ: Mapping[str, str]) -> list[str | None]:
     # Per checkout too: a copied project keeps its files' times, not its database.
-    settings = json.dumps([str(ROOT), *(environ.get(name) for name in NAMES)])
-    return CACHE / f"upgrade-{hashlib.sha256(settings.encode()).hexdigest()[:16]}.json"
+    return [str(ROOT), *(environ.get(name) for name in NAMES)]
+
+
+def _cache_file(environ: Mapping[str, str]) -> Path:
+    key = json.dumps(_key(environ))
+    return CACHE / f"upgrade-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
 def _load(environ: Mapping[str, str]) -> Record | None:
-    """The record for these settings; None if it is not one the full run wrote."""
+    """The record for this checkout and these settings; None if there is none, or not one of ours."""
     # Non-blocking: a FIFO at the path must not wait for a writer. Only a regular file is read.
     fd = os.open(_cache_file(environ), os.O_RDONLY | os.O_NONBLOCK)
     try:
@@ -137,13 +149,15 @@ def _load(environ: Mapping[str, str]) -> Record | None:
             raw = json.loads(handle.read())  # RecursionError when nested deep: caught by the callers
     finally:
         os.close(fd)
-    return _parse(raw)
+    return _parse(raw, environ)
 
 
-def _parse(raw: object) -> Record | None:
+def _parse(raw: object, environ: Mapping[str, str]) -> Record | None:
     """A record only if every field has the shape remember() writes; None otherwise."""
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         return None
+    if raw.get("key") != _key(environ):
+        return None  # written for another checkout or other settings, then copied here
     fingerprint, database, heads, revisions = (
         raw.get(name) for name in ("fingerprint", "database", "heads", "revisions")
     )
@@ -156,7 +170,7 @@ def _parse(raw: object) -> Record | None:
         for revision, name in revisions.items()
     ):
         return None
-    return Record(fingerprint, Path(database), heads, revisions)
+    return Record(raw["key"], fingerprint, Path(database), heads, revisions)
 
 
 def _plain_name(name: str) -> bool:
