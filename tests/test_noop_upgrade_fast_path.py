@@ -276,3 +276,18 @@ def test_a_database_url_edit_in_alembic_ini_is_seen_at_the_same_size_and_time(
 
     other = URL.create("sqlite", database=str(project_copy.root / "app.dc"))
     assert current_revision(other) == project_copy.heads()[0]
+
+
+def test_a_writer_holding_a_write_transaction_sends_it_to_the_full_run(
+    project_copy: Project, record: Path
+) -> None:
+    quick = {"MIGRATION_LOCK_TIMEOUT": "0.2"}
+    assert FAST not in project_copy.cli("upgrade", env=quick).stderr  # new settings: recorded anew
+    assert FAST in project_copy.cli("upgrade", env=quick).stderr
+    with closing(sqlite3.connect(project_copy.root / "app.db", isolation_level=None)) as writer:
+        writer.execute("BEGIN IMMEDIATE")  # readers may still read: a writer is at work all the same
+
+        result = project_copy.cli("upgrade", env=quick)
+
+    assert FAST not in result.stderr
+    assert "MIGRATION_LOCK_TIMEOUT=0.2s" in failed_line(result)

@@ -14,6 +14,7 @@ run answers from the cache only when
 - the fingerprint and the settings are exactly as recorded;
 - the database file is there, a SQLite file, readable, and as writable as
   the full run requires;
+- no other connection holds its write lock (the full run would wait);
 - its ``alembic_version`` rows are the recorded heads;
 - ``alembic_checksums`` records exactly the recorded revisions, and each
   checksum equals its file's, computed as the full run computes it.
@@ -187,9 +188,12 @@ def _heads_if_current(database: Path, revisions: Mapping[str, str]) -> list[str]
     with database.open("rb") as handle:
         if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
             return None
-    # timeout=0: a writer holding the lock means the full run must wait its turn.
-    with closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=0)) as conn:
-        conn.execute("BEGIN")  # one snapshot for both tables
+    # The write lock the full run takes first (BEGIN IMMEDIATE), with timeout=0: a writer
+    # holding it, even one readers may still read past, means the full run must wait its
+    # turn. Nothing is written; closing rolls the empty transaction back.
+    uri = f"{database.as_uri()}?mode=rw"
+    with closing(sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)) as conn:
+        conn.execute("BEGIN IMMEDIATE")  # and one snapshot for both tables
         heads = sorted(row[0] for row in conn.execute("SELECT version_num FROM alembic_version"))
         checksums = dict(conn.execute("SELECT revision, checksum FROM alembic_checksums").fetchall())
     if checksums.keys() != revisions.keys():
