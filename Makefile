@@ -20,8 +20,13 @@ CLI := $(PY) -m dbtools
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 BENCH := $(VENV)/.bench-installed
-# A make value as one shell word, exactly as typed: msg='costs $5' keeps its $5.
-quote = '$(subst ','\'',$(1))'
+# What is typed after a target (rev=, msg=, renames=, file=) reaches the command as one
+# argument, exactly as typed: $5, quotes, `;` and newlines included. It goes through the
+# environment, which the shell never parses; exporting expands $(value x) once, to the text.
+export DBTOOLS_REV = $(value rev)
+export DBTOOLS_MSG = $(value msg)
+export DBTOOLS_RENAMES = $(value renames)
+export DBTOOLS_FILE = $(value file)
 
 .DEFAULT_GOAL := help
 .PHONY: help install upgrade downgrade migration check status verify repair rehearse restore current history sql stamp schema test lint bench bench-online bench-autogenerate clean
@@ -33,14 +38,14 @@ help:
 install: $(DEV)
 
 upgrade: $(RUNTIME)
-	@$(CLI) upgrade $(or $(rev),head)
+	@$(CLI) upgrade "$${DBTOOLS_REV:-head}"
 
 downgrade: $(RUNTIME)
-	@$(CLI) downgrade $(or $(rev),-1)
+	@$(CLI) downgrade "$${DBTOOLS_REV:--1}"
 
 migration: $(DEV)
-	@test -n $(call quote,$(value msg)) || { echo 'usage: make migration msg="describe the change"' >&2; exit 2; }
-	@$(CLI) migration --message=$(call quote,$(value msg)) --renames=$(call quote,$(value renames))
+	@test -n "$$DBTOOLS_MSG" || { echo 'usage: make migration msg="describe the change"' >&2; exit 2; }
+	@$(CLI) migration --message="$$DBTOOLS_MSG" --renames="$$DBTOOLS_RENAMES"
 
 check: $(RUNTIME)
 	@$(CLI) check
@@ -55,10 +60,10 @@ repair: $(RUNTIME)
 	@$(CLI) repair
 
 rehearse: $(RUNTIME)
-	@$(CLI) rehearse $(rev)
+	@$(CLI) rehearse $${DBTOOLS_REV:+"$$DBTOOLS_REV"}
 
 restore: $(RUNTIME)
-	@$(CLI) restore $(if $(value file),$(call quote,$(value file)))
+	@$(CLI) restore $${DBTOOLS_FILE:+"$$DBTOOLS_FILE"}
 
 current: $(RUNTIME)
 	@$(CLI) current
@@ -67,7 +72,7 @@ history: $(RUNTIME)
 	@$(ALEMBIC) history
 
 sql: $(RUNTIME)
-	@$(ALEMBIC) upgrade $(or $(rev),head) --sql
+	@$(ALEMBIC) upgrade "$${DBTOOLS_REV:-head}" --sql
 
 stamp: $(RUNTIME)
 	@$(CLI) stamp

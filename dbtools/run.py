@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext, MigrationInfo
+from alembic.util import CommandError
 from sqlalchemy.engine import Connection, Engine
 
 if TYPE_CHECKING:
@@ -129,6 +130,23 @@ def in_context(context: MigrationContext) -> InContext:
     """
     found = context.opts.get(CONTEXT_KEY)
     return found if isinstance(found, InContext) else InContext()
+
+
+def moves_the_database(revision_argument: Callable[[], object]) -> bool:
+    """Whether the Alembic command running env.py takes the database to a revision.
+
+    ``revision_argument`` is env.py's ``context.get_revision_argument``: ``upgrade``,
+    ``downgrade`` and ``stamp`` name a destination; ``current``, ``check`` and
+    ``revision``, commands that only look, name none, and Alembic's lookup raises
+    ``KeyError``. Only the former may create a missing SQLite file, whoever runs them.
+    """
+    try:
+        revision_argument()
+    except KeyError:
+        return False
+    except CommandError:
+        return True  # a destination Alembic cannot resolve: the run refuses it in its own words
+    return True
 
 
 def of(config: Config) -> Run:

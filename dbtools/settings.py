@@ -61,7 +61,8 @@ def _count(name: str, default: int, *, most: int, zero_means: str) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit() or int(raw) > most:
+    # isdigit() alone accepts "²", which int() then rejects with a traceback.
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > most:
         raise _refuse(
             f"{name}={raw!r} is not a whole number from 0 ({zero_means}) to {most}; fix or unset it"
         )

@@ -131,10 +131,7 @@ class Target:
         try:
             engine = create_engine(self.url, **kwargs)
         except NoSuchModuleError:
-            raise CommandError(
-                f"DATABASE_URL names an unknown database {self.url.drivername!r} ({self.masked}); "
-                f"expected e.g. {EXAMPLE_URLS}"
-            ) from None
+            raise CommandError(_unknown_dialect(self.url)) from None
         except ImportError as exc:
             raise CommandError(
                 f"the database driver for {self.url.drivername!r} is not installed ({exc.name or exc}); "
@@ -163,17 +160,34 @@ def resolve_url(ini_url: str | None, project_root: Path) -> URL:
         )
     try:
         url = make_url(raw)
-    except ArgumentError:
-        # Not echoed: an unparseable URL cannot be masked and may hold a password.
+    except (ArgumentError, ValueError):
+        # Not echoed: an unparseable URL cannot be masked and may hold a password. A ValueError
+        # is a port that is not a number: often the tail of a password with an unencoded ":".
+        url = None
+    if url is None or "@" in (url.host or ""):
+        # A host holding "@" is the rest of a password with an unencoded "@": masking would show it.
         raise CommandError(
-            f"DATABASE_URL is not a valid database URL; expected e.g. {EXAMPLE_URLS}"
-        ) from None
+            f"DATABASE_URL is not a valid database URL; expected e.g. {EXAMPLE_URLS}, "
+            "with @, : and / in the user name or password percent-encoded (p@ss:word as "
+            "p%40ss%3Aword) and an IPv6 host in brackets ([::1])"
+        )
     if url.drivername in ("postgres", "postgresql"):
         # Heroku-style postgres://, and the bare dialect: psycopg 3 is the driver this project installs.
         url = url.set(drivername="postgresql+psycopg")
+    try:
+        url.get_dialect()  # make sql makes no engine: an unknown dialect must fail here, not in Alembic
+    except NoSuchModuleError:
+        raise CommandError(_unknown_dialect(url)) from None
     if url.get_backend_name() == "sqlite":
         url = _resolve_sqlite(url, project_root)
     return url
+
+
+def _unknown_dialect(url: URL) -> str:
+    return (
+        f"DATABASE_URL names an unknown database {url.drivername!r} "
+        f"({url.render_as_string(hide_password=True)}); expected e.g. {EXAMPLE_URLS}"
+    )
 
 
 def _resolve_sqlite(url: URL, project_root: Path) -> URL:

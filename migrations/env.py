@@ -80,7 +80,9 @@ def run_migrations_online() -> None:
     given = this_run.connection
     if given is None:
         writes = this_run.applies_migrations  # the others only look: a read-only file will do
-        database.check_before_opening(may_create=this_run.creates_database, writes=writes)
+        # Plain `alembic current` or `alembic check` only look: they refuse a missing file too.
+        creates = this_run.creates_database and run.moves_the_database(context.get_revision_argument)
+        database.check_before_opening(may_create=creates, writes=writes)
         given = database.engine(writes=writes)
 
     def after_each_step(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import URL
 
 from tests.helpers import Project, current_revision, failed_line, url_string
@@ -88,3 +89,32 @@ def test_a_non_ascii_path_is_shown_as_spelled(project: Project, tmp_path: Path) 
     assert result.returncode == 0, result.stderr
     assert f"sqlite:///{folder}/app.db match their files" in result.stdout
     assert "%C3" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "postgresql://app:Pa@ss:Hidden99@db.example.com/app",
+        "postgresql://app:Pa@ssHidden99@db.example.com/app",
+        "postgresql://app:Hidden99@[::1/app",
+    ],
+    ids=["at-and-colon", "at-only", "unclosed-ipv6"],
+)
+def test_a_url_that_needs_percent_encoding_is_one_line_without_any_of_the_password(
+    project: Project, raw: str
+) -> None:
+    """An unencoded @ or : in the password must not be parsed as a port or a host, and echoed."""
+    env = {"DATABASE_URL": raw}
+    results = {
+        "make upgrade": project.cli("upgrade", env=env),
+        "make status": project.cli("status", env=env),
+        "make sql": project.forked_alembic("upgrade", "head", "--sql", env=env),
+        "alembic current": project.forked_alembic("current", env=env),
+    }
+
+    for command, result in results.items():
+        line = failed_line(result)
+        assert "DATABASE_URL is not a valid database URL" in line, command
+        assert "percent-encode" in line, command
+        assert "Hidden99" not in result.stdout + result.stderr, command
+        assert "ss@" not in result.stdout + result.stderr, command

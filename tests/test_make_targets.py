@@ -239,15 +239,35 @@ def test_a_migration_message_is_taken_literally(project_copy: Project) -> None:
             "    nickname: Mapped[str | None] = mapped_column(String(32))\n\n    def __repr__",
         )
     )
-    message = 'costs $5 """; raise SystemExit(3) # \\ done'
+    message = 'costs $5 """; raise SystemExit(3) # \\ done\nand a second line, it\'s $(id)'
 
     result = project_copy.make("migration", f"msg={message}")
 
     assert result.returncode == 0, result.stderr
     (script,) = [p for p in project_copy.versions.glob("*.py") if "create_users" not in p.name]
     module = ast.parse(script.read_text())
-    assert ast.get_docstring(module, clean=False).splitlines()[0] == message  # type: ignore[union-attr]
+    docstring = ast.get_docstring(module, clean=False)
+    assert docstring is not None
+    assert docstring.splitlines()[:2] == message.splitlines()
     assert not [node for node in module.body if isinstance(node, ast.Raise)]
+
+
+def test_a_revision_is_taken_literally_never_run_by_the_shell(project: Project, tmp_path: Path) -> None:
+    url = URL.create("sqlite", database=str(tmp_path / "app.db"))
+    project.migrate(url)
+    before = dump(url)
+    touched = tmp_path / "touched"
+
+    results = {
+        target: project.make(target, f"rev=head; touch '{touched}'", url=url)
+        for target in ("upgrade", "downgrade", "rehearse", "sql")
+    }
+
+    assert not touched.exists()
+    for target, result in results.items():
+        assert result.returncode != 0, target
+        assert "head; touch" in result.stdout + result.stderr, target  # one argument, as typed
+    assert dump(url) == before
 
 
 def test_upgrade_with_two_heads_says_what_to_run(project_copy: Project, tmp_path: Path) -> None:

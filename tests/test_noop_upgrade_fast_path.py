@@ -6,7 +6,9 @@ fast path must then stay silent and the full run decide, as it always did.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import sqlite3
 import subprocess
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
+from tests import workers
 from tests.helpers import VENV, Project, as_plain_user, base_env, current_revision, execute, failed_line
 
 FAST = "[dbtools.runtime.fastpath]"
@@ -168,6 +171,123 @@ def test_a_writer_holding_the_lock_sends_it_to_the_full_run(
         writer.execute("BEGIN EXCLUSIVE")  # readers are locked out: the fast path cannot look
 
         result = project_copy.make("upgrade", env=quick)
+
+    assert FAST not in result.stderr
+    assert "MIGRATION_LOCK_TIMEOUT=0.2s" in failed_line(result)
+
+
+# --- the record itself: whatever is at its path, the fast path answers or hands over ---------
+
+
+@pytest.fixture
+def record(project_copy: Project) -> Path:
+    """The real history at head after a full run (forked): the record it wrote, already answering."""
+    result = project_copy.cli("upgrade")
+    assert result.returncode == 0, result.stderr
+    assert FAST not in result.stderr
+    (path,) = (project_copy.root / ".dbtools").glob("upgrade-*.json")
+    assert FAST in project_copy.cli("upgrade").stderr
+    return path
+
+
+def hands_over(project: Project, **env: str) -> subprocess.CompletedProcess[str]:
+    """A `make upgrade` (forked) that must take the full path and succeed, no traceback."""
+    result = project.cli("upgrade", env=env)
+    assert result.returncode == 0, result.stderr
+    assert FAST not in result.stderr
+    assert "Traceback" not in result.stderr
+    return result
+
+
+def reshaped(path: Path, **fields: object) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **fields}))
+
+
+SHAPES: dict[str, Callable[[Path], object]] = {
+    "revisions a list": lambda path: reshaped(path, revisions=["a", "b"]),
+    "revisions a string": lambda path: reshaped(path, revisions="e0f32d6aab59"),
+    "heads a number": lambda path: reshaped(path, heads=7),
+    "database a list": lambda path: reshaped(path, database=["app.db"]),
+    "a file outside migrations/versions": lambda path: reshaped(
+        path,
+        revisions={rev: f"../../{name}" for rev, name in json.loads(path.read_text())["revisions"].items()},
+    ),
+    "not an object": lambda path: path.write_text("[1, 2]"),
+    "nested 200,000 deep": lambda path: path.write_text("[" * 200_000 + "]" * 200_000),
+}
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_a_record_of_the_wrong_shape_hands_over_and_is_written_anew(
+    project_copy: Project, record: Path, shape: str
+) -> None:
+    SHAPES[shape](record)
+
+    hands_over(project_copy)
+
+    assert FAST in project_copy.cli("upgrade").stderr  # the full run wrote a sound record again
+
+
+def test_a_fifo_at_the_record_path_neither_hangs_nor_stays(project_copy: Project, record: Path) -> None:
+    record.unlink()
+    os.mkfifo(record)
+
+    result = workers.cli(project_copy.root, ["upgrade"], base_env(), timeout=20)
+
+    assert result.returncode == 0, result.stderr
+    assert FAST not in result.stderr
+    assert record.is_file()  # replaced by the full run's record
+    assert FAST in project_copy.cli("upgrade").stderr
+
+
+def test_a_directory_at_the_record_path_leaves_no_partial_file(project_copy: Project, record: Path) -> None:
+    record.unlink()
+    record.mkdir()
+
+    for _ in range(2):
+        hands_over(project_copy)
+
+    assert sorted(path.name for path in record.parent.iterdir()) == [record.name]
+
+
+def test_a_record_copied_from_another_checkout_does_not_answer_for_it(
+    project_copy: Project, record: Path, tmp_path: Path
+) -> None:
+    other = Project.copy_to(tmp_path / "other")  # the same files, times and all
+    assert other.cli("upgrade").returncode == 0
+    (theirs,) = (other.root / ".dbtools").glob("upgrade-*.json")
+    (project_copy.root / "app.db").unlink()  # this checkout's database is gone...
+    shutil.copyfile(theirs, record)  # ...and the other's record is under this checkout's key
+
+    hands_over(project_copy)
+
+    assert current_revision(app_db(project_copy)) == project_copy.heads()[0]
+
+
+def test_a_database_url_edit_in_alembic_ini_is_seen_at_the_same_size_and_time(
+    project_copy: Project, record: Path
+) -> None:
+    ini = project_copy.root / "alembic.ini"
+    info = ini.stat()
+    ini.write_text(ini.read_text().replace("sqlite:///app.db", "sqlite:///app.dc"))
+    os.utime(ini, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+    hands_over(project_copy)
+
+    other = URL.create("sqlite", database=str(project_copy.root / "app.dc"))
+    assert current_revision(other) == project_copy.heads()[0]
+
+
+def test_a_writer_holding_a_write_transaction_sends_it_to_the_full_run(
+    project_copy: Project, record: Path
+) -> None:
+    quick = {"MIGRATION_LOCK_TIMEOUT": "0.2"}
+    assert FAST not in project_copy.cli("upgrade", env=quick).stderr  # new settings: recorded anew
+    assert FAST in project_copy.cli("upgrade", env=quick).stderr
+    with closing(sqlite3.connect(project_copy.root / "app.db", isolation_level=None)) as writer:
+        writer.execute("BEGIN IMMEDIATE")  # readers may still read: a writer is at work all the same
+
+        result = project_copy.cli("upgrade", env=quick)
 
     assert FAST not in result.stderr
     assert "MIGRATION_LOCK_TIMEOUT=0.2s" in failed_line(result)

@@ -217,6 +217,15 @@ def test_bad_database_url_fails_clearly_without_the_password(
     assert "tiger-secret" not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize("raw", ["nonsense://x", "oracle+nosuch://scott:tiger-secret@host/db"])
+def test_make_sql_with_an_unknown_dialect_is_one_line(project: Project, raw: str) -> None:
+    """Offline, no engine is made: the dialect is looked up when the URL is resolved."""
+    result = project.forked_alembic("upgrade", "head", "--sql", env={"DATABASE_URL": raw})
+
+    assert "names an unknown database" in failed_line(result)
+    assert "tiger-secret" not in result.stdout + result.stderr
+
+
 def test_missing_driver_error_says_how_to_install(project: Project) -> None:
     line = failed_line(project.cli("upgrade", env={"DATABASE_URL": "mysql+pymysql://u@h/db"}))
     assert "requirements.txt" in line
@@ -268,6 +277,7 @@ def test_unreachable_server_fails_clearly_without_printing_the_password(project:
     [
         ("MIGRATION_LOCK_TIMEOUT", "soon", "is not a positive number of seconds"),
         ("MIGRATION_LOCK_RETRIES", "-1", "is not a whole number from 0 (never retry) to 100"),
+        ("MIGRATION_LOCK_RETRIES", "²", "is not a whole number from 0 (never retry) to 100"),
         ("MIGRATION_STATEMENT_TIMEOUT", "1h", "is not 0 (no limit) or a positive number of seconds"),
     ],
 )
@@ -365,6 +375,19 @@ def test_a_failing_command_creates_no_database(
     line = failed_line(project.cli(*args, url=sqlite_url(tmp_path / "app.db")))
 
     assert "nothing was changed" in line or "does not exist yet" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["current", "check"])
+def test_plain_alembic_that_only_looks_creates_no_database(
+    project: Project, tmp_path: Path, command: str
+) -> None:
+    """As `make current` and `make check` refuse: only a command that migrates creates the file."""
+    target = tmp_path / "app.db"
+
+    line = failed_line(project.forked_alembic(command, url=sqlite_url(target)))
+
+    assert f"{target} does not exist yet; run `make upgrade` to create it" in line
     assert list(tmp_path.iterdir()) == []
 
 

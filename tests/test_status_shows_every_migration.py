@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import URL
 
-from tests.helpers import Project
+from tests.helpers import Project, execute
 
 
 def revision_lines(output: str) -> list[str]:
@@ -123,3 +123,26 @@ def test_two_heads_are_shown_and_drift_is_still_checked(project_copy: Project) -
     assert result.returncode == 0, result.stderr
     assert {line[4:16] for line in revision_lines(result.stdout)} == {head, left, right}
     assert "models: in sync with migrations (checked on a scratch SQLite database" in result.stdout
+
+
+def test_with_the_current_file_missing_and_no_record_applied_and_pending_are_unknown(
+    project_copy: Project, tmp_path: Path
+) -> None:
+    """The history behind the missing file cannot be walked, and no checksum record says what ran."""
+    url = URL.create("sqlite", database=str(tmp_path / "app.db"))
+    first = project_copy.heads()[0]
+    second = project_copy.add_migration('op.execute("UPDATE users SET email = lower(email)")')
+    project_copy.migrate(url)
+    execute(url, "DROP TABLE alembic_checksums")  # migrated before checksums were recorded
+    next(project_copy.versions.glob(f"*{second}*.py")).unlink()
+
+    result = project_copy.cli("status", url=url)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert f"[?] {first}  create users table  unknown" in lines
+    assert f"[X] {second}  (no such file)  FILE MISSING  <- current" in lines
+    assert lines[-1].startswith(
+        f"applied and pending unknown: the file of {second}, the current revision, is missing "
+        "and nothing records what ran before it; current: "
+    )

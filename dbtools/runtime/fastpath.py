@@ -5,18 +5,22 @@ nothing to do, and importing SQLAlchemy and Alembic to learn that is almost
 all of its cost. The full run, after it has brought a SQLite database to
 head, records what it learnt from Alembic's own graph (the heads, and each
 revision's file) in a cache keyed by a fingerprint of everything that could
-change the answer: the migration files, env.py, alembic.ini, this package,
-and the settings. The next run answers from the cache only when
+change the answer: the migration files, env.py, alembic.ini (its content:
+the database URL may live there), this package, and the settings. The next
+run answers from the cache only when
 
+- the record is a regular file of the expected shape, written for this
+  checkout and these settings (not copied from another);
 - the fingerprint and the settings are exactly as recorded;
 - the database file is there, a SQLite file, readable, and as writable as
   the full run requires;
+- no other connection holds its write lock (the full run would wait);
 - its ``alembic_version`` rows are the recorded heads;
 - ``alembic_checksums`` records exactly the recorded revisions, and each
   checksum equals its file's, computed as the full run computes it.
 
 Anything else, or any error, and the full run decides, as it always did:
-the fast path may say "nothing to do", never "refused".
+the fast path may say "nothing to do", never "refused", and never fail.
 """
 
 from __future__ import annotations
@@ -27,14 +31,28 @@ import os
 import sqlite3
 import stat
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import closing
+from contextlib import closing, suppress
+from dataclasses import dataclass
 from pathlib import Path
 
 from dbtools.paths import CACHE, ENV, INI, ROOT, SQLITE_HEADER, VERSIONS
 from dbtools.runtime.digest import file_checksum
 from dbtools.settings import NAMES
 
-FORMAT = 1
+FORMAT = 2
+# A record holds a line per migration; one this large was not written by remember().
+MAX_RECORD_BYTES = 1 << 24
+
+
+@dataclass(frozen=True)
+class Record:
+    """What a full run that reached head wrote, checked for shape before anything trusts it."""
+
+    key: list[str | None]  # the checkout and the settings it was written for (_key)
+    fingerprint: str
+    database: Path
+    heads: list[str]
+    revisions: dict[str, str]  # revision -> its file's name in migrations/versions
 
 
 def nothing_to_do(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> str | None:
@@ -42,27 +60,24 @@ def nothing_to_do(argv: Sequence[str], environ: Mapping[str, str] = os.environ) 
     if list(argv) not in (["upgrade"], ["upgrade", "head"]):
         return None
     try:
-        cache = json.loads(_cache_file(environ).read_text())
-        if cache["format"] != FORMAT or cache["fingerprint"] != fingerprint():
+        record = _load(environ)
+        if record is None or record.fingerprint != fingerprint():
             return None
-        database = Path(cache["database"])
-        heads = _heads_if_current(database, cache["revisions"])
-    except (OSError, ValueError, KeyError, TypeError, sqlite3.Error):
+        heads = _heads_if_current(record.database, record.revisions)
+    except Exception:  # whatever the record or the database holds, the full run decides
         return None
-    if heads is None or heads != cache["heads"]:
+    if heads is None or heads != record.heads:
         return None
-    return f"{database} is at head {', '.join(heads)}; nothing to do."
+    return f"{record.database} is at head {', '.join(heads)}; nothing to do."
 
 
 def recorded(database: Path, seen: str) -> bool:
     """Whether the record for these settings already describes ``database`` at fingerprint ``seen``."""
     try:
-        cache = json.loads(_cache_file(os.environ).read_text())
-        return bool(
-            cache["format"] == FORMAT and cache["fingerprint"] == seen and cache["database"] == str(database)
-        )
-    except (OSError, ValueError, KeyError, TypeError):
+        record = _load(os.environ)
+    except Exception:  # a record that cannot be read is written anew
         return False
+    return record is not None and record.fingerprint == seen and record.database == database
 
 
 def remember(database: Path, heads: Sequence[str], files: Mapping[str, str], seen: str) -> None:
@@ -73,24 +88,32 @@ def remember(database: Path, heads: Sequence[str], files: Mapping[str, str], see
     """
     record = {
         "format": FORMAT,
+        "key": _key(os.environ),
         "fingerprint": seen,
         "database": str(database),
         "heads": sorted(heads),
         "revisions": dict(sorted(files.items())),
     }
     target = _cache_file(os.environ)
+    partial = target.with_suffix(f".{os.getpid()}.partial")
     try:
         target.parent.mkdir(exist_ok=True)
-        partial = target.with_suffix(f".{os.getpid()}.partial")
         partial.write_text(json.dumps(record, indent=1))
         os.replace(partial, target)
     except OSError:
-        pass  # a read-only checkout: every run takes the full path, as before
+        # A read-only checkout, or something not ours at the record's path (a directory):
+        # every run takes the full path, as before, and leaves nothing behind.
+        with suppress(OSError):
+            partial.unlink()
 
 
 def fingerprint() -> str:
-    """Names, sizes and modification times of every file that shapes a run's answer."""
-    digest = hashlib.sha256()
+    """Names, sizes and modification times of every file that shapes a run's answer.
+
+    And alembic.ini's content: an edit of its database URL that keeps the
+    size and the time (app.db to app.dc) names another database.
+    """
+    digest = hashlib.sha256(INI.read_bytes())
     for path in _inputs():
         info = path.stat()
         digest.update(f"{path.relative_to(ROOT)}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
@@ -105,10 +128,55 @@ def _inputs() -> Iterator[Path]:
     yield from sorted((ROOT / "dbtools").rglob("*.py"))
 
 
-def _cache_file(environ: Mapping[str, str]) -> Path:
+def _key(environ: Mapping[str, str]) -> list[str | None]:
     # Per checkout too: a copied project keeps its files' times, not its database.
-    settings = json.dumps([str(ROOT), *(environ.get(name) for name in NAMES)])
-    return CACHE / f"upgrade-{hashlib.sha256(settings.encode()).hexdigest()[:16]}.json"
+    return [str(ROOT), *(environ.get(name) for name in NAMES)]
+
+
+def _cache_file(environ: Mapping[str, str]) -> Path:
+    key = json.dumps(_key(environ))
+    return CACHE / f"upgrade-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+
+def _load(environ: Mapping[str, str]) -> Record | None:
+    """The record for this checkout and these settings; None if there is none, or not one of ours."""
+    # Non-blocking: a FIFO at the path must not wait for a writer. Only a regular file is read.
+    fd = os.open(_cache_file(environ), os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_RECORD_BYTES:
+            return None
+        with open(fd, "rb", closefd=False) as handle:
+            raw = json.loads(handle.read())  # RecursionError when nested deep: caught by the callers
+    finally:
+        os.close(fd)
+    return _parse(raw, environ)
+
+
+def _parse(raw: object, environ: Mapping[str, str]) -> Record | None:
+    """A record only if every field has the shape remember() writes; None otherwise."""
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        return None
+    if raw.get("key") != _key(environ):
+        return None  # written for another checkout or other settings, then copied here
+    fingerprint, database, heads, revisions = (
+        raw.get(name) for name in ("fingerprint", "database", "heads", "revisions")
+    )
+    if not (isinstance(fingerprint, str) and isinstance(database, str) and Path(database).is_absolute()):
+        return None
+    if not (isinstance(heads, list) and all(isinstance(head, str) for head in heads)):
+        return None
+    if not isinstance(revisions, dict) or not all(
+        isinstance(revision, str) and isinstance(name, str) and _plain_name(name)
+        for revision, name in revisions.items()
+    ):
+        return None
+    return Record(raw["key"], fingerprint, Path(database), heads, revisions)
+
+
+def _plain_name(name: str) -> bool:
+    """A file directly in migrations/versions: never a path reaching elsewhere."""
+    return name not in ("", ".", "..") and "/" not in name and "\\" not in name and "\0" not in name
 
 
 def _heads_if_current(database: Path, revisions: Mapping[str, str]) -> list[str] | None:
@@ -120,9 +188,12 @@ def _heads_if_current(database: Path, revisions: Mapping[str, str]) -> list[str]
     with database.open("rb") as handle:
         if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
             return None
-    # timeout=0: a writer holding the lock means the full run must wait its turn.
-    with closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True, timeout=0)) as conn:
-        conn.execute("BEGIN")  # one snapshot for both tables
+    # The write lock the full run takes first (BEGIN IMMEDIATE), with timeout=0: a writer
+    # holding it, even one readers may still read past, means the full run must wait its
+    # turn. Nothing is written; closing rolls the empty transaction back.
+    uri = f"{database.as_uri()}?mode=rw"
+    with closing(sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)) as conn:
+        conn.execute("BEGIN IMMEDIATE")  # and one snapshot for both tables
         heads = sorted(row[0] for row in conn.execute("SELECT version_num FROM alembic_version"))
         checksums = dict(conn.execute("SELECT revision, checksum FROM alembic_checksums").fetchall())
     if checksums.keys() != revisions.keys():

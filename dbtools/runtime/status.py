@@ -33,6 +33,9 @@ class Status:
     drift: list[str] | None  # None: could not be checked
     drift_checked_on: str
     half_applied: dict[str, resume.HalfApplied]  # pending migrations a run left midway
+    # A current revision whose file is missing, when no record says what ran before it:
+    # which of the files on disk are applied cannot be known.
+    unknown_behind: str | None = None
 
     def lines(self) -> list[str]:
         out = [f"Migrations for {self.where}, oldest first:"]
@@ -42,6 +45,8 @@ class Status:
                 problem = self.problems.get(revision)
                 note = problem.kind.value if problem else "checksum ok"
                 mark = "[X]"
+            elif self.unknown_behind:
+                note, mark = "unknown", "[?]"
             elif revision in self.half_applied:
                 done = self.half_applied[revision].units_done
                 note, mark = f"half-applied ({done} of its steps committed; `make upgrade` resumes it)", "[~]"
@@ -67,10 +72,13 @@ class Status:
             models = "in sync with migrations"
         if self.drift is not None:
             models += f" (checked on {self.drift_checked_on})"
-        return (
-            f"{len(self.applied)} applied, {pending} pending; current: {current}; "
-            f"checksums: {checks}; models: {models}."
-        )
+        counts = f"{len(self.applied)} applied, {pending} pending"
+        if self.unknown_behind:
+            counts = (
+                f"applied and pending unknown: the file of {self.unknown_behind}, the current revision, "
+                "is missing and nothing records what ran before it"
+            )
+        return f"{counts}; current: {current}; checksums: {checks}; models: {models}."
 
 
 def collect(config: Config, database: Target, compare: Drift) -> Status:
@@ -91,9 +99,13 @@ def collect(config: Config, database: Target, compare: Drift) -> Status:
             half = {item.revision: item for item in resume.half_applied(connection)}
             if set(heads) == set(script.get_heads()):
                 drift = compare(connection)
-    if any(problem.kind is Mismatch.MISSING for problem in problems):
-        # The history behind a missing file cannot be walked; the checksum records say what ran.
+    missing = [problem.revision for problem in problems if problem.kind is Mismatch.MISSING]
+    unknown_behind = None
+    if missing:
+        # The history behind a missing file cannot be walked; the checksum records say what ran,
+        # when they were kept as it was applied (each step records every applied revision).
         applied = set(heads) | set(record)
+        unknown_behind = next((revision for revision in missing if revision not in record), None)
     else:
         applied = {rev.revision for rev in checksums.applied_revisions(revision_map, heads)}
     checked_on = "this database, at head"
@@ -118,4 +130,5 @@ def collect(config: Config, database: Target, compare: Drift) -> Status:
         drift=drift,
         drift_checked_on=checked_on,
         half_applied=half,
+        unknown_behind=unknown_behind,
     )
