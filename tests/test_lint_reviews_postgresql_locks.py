@@ -73,6 +73,20 @@ op.alter_column("posts", "author_id", existing_nullable=True, nullable=False)
 op.drop_constraint(op.f("ck_posts_author_id_not_null"), "posts", type_="check")
 op.alter_column("posts", "author_id", existing_type=sa.Integer(), type_=sa.BigInteger())
 """
+# Statements squawk has no rule for, that keep a table locked while they run: the project's own rules.
+HELD_LOCKS = {
+    "lock-table": 'op.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")',
+    "cluster": 'op.execute("CLUSTER users USING uq_users_email")',
+    "set-tablespace": 'op.execute("ALTER TABLE users SET TABLESPACE pg_default")',
+    "vacuum-full": (
+        'with op.get_context().autocommit_block():\n    op.execute("VACUUM (FULL, ANALYZE) users")'
+    ),
+}
+# What takes no lock that blocks writes: a lock mode writers share, a plain VACUUM.
+NO_HELD_LOCK = (
+    'op.execute("LOCK TABLE users IN ROW EXCLUSIVE MODE")\n'
+    'with op.get_context().autocommit_block():\n    op.execute("VACUUM ANALYZE users")'
+)
 REWRITE_REASON = "posts is new: a handful of rows, rewritten in milliseconds"
 ACKNOWLEDGED = (
     'acknowledge_destructive = "author_id was validated NOT NULL by ck_posts_author_id_not_null first"\n'
@@ -124,6 +138,29 @@ def test_each_lock_hazard_is_refused_until_made_online_or_acknowledged(project_c
     passed = lint(project_copy)
     assert passed.returncode == 0, passed.stderr
     assert f"{path.name}: changing-column-type, acknowledged ({REWRITE_REASON})" in passed.stdout
+
+
+def test_statements_that_hold_a_table_locked_are_refused_until_acknowledged(project_copy: Project) -> None:
+    """Issue 24, item 5: each of these passed make lint."""
+    revision = project_copy.add_migration("\n".join([*HELD_LOCKS.values(), NO_HELD_LOCK]))
+    (path,) = project_copy.versions.glob(f"*{revision}*")
+
+    refused = project_copy.cli("lint")
+    assert failed_line(refused).startswith(f"FAILED: {len(HELD_LOCKS)} hazard(s) in upgrade()"), (
+        refused.stderr
+    )
+    for rule in HELD_LOCKS:
+        assert f"{path.name}: {rule}: " in refused.stderr, rule
+    assert "ROW EXCLUSIVE" not in refused.stderr
+    assert "VACUUM ANALYZE" not in refused.stderr
+
+    reasons = ", ".join(f'"{rule}": "users holds a few rows"' for rule in HELD_LOCKS)
+    path.write_text(
+        path.read_text().replace("\ndef upgrade", f"acknowledge_locking = {{{reasons}}}\n\ndef upgrade")
+    )
+    passed = project_copy.cli("lint")
+    assert passed.returncode == 0, passed.stderr
+    assert f"{path.name}: vacuum-full, acknowledged (users holds a few rows)" in passed.stdout
 
 
 def textwrap_block(code: str) -> str:

@@ -7,7 +7,9 @@ locks nobody out, so most rules would stay silent. Each revision is rendered
 offline (``alembic upgrade <down>:<rev> --sql``) against PostgreSQL, whatever
 ``DATABASE_URL`` says: the same migrations must be safe there.
 
-Which rules the project enforces, and why, is in ``.squawk.toml``.
+Which rules the project enforces, and why, is in ``.squawk.toml``. A few
+statements squawk has no rule for (``LOCK TABLE``, ``VACUUM FULL``,
+``CLUSTER``, ``SET TABLESPACE``) are the project's own rules (``own_hazards``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sysconfig
 import tempfile
@@ -29,6 +32,7 @@ from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import make_url
 
+from dbtools.lint.sqltext import statements
 from dbtools.paths import root_of
 from dbtools.run import Run
 from dbtools.target import Target
@@ -48,6 +52,19 @@ RENDER_HELP = (
 )
 # Offline rendering connects to nothing: only the dialect matters.
 RENDER_URL = make_url("postgresql+psycopg://lint@localhost/lint")
+
+# Statements squawk 2.70 has no rule for, that keep a table locked for as long
+# as they run (or, LOCK TABLE, until the run's transaction ends). The project's
+# own rules, acknowledged like squawk's: acknowledge_locking = {"<rule>": "<reason>"}.
+LOCK_TABLE = re.compile(r"^LOCK\s+(?:TABLE\s+)?.*?(?:\s+IN\s+(.+?)\s+MODE)?(?:\s+NOWAIT)?$", re.I)
+# The modes that conflict with ROW EXCLUSIVE, the lock every INSERT, UPDATE and DELETE takes.
+BLOCKS_WRITES = {"SHARE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE"}
+VACUUM = re.compile(
+    r"^VACUUM\s*(?:\((?P<options>[^)]*)\)|(?P<words>(?:\s*\b(?:FULL|FREEZE|VERBOSE|ANALY[SZ]E)\b)*))", re.I
+)
+CLUSTER = re.compile(r"^CLUSTER\b", re.I)
+SET_TABLESPACE = re.compile(r"^ALTER\s+(?:TABLE|INDEX|MATERIALIZED\s+VIEW)\b.*\bSET\s+TABLESPACE\b", re.I)
+REWRITES_UNDER_LOCK = "under an ACCESS EXCLUSIVE lock: reads and writes of the table wait for all of it."
 
 
 @dataclass(frozen=True)
@@ -87,6 +104,7 @@ def review(config: Config, paths: Iterable[Path]) -> tuple[list[Hazard], set[Pat
                     Hazard(path, NOT_RENDERED, f"{type(exc).__name__}: {exc}.", RENDER_HELP, "upgrade()")
                 )
                 continue
+            hazards += own_hazards(Path(str(revision.path)).resolve(), sql)
             target = Path(folder) / f"{revision.revision}.sql"
             target.write_text(sql)
             rendered[str(target)] = (Path(str(revision.path)), sql.splitlines())
@@ -105,6 +123,61 @@ def review(config: Config, paths: Iterable[Path]) -> tuple[list[Hazard], set[Pat
             )
         )
     return hazards, reviewed
+
+
+def own_hazards(path: Path, sql: str) -> list[Hazard]:
+    """What the project's own rules find in one revision's rendered SQL (``LOCK_TABLE`` and below)."""
+    found = []
+    for statement in statements(sql):
+        hazard = _own_rule(statement)
+        if hazard is not None:
+            rule, message, advice = hazard
+            found.append(Hazard(path, rule, message, advice, f"{statement};"))
+    return found
+
+
+def _own_rule(statement: str) -> tuple[str, str, str] | None:
+    """(rule, message, help) for a statement that holds a table's lock for long, or None."""
+    if (locked := LOCK_TABLE.match(statement)) is not None:
+        mode = " ".join((locked[1] or "ACCESS EXCLUSIVE").upper().split())
+        if mode not in BLOCKS_WRITES:
+            return None
+        blocked = "reads and writes" if mode == "ACCESS EXCLUSIVE" else "writes"
+        return (
+            "lock-table",
+            f"LOCK TABLE in {mode} mode blocks {blocked} of the table until the run's transaction ends.",
+            "Each statement takes the lock it needs, and the lock timeout bounds its wait: take no more.",
+        )
+    if (vacuum := VACUUM.match(statement)) is not None and _full(vacuum["options"], vacuum["words"]):
+        return (
+            "vacuum-full",
+            f"VACUUM FULL rewrites the table {REWRITES_UNDER_LOCK}",
+            "A plain VACUUM takes no such lock; pg_repack compacts a table online.",
+        )
+    if CLUSTER.match(statement):
+        return (
+            "cluster",
+            f"CLUSTER rewrites the table in index order {REWRITES_UNDER_LOCK}",
+            "pg_repack reorders a table online.",
+        )
+    if SET_TABLESPACE.match(statement):
+        return (
+            "set-tablespace",
+            f"SET TABLESPACE copies the table or index to the new tablespace {REWRITES_UNDER_LOCK}",
+            "pg_repack moves a table online; or move it in a maintenance window.",
+        )
+    return None
+
+
+def _full(options: str | None, words: str | None) -> bool:
+    """Whether VACUUM's options, ``(FULL, ANALYZE)`` or the old ``FULL ANALYZE``, ask for FULL."""
+    if options is not None:
+        for option in options.split(","):
+            name, _, value = option.strip().partition(" ")
+            if name.upper() == "FULL" and value.strip().lower() not in ("false", "off", "0"):
+                return True
+        return False
+    return "FULL" in (words or "").upper().split()
 
 
 def _outside_transaction(lines: list[str], line: int, statement: str) -> bool:
