@@ -8,6 +8,7 @@ acknowledged, per rule, in its migration file.
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -178,6 +179,52 @@ def test_a_missing_or_broken_squawk_fails_the_lint_in_one_line(
     line = failed_line(lint(project, SQUAWK=str(binary)))
     assert expected in line
     assert "no migration was reviewed for locks" in line
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def test_a_squawk_report_without_the_expected_keys_fails_the_lint_in_one_line(
+    project: Project, tmp_path: Path
+) -> None:
+    """Issue 24: a finding without rule_name and message was a KeyError traceback."""
+    binary = tmp_path / "squawk"
+    binary.write_text(
+        '#!/bin/sh\nfor f; do last=$f; done\nprintf \'[{"file": "%s", "line": 0}]\' "$last"\nexit 1\n'
+    )
+    binary.chmod(0o755)
+
+    result = project.cli("lint", env={"SQUAWK": str(binary)})
+
+    line = failed_line(result)
+    assert "reported a finding without a known file, a line, a rule_name and a message" in line
+    assert "no migration was reviewed for locks" in line
+    assert "Traceback" not in result.stderr
+
+
+def test_a_hanging_squawk_is_stopped_with_its_children_in_one_line(project: Project, tmp_path: Path) -> None:
+    """Issue 24: it was waited for 300 s, then a traceback, its child left running."""
+    binary, child = tmp_path / "squawk", tmp_path / "child.pid"
+    binary.write_text(f"#!/bin/sh\nsleep 300 &\necho $! > {child}\nwait\n")
+    binary.chmod(0o755)
+
+    started = time.monotonic()
+    result = project.cli("lint", env={"SQUAWK": str(binary), "SQUAWK_TIMEOUT": "1"})
+
+    assert time.monotonic() - started < 30
+    line = failed_line(result)
+    assert "had not finished after SQUAWK_TIMEOUT=1s and was stopped" in line
+    assert "Traceback" not in result.stderr
+    pid = int(child.read_text())
+    deadline = time.monotonic() + 5
+    while running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running(pid)
 
 
 def test_a_migration_that_cannot_be_rendered_offline_is_a_hazard_until_reviewed(

@@ -14,11 +14,13 @@ statements squawk has no rule for (``LOCK TABLE``, ``VACUUM FULL``,
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sysconfig
 import tempfile
@@ -35,9 +37,12 @@ from sqlalchemy.engine import make_url
 from dbtools.lint.sqltext import statements
 from dbtools.paths import root_of
 from dbtools.run import Run
+from dbtools.settings import MAX_SECONDS
 from dbtools.target import Target
 
 SQUAWK_VAR = "SQUAWK"
+# How long make lint waits for squawk before it counts as broken and is stopped.
+SQUAWK_TIMEOUT_VAR, SQUAWK_TIMEOUT = "SQUAWK_TIMEOUT", 60.0
 CONFIG_FILE = ".squawk.toml"
 # squawk 2.70 counts every statement after a file's first COMMIT as outside a
 # transaction, even inside a later BEGIN ... COMMIT (as Alembic renders what
@@ -86,6 +91,23 @@ def squawk_binary() -> str:
     return os.environ.get(SQUAWK_VAR) or str(Path(sysconfig.get_path("scripts")) / "squawk")
 
 
+def squawk_timeout() -> float:
+    """``SQUAWK_TIMEOUT`` in seconds: a positive number, as PostgreSQL's timeouts are; 60 when unset."""
+    raw = os.environ.get(SQUAWK_TIMEOUT_VAR, "").strip()
+    if not raw:
+        return SQUAWK_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= MAX_SECONDS:  # also refuses nan and inf
+        raise CommandError(
+            f"{SQUAWK_TIMEOUT_VAR}={raw!r} is not a positive number of seconds (at most {MAX_SECONDS:,}); "
+            "fix or unset it"
+        )
+    return value
+
+
 def review(config: Config, paths: Iterable[Path]) -> tuple[list[Hazard], set[Path]]:
     """squawk's findings for the revisions in ``paths``, each rendered on its own; and which were."""
     script = ScriptDirectory.from_config(config)
@@ -112,16 +134,12 @@ def review(config: Config, paths: Iterable[Path]) -> tuple[list[Hazard], set[Pat
             return hazards, reviewed
         findings = run_squawk(list(rendered), root_of(config) / CONFIG_FILE)
     for finding in findings:
-        path, lines = rendered[finding["file"]]
-        line = int(finding.get("line", 0))
+        path, lines = rendered[finding.file]
+        line = finding.line
         statement = " ".join(lines[line].split()) if 0 <= line < len(lines) else "?"
-        if finding["rule_name"] == ROBUST and not _outside_transaction(lines, line, statement):
+        if finding.rule == ROBUST and not _outside_transaction(lines, line, statement):
             continue
-        hazards.append(
-            Hazard(
-                path.resolve(), finding["rule_name"], finding["message"], finding.get("help") or "", statement
-            )
-        )
+        hazards.append(Hazard(path.resolve(), finding.rule, finding.message, finding.help, statement))
     return hazards, reviewed
 
 
@@ -211,25 +229,83 @@ def render(config: Config, revision: Script) -> str:
     return buffer.getvalue()
 
 
-def run_squawk(files: list[str], config_file: Path) -> list[dict[str, str]]:
+@dataclass(frozen=True)
+class Finding:
+    """One entry of squawk's JSON report, its keys checked."""
+
+    file: str
+    line: int
+    rule: str
+    message: str
+    help: str
+
+
+def run_squawk(files: list[str], config_file: Path) -> list[Finding]:
+    """squawk's findings in ``files``; any way squawk can fail is one ``CommandError``, never a traceback."""
     binary = squawk_binary()
+    limit = squawk_timeout()
     argv = [binary, "--reporter", "json", "--config", str(config_file), *files]
+    broken = "so no migration was reviewed for locks; fix or reinstall it (make clean install)"
     try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+        returncode, stdout, stderr = _run(argv, limit)
     except OSError as exc:
         raise CommandError(
             f"cannot run squawk, the PostgreSQL lock linter, at {binary} ({exc.strerror}), so no migration "
             f"was reviewed for locks; run `make install` (squawk-cli is in requirements-dev.txt), "
             f"or point {SQUAWK_VAR} at a squawk binary"
         ) from None
-    try:
-        findings = json.loads(result.stdout) if result.returncode in (0, 1) else None
-    except ValueError:
-        findings = None
-    if not isinstance(findings, list):
-        said = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[0]
+    except subprocess.TimeoutExpired:
         raise CommandError(
-            f"squawk at {binary} failed (exit status {result.returncode}: {said}), so no migration was "
-            "reviewed for locks; fix or reinstall it (make clean install)"
-        )
+            f"squawk at {binary} had not finished after {SQUAWK_TIMEOUT_VAR}={limit:g}s and was stopped, "
+            f"with what it started, {broken}, or raise {SQUAWK_TIMEOUT_VAR}"
+        ) from None
+    try:
+        report = json.loads(stdout) if returncode in (0, 1) else None
+    except ValueError:
+        report = None
+    if not isinstance(report, list):
+        said = (stderr.strip() or stdout.strip() or "no output").splitlines()[0]
+        raise CommandError(f"squawk at {binary} failed (exit status {returncode}: {said}), {broken}")
+    findings = []
+    for entry in report:
+        finding = _finding(entry, files)
+        if finding is None:
+            shown = json.dumps(entry)
+            shown = shown if len(shown) <= 100 else f"{shown[:100]}..."
+            raise CommandError(
+                f"squawk at {binary} reported a finding without a known file, a line, a rule_name and a "
+                f"message ({shown}), {broken}"
+            )
+        findings.append(finding)
     return findings
+
+
+def _run(argv: list[str], limit: float) -> tuple[int, str, str]:
+    """Run ``argv`` for at most ``limit`` seconds, in a process group of its own.
+
+    Past the limit, or on Ctrl-C, the whole group is killed: a wrapper script's
+    children too, which killing only the program itself would leave running.
+    """
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=limit)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            raise
+    return process.returncode, stdout, stderr
+
+
+def _finding(entry: object, files: list[str]) -> Finding | None:
+    """``entry`` as a Finding, or None when squawk's report lacks what the review reads."""
+    if not isinstance(entry, dict):
+        return None
+    file, line, rule = entry.get("file"), entry.get("line", 0), entry.get("rule_name")
+    message, advice = entry.get("message"), entry.get("help") or ""
+    if not (isinstance(file, str) and file in files and isinstance(rule, str) and rule):
+        return None
+    if not (isinstance(line, int) and isinstance(message, str) and isinstance(advice, str)):
+        return None
+    return Finding(file, line, rule, message, advice)
