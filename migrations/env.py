@@ -65,9 +65,15 @@ def run_migrations_offline() -> None:
         **context_options(target_metadata),  # the same as every run: naming convention included
         **compare_options(),
     )
-    # SQL applied by hand keeps a run's guarantees: the migration lock and its timeouts.
+    # SQL applied by hand keeps a run's guarantees: the migration lock and its timeouts,
+    # and, under the lock, a check that the database is where the script starts.
     postgresql = database.backend is Backend.POSTGRESQL
-    for statement in locking.offline_prelude() if postgresql else []:
+    script = context.get_context()  # offline, its current heads are the start of rev=<start>:<end>
+    for statement in (
+        locking.offline_prelude(script.get_current_heads(), script.version_table, script.version_table_schema)
+        if postgresql
+        else []
+    ):
         context.execute(statement)
     with context.begin_transaction():
         context.run_migrations()

@@ -14,7 +14,7 @@ from dbtools.autogenerate import portable
 from dbtools.autogenerate.pgsql import USING_MARKER
 from dbtools.commands.lint import lint
 from dbtools.paths import alembic_config
-from tests.helpers import ROOT, VENV, Project, rendered
+from tests.helpers import ROOT, VENV, Project, failed_line, rendered
 
 HEADER = 'import sqlalchemy as sa\nfrom alembic import op\n\nrevision = "r1"\ndown_revision = None\n\n'
 
@@ -80,7 +80,22 @@ SAFE = {
         "op.execute(\"INSERT INTO log (note) VALUES ('we never DROP TABLE here')\")"
     ),
     "data migration": 'op.execute("UPDATE users SET email = lower(email)")',
+    "rows deleted by a WHERE, a default dropped": (
+        "op.execute(\"DELETE FROM users WHERE email LIKE '%@test.invalid'; "
+        'ALTER TABLE users ALTER COLUMN email DROP DEFAULT")'
+    ),
+    "a semicolon and DROP inside a string": (
+        "op.execute(\"INSERT INTO log (note) VALUES ('done; DROP TABLE users is for later')\")"
+    ),
 }
+# SQL that loses data as PostgreSQL, and pg_dump, spell it too.
+LOSSES = (
+    "ALTER TABLE IF EXISTS users DROP COLUMN bio",
+    "ALTER TABLE ONLY users DROP COLUMN bio",
+    "ALTER TABLE users ADD COLUMN nick text, DROP COLUMN bio",
+    "DELETE FROM users",
+    "TRUNCATE users",
+)
 
 
 def write_migration(folder: Path, name: str, upgrade: str, extra: str = "") -> Path:
@@ -148,6 +163,19 @@ def test_the_cli_refuses_with_one_failed_line_and_passes_a_safe_file(tmp_path: P
     passed = check(write_migration(tmp_path, "add", SAFE["add a column"]))
     assert passed.returncode == 0, passed.stderr
     assert "no unacknowledged data loss" in passed.stdout
+
+
+def test_a_drop_in_any_alter_table_spelling_and_a_delete_of_every_row_are_data_loss(
+    project: Project, tmp_path: Path
+) -> None:
+    """Issue 24, item 5: all but TRUNCATE passed make lint, and make upgrade ran them."""
+    path = write_migration(tmp_path, "losses", "\n".join(f"op.execute({sql!r})" for sql in LOSSES))
+
+    refused = project.cli("lint", str(path))
+
+    assert failed_line(refused).startswith(f"FAILED: {len(LOSSES)} hazard(s) in upgrade()")
+    for sql in LOSSES:
+        assert f"upgrade() runs destructive SQL: {sql} [data loss]" in refused.stderr, sql
 
 
 def test_the_marker_acknowledges_and_is_reported(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ acknowledged, per rule, in its migration file.
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,20 @@ op.alter_column("posts", "author_id", existing_nullable=True, nullable=False)
 op.drop_constraint(op.f("ck_posts_author_id_not_null"), "posts", type_="check")
 op.alter_column("posts", "author_id", existing_type=sa.Integer(), type_=sa.BigInteger())
 """
+# Statements squawk has no rule for, that keep a table locked while they run: the project's own rules.
+HELD_LOCKS = {
+    "lock-table": 'op.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")',
+    "cluster": 'op.execute("CLUSTER users USING uq_users_email")',
+    "set-tablespace": 'op.execute("ALTER TABLE users SET TABLESPACE pg_default")',
+    "vacuum-full": (
+        'with op.get_context().autocommit_block():\n    op.execute("VACUUM (FULL, ANALYZE) users")'
+    ),
+}
+# What takes no lock that blocks writes: a lock mode writers share, a plain VACUUM.
+NO_HELD_LOCK = (
+    'op.execute("LOCK TABLE users IN ROW EXCLUSIVE MODE")\n'
+    'with op.get_context().autocommit_block():\n    op.execute("VACUUM ANALYZE users")'
+)
 REWRITE_REASON = "posts is new: a handful of rows, rewritten in milliseconds"
 ACKNOWLEDGED = (
     'acknowledge_destructive = "author_id was validated NOT NULL by ck_posts_author_id_not_null first"\n'
@@ -126,6 +141,29 @@ def test_each_lock_hazard_is_refused_until_made_online_or_acknowledged(project_c
     assert f"{path.name}: changing-column-type, acknowledged ({REWRITE_REASON})" in passed.stdout
 
 
+def test_statements_that_hold_a_table_locked_are_refused_until_acknowledged(project_copy: Project) -> None:
+    """Issue 24, item 5: each of these passed make lint."""
+    revision = project_copy.add_migration("\n".join([*HELD_LOCKS.values(), NO_HELD_LOCK]))
+    (path,) = project_copy.versions.glob(f"*{revision}*")
+
+    refused = project_copy.cli("lint")
+    assert failed_line(refused).startswith(f"FAILED: {len(HELD_LOCKS)} hazard(s) in upgrade()"), (
+        refused.stderr
+    )
+    for rule in HELD_LOCKS:
+        assert f"{path.name}: {rule}: " in refused.stderr, rule
+    assert "ROW EXCLUSIVE" not in refused.stderr
+    assert "VACUUM ANALYZE" not in refused.stderr
+
+    reasons = ", ".join(f'"{rule}": "users holds a few rows"' for rule in HELD_LOCKS)
+    path.write_text(
+        path.read_text().replace("\ndef upgrade", f"acknowledge_locking = {{{reasons}}}\n\ndef upgrade")
+    )
+    passed = project_copy.cli("lint")
+    assert passed.returncode == 0, passed.stderr
+    assert f"{path.name}: vacuum-full, acknowledged (users holds a few rows)" in passed.stdout
+
+
 def textwrap_block(code: str) -> str:
     return "\n".join(f"    {line}" if line else "" for line in code.strip().splitlines())
 
@@ -141,6 +179,52 @@ def test_a_missing_or_broken_squawk_fails_the_lint_in_one_line(
     line = failed_line(lint(project, SQUAWK=str(binary)))
     assert expected in line
     assert "no migration was reviewed for locks" in line
+
+
+def running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"
+
+
+def test_a_squawk_report_without_the_expected_keys_fails_the_lint_in_one_line(
+    project: Project, tmp_path: Path
+) -> None:
+    """Issue 24: a finding without rule_name and message was a KeyError traceback."""
+    binary = tmp_path / "squawk"
+    binary.write_text(
+        '#!/bin/sh\nfor f; do last=$f; done\nprintf \'[{"file": "%s", "line": 0}]\' "$last"\nexit 1\n'
+    )
+    binary.chmod(0o755)
+
+    result = project.cli("lint", env={"SQUAWK": str(binary)})
+
+    line = failed_line(result)
+    assert "reported a finding without a known file, a line, a rule_name and a message" in line
+    assert "no migration was reviewed for locks" in line
+    assert "Traceback" not in result.stderr
+
+
+def test_a_hanging_squawk_is_stopped_with_its_children_in_one_line(project: Project, tmp_path: Path) -> None:
+    """Issue 24: it was waited for 300 s, then a traceback, its child left running."""
+    binary, child = tmp_path / "squawk", tmp_path / "child.pid"
+    binary.write_text(f"#!/bin/sh\nsleep 300 &\necho $! > {child}\nwait\n")
+    binary.chmod(0o755)
+
+    started = time.monotonic()
+    result = project.cli("lint", env={"SQUAWK": str(binary), "SQUAWK_TIMEOUT": "1"})
+
+    assert time.monotonic() - started < 30
+    line = failed_line(result)
+    assert "had not finished after SQUAWK_TIMEOUT=1s and was stopped" in line
+    assert "Traceback" not in result.stderr
+    pid = int(child.read_text())
+    deadline = time.monotonic() + 5
+    while running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not running(pid)
 
 
 def test_a_migration_that_cannot_be_rendered_offline_is_a_hazard_until_reviewed(

@@ -308,43 +308,85 @@ def test_a_statement_past_the_statement_timeout_fails_and_changes_nothing(
     assert dump(url) == before
 
 
+def make_sql(project: Project, url: URL, revisions: str, **env: str) -> Path:
+    """``make sql rev=<revisions>``, saved as a DBA would save it."""
+    result = project.forked_alembic("upgrade", revisions, "--sql", url=url, env=env)
+    assert result.returncode == 0, result.stderr
+    script = project.root / f"upgrade-{revisions.replace(':', '-')}.sql"
+    script.write_text(result.stdout)
+    return script
+
+
+def psql(script: Path, url: URL) -> subprocess.CompletedProcess[str]:
+    """The script applied as postgresql-in-production.md says: psql, stopping at the first error."""
+    bindir = pgserver.bindir()
+    client = shutil.which("psql") or str(bindir / "psql" if bindir else "psql")
+    # The same database URL, as libpq takes it; the password beside it, not in an argv a failure prints.
+    dsn = URL.create("postgresql", url.username, None, url.host, url.port, url.database).render_as_string()
+    argv = [client, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script), dsn]
+    env = {**os.environ, "PGPASSWORD": str(url.password or "")}
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, check=False)
+
+
 def test_make_sql_carries_the_lock_and_timeouts_to_sql_applied_by_hand(
     project_copy: Project, history: list[str], url: URL
 ) -> None:
-    result = project_copy.forked_alembic(
-        "upgrade", "head", "--sql", url=url, env={"MIGRATION_LOCK_TIMEOUT": "0.5"}
-    )
-    assert result.returncode == 0, result.stderr
-    statements = [line for line in result.stdout.splitlines() if line and not line.startswith("--")]
-    assert statements[:5] == [
+    script = make_sql(project_copy, url, "head", MIGRATION_LOCK_TIMEOUT="0.5")
+    statements = [line for line in script.read_text().splitlines() if line and not line.startswith("--")]
+    assert statements[:3] == [
         "SET lock_timeout = '500ms';",
         "SELECT pg_advisory_lock(7362410518202611);",
-        "SET lock_timeout = '5000ms';",
-        "SET statement_timeout = '0';",
-        "BEGIN;",
+        "DO $$",  # under the lock: is the database still where the script starts?
     ]
-    script = Path(project_copy.root / "upgrade.sql")
-    script.write_text(result.stdout)
-    bindir = pgserver.bindir()
-    client = shutil.which("psql") or str(bindir / "psql" if bindir else "psql")
-    psql = [client, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script)]
-    # The same database URL, as libpq takes it.
-    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    assert statements.index("BEGIN;") - statements.index("$$;") == 3  # the two timeouts between
 
     holder = engine_for(url)
     with holder.connect() as conn:
         conn.exec_driver_sql("SELECT pg_advisory_lock(7362410518202611)")  # a migration run
-        blocked = subprocess.run([*psql, dsn], capture_output=True, text=True, timeout=60)
+        blocked = psql(script, url)
     holder.dispose()
     assert blocked.returncode != 0
     assert "lock timeout" in blocked.stderr
     assert current_revision(url) is None
 
-    applied = subprocess.run([*psql, dsn], capture_output=True, text=True, timeout=60)
+    applied = psql(script, url)
     assert applied.returncode == 0, applied.stderr
     assert current_revision(url) == history[-1]
     assert index_validity(url) == [True]
     assert query(url, HELD_HERE) == [(0,)]
+
+
+def test_make_sql_applied_again_stops_before_its_data_step_runs_twice(
+    project_copy: Project, url: URL
+) -> None:
+    """Issue 24, item 4: the second application used to re-run the UPDATE and exit 0."""
+    full = make_sql(project_copy, url, "head")
+    start = project_copy.add_migration(
+        'op.add_column("users", sa.Column("bio", sa.Text, nullable=False, server_default=""))'
+    )
+    end = project_copy.add_migration("op.execute(\"UPDATE users SET bio = bio || 'x'\")")
+    project_copy.migrate(url, start)
+    insert_users(url, 1)
+    step = make_sql(project_copy, url, f"{start}:{end}")
+
+    assert psql(step, url).returncode == 0
+    again = psql(step, url)  # applied twice, or queued behind a make upgrade that got there first
+    assert again.returncode != 0
+    assert (
+        f"ERROR:  this make sql script starts at revision {start}, but the database is at revision {end}; "
+        "nothing was run"
+    ) in again.stderr
+    assert "make current shows where the database is" in again.stderr
+    assert query(url, "SELECT bio FROM users") == [("x",)]
+    assert current_revision(url) == end
+    assert query(url, HELD_HERE) == [(0,)]  # the lock went with psql's session
+
+    from_base = psql(full, url)  # a script from an empty database, on one that is not
+    assert from_base.returncode != 0
+    assert "starts at an empty database (no alembic_version table), but the database is at revision" in (
+        from_base.stderr
+    )
+    assert query(url, "SELECT bio FROM users") == [("x",)]
 
 
 def test_a_unique_constraint_swap_keeps_uniqueness_when_its_build_fails_and_resumes(

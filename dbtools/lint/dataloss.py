@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dbtools.autogenerate.renames import renamed
+from dbtools.lint.sqltext import statements, top_level_items
 
 # Integer and text types that only ever widen within their family.
 INTEGER_RANK = {"SmallInteger": 0, "SMALLINT": 0, "Integer": 1, "INTEGER": 1, "BigInteger": 2, "BIGINT": 2}
@@ -27,9 +28,16 @@ BOUNDED_TEXT = {"String", "VARCHAR", "Unicode", "NVARCHAR", "CHAR", "NCHAR"}
 UNBOUNDED_TEXT = {"Text", "TEXT", "UnicodeText", "CLOB"}
 ADDED_CONSTRAINT = re.compile(r"\bADD\s+CONSTRAINT\s+(\S+)", re.IGNORECASE)
 DROPPED_CONSTRAINT = re.compile(r"\bDROP\s+CONSTRAINT\s+(?:IF\s+EXISTS\s+)?(\S+)", re.IGNORECASE)
-DESTRUCTIVE_SQL = re.compile(
-    r"^(DROP\s+(TABLE|VIEW)\b|TRUNCATE\b|ALTER\s+TABLE\s+\S+\s+DROP\b)", re.IGNORECASE
+DESTRUCTIVE_SQL = re.compile(r"^(DROP\s+(TABLE|VIEW)\b|TRUNCATE\b)", re.IGNORECASE)
+# ALTER TABLE [IF EXISTS] [ONLY] name [*] <actions>, as pg_dump writes it too; a DROP among the actions.
+_NAME = r'(?:"(?:[^"]|"")*"|[^\s".*]+)'
+ALTER_TABLE = re.compile(
+    rf"^ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?{_NAME}(?:\s*\.\s*{_NAME})*(?:\s*\*)?\s+(.*)$",
+    re.IGNORECASE | re.DOTALL,
 )
+DROP_ACTION = re.compile(r"^DROP\b", re.IGNORECASE)
+# Every row of the table: a DELETE without a WHERE.
+DELETE_ALL = re.compile(r"^DELETE\s+FROM\b(?!.*\bWHERE\b)", re.IGNORECASE | re.DOTALL)
 # An enum type replaced by a new one (dbtools.autogenerate.portable.EnumValuesOp), and what it restores.
 ENUM_RENAMED = re.compile(r"^ALTER\s+TYPE\s+(\S+)\s+RENAME\s+TO\s+\S+$", re.IGNORECASE)
 ENUM_CREATED = re.compile(r"^CREATE\s+TYPE\s+(\S+)\s+AS\s+ENUM\s*\((.*)\)$", re.IGNORECASE | re.DOTALL)
@@ -322,14 +330,22 @@ def _sql_text(node: ast.expr | None) -> str:
 
 
 def _destructive_sql(node: ast.expr | None) -> str | None:
-    if isinstance(node, ast.Call) and node.args and _method(node) == "text":
-        node = node.args[0]  # sa.text("...")
-    if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
-        return None
-    for statement in node.value.split(";"):
-        if DESTRUCTIVE_SQL.match(" ".join(statement.split())):
-            return f"runs destructive SQL: {' '.join(statement.split())[:60]}"
+    for statement in statements(_sql_text(node)):
+        if destructive_statement(statement):
+            return f"runs destructive SQL: {statement[:60]}"
     return None
+
+
+def destructive_statement(statement: str) -> bool:
+    """Whether one statement (``sqltext.statements``) drops a table, a column or a constraint, or rows.
+
+    ``DROP TABLE``/``VIEW``, ``TRUNCATE``, an ``ALTER TABLE`` with a ``DROP``
+    among its actions (``IF EXISTS`` and ``ONLY`` too), a ``DELETE`` without a ``WHERE``.
+    """
+    if DESTRUCTIVE_SQL.match(statement) or DELETE_ALL.match(statement):
+        return True
+    altered = ALTER_TABLE.match(statement)
+    return altered is not None and any(DROP_ACTION.match(action) for action in top_level_items(altered[1]))
 
 
 def _method(node: ast.expr) -> str:

@@ -7,15 +7,20 @@ locks nobody out, so most rules would stay silent. Each revision is rendered
 offline (``alembic upgrade <down>:<rev> --sql``) against PostgreSQL, whatever
 ``DATABASE_URL`` says: the same migrations must be safe there.
 
-Which rules the project enforces, and why, is in ``.squawk.toml``.
+Which rules the project enforces, and why, is in ``.squawk.toml``. A few
+statements squawk has no rule for (``LOCK TABLE``, ``VACUUM FULL``,
+``CLUSTER``, ``SET TABLESPACE``) are the project's own rules (``own_hazards``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import os
+import re
+import signal
 import subprocess
 import sysconfig
 import tempfile
@@ -29,11 +34,15 @@ from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import make_url
 
+from dbtools.lint.sqltext import statements
 from dbtools.paths import root_of
 from dbtools.run import Run
+from dbtools.settings import MAX_SECONDS
 from dbtools.target import Target
 
 SQUAWK_VAR = "SQUAWK"
+# How long make lint waits for squawk before it counts as broken and is stopped.
+SQUAWK_TIMEOUT_VAR, SQUAWK_TIMEOUT = "SQUAWK_TIMEOUT", 60.0
 CONFIG_FILE = ".squawk.toml"
 # squawk 2.70 counts every statement after a file's first COMMIT as outside a
 # transaction, even inside a later BEGIN ... COMMIT (as Alembic renders what
@@ -48,6 +57,19 @@ RENDER_HELP = (
 )
 # Offline rendering connects to nothing: only the dialect matters.
 RENDER_URL = make_url("postgresql+psycopg://lint@localhost/lint")
+
+# Statements squawk 2.70 has no rule for, that keep a table locked for as long
+# as they run (or, LOCK TABLE, until the run's transaction ends). The project's
+# own rules, acknowledged like squawk's: acknowledge_locking = {"<rule>": "<reason>"}.
+LOCK_TABLE = re.compile(r"^LOCK\s+(?:TABLE\s+)?.*?(?:\s+IN\s+(.+?)\s+MODE)?(?:\s+NOWAIT)?$", re.I)
+# The modes that conflict with ROW EXCLUSIVE, the lock every INSERT, UPDATE and DELETE takes.
+BLOCKS_WRITES = {"SHARE", "SHARE ROW EXCLUSIVE", "EXCLUSIVE", "ACCESS EXCLUSIVE"}
+VACUUM = re.compile(
+    r"^VACUUM\s*(?:\((?P<options>[^)]*)\)|(?P<words>(?:\s*\b(?:FULL|FREEZE|VERBOSE|ANALY[SZ]E)\b)*))", re.I
+)
+CLUSTER = re.compile(r"^CLUSTER\b", re.I)
+SET_TABLESPACE = re.compile(r"^ALTER\s+(?:TABLE|INDEX|MATERIALIZED\s+VIEW)\b.*\bSET\s+TABLESPACE\b", re.I)
+REWRITES_UNDER_LOCK = "under an ACCESS EXCLUSIVE lock: reads and writes of the table wait for all of it."
 
 
 @dataclass(frozen=True)
@@ -69,6 +91,23 @@ def squawk_binary() -> str:
     return os.environ.get(SQUAWK_VAR) or str(Path(sysconfig.get_path("scripts")) / "squawk")
 
 
+def squawk_timeout() -> float:
+    """``SQUAWK_TIMEOUT`` in seconds: a positive number, as PostgreSQL's timeouts are; 60 when unset."""
+    raw = os.environ.get(SQUAWK_TIMEOUT_VAR, "").strip()
+    if not raw:
+        return SQUAWK_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= MAX_SECONDS:  # also refuses nan and inf
+        raise CommandError(
+            f"{SQUAWK_TIMEOUT_VAR}={raw!r} is not a positive number of seconds (at most {MAX_SECONDS:,}); "
+            "fix or unset it"
+        )
+    return value
+
+
 def review(config: Config, paths: Iterable[Path]) -> tuple[list[Hazard], set[Path]]:
     """squawk's findings for the revisions in ``paths``, each rendered on its own; and which were."""
     script = ScriptDirectory.from_config(config)
@@ -87,6 +126,7 @@ def review(config: Config, paths: Iterable[Path]) -> tuple[list[Hazard], set[Pat
                     Hazard(path, NOT_RENDERED, f"{type(exc).__name__}: {exc}.", RENDER_HELP, "upgrade()")
                 )
                 continue
+            hazards += own_hazards(Path(str(revision.path)).resolve(), sql)
             target = Path(folder) / f"{revision.revision}.sql"
             target.write_text(sql)
             rendered[str(target)] = (Path(str(revision.path)), sql.splitlines())
@@ -94,17 +134,68 @@ def review(config: Config, paths: Iterable[Path]) -> tuple[list[Hazard], set[Pat
             return hazards, reviewed
         findings = run_squawk(list(rendered), root_of(config) / CONFIG_FILE)
     for finding in findings:
-        path, lines = rendered[finding["file"]]
-        line = int(finding.get("line", 0))
+        path, lines = rendered[finding.file]
+        line = finding.line
         statement = " ".join(lines[line].split()) if 0 <= line < len(lines) else "?"
-        if finding["rule_name"] == ROBUST and not _outside_transaction(lines, line, statement):
+        if finding.rule == ROBUST and not _outside_transaction(lines, line, statement):
             continue
-        hazards.append(
-            Hazard(
-                path.resolve(), finding["rule_name"], finding["message"], finding.get("help") or "", statement
-            )
-        )
+        hazards.append(Hazard(path.resolve(), finding.rule, finding.message, finding.help, statement))
     return hazards, reviewed
+
+
+def own_hazards(path: Path, sql: str) -> list[Hazard]:
+    """What the project's own rules find in one revision's rendered SQL (``LOCK_TABLE`` and below)."""
+    found = []
+    for statement in statements(sql):
+        hazard = _own_rule(statement)
+        if hazard is not None:
+            rule, message, advice = hazard
+            found.append(Hazard(path, rule, message, advice, f"{statement};"))
+    return found
+
+
+def _own_rule(statement: str) -> tuple[str, str, str] | None:
+    """(rule, message, help) for a statement that holds a table's lock for long, or None."""
+    if (locked := LOCK_TABLE.match(statement)) is not None:
+        mode = " ".join((locked[1] or "ACCESS EXCLUSIVE").upper().split())
+        if mode not in BLOCKS_WRITES:
+            return None
+        blocked = "reads and writes" if mode == "ACCESS EXCLUSIVE" else "writes"
+        return (
+            "lock-table",
+            f"LOCK TABLE in {mode} mode blocks {blocked} of the table until the run's transaction ends.",
+            "Each statement takes the lock it needs, and the lock timeout bounds its wait: take no more.",
+        )
+    if (vacuum := VACUUM.match(statement)) is not None and _full(vacuum["options"], vacuum["words"]):
+        return (
+            "vacuum-full",
+            f"VACUUM FULL rewrites the table {REWRITES_UNDER_LOCK}",
+            "A plain VACUUM takes no such lock; pg_repack compacts a table online.",
+        )
+    if CLUSTER.match(statement):
+        return (
+            "cluster",
+            f"CLUSTER rewrites the table in index order {REWRITES_UNDER_LOCK}",
+            "pg_repack reorders a table online.",
+        )
+    if SET_TABLESPACE.match(statement):
+        return (
+            "set-tablespace",
+            f"SET TABLESPACE copies the table or index to the new tablespace {REWRITES_UNDER_LOCK}",
+            "pg_repack moves a table online; or move it in a maintenance window.",
+        )
+    return None
+
+
+def _full(options: str | None, words: str | None) -> bool:
+    """Whether VACUUM's options, ``(FULL, ANALYZE)`` or the old ``FULL ANALYZE``, ask for FULL."""
+    if options is not None:
+        for option in options.split(","):
+            name, _, value = option.strip().partition(" ")
+            if name.upper() == "FULL" and value.strip().lower() not in ("false", "off", "0"):
+                return True
+        return False
+    return "FULL" in (words or "").upper().split()
 
 
 def _outside_transaction(lines: list[str], line: int, statement: str) -> bool:
@@ -138,25 +229,83 @@ def render(config: Config, revision: Script) -> str:
     return buffer.getvalue()
 
 
-def run_squawk(files: list[str], config_file: Path) -> list[dict[str, str]]:
+@dataclass(frozen=True)
+class Finding:
+    """One entry of squawk's JSON report, its keys checked."""
+
+    file: str
+    line: int
+    rule: str
+    message: str
+    help: str
+
+
+def run_squawk(files: list[str], config_file: Path) -> list[Finding]:
+    """squawk's findings in ``files``; any way squawk can fail is one ``CommandError``, never a traceback."""
     binary = squawk_binary()
+    limit = squawk_timeout()
     argv = [binary, "--reporter", "json", "--config", str(config_file), *files]
+    broken = "so no migration was reviewed for locks; fix or reinstall it (make clean install)"
     try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+        returncode, stdout, stderr = _run(argv, limit)
     except OSError as exc:
         raise CommandError(
             f"cannot run squawk, the PostgreSQL lock linter, at {binary} ({exc.strerror}), so no migration "
             f"was reviewed for locks; run `make install` (squawk-cli is in requirements-dev.txt), "
             f"or point {SQUAWK_VAR} at a squawk binary"
         ) from None
-    try:
-        findings = json.loads(result.stdout) if result.returncode in (0, 1) else None
-    except ValueError:
-        findings = None
-    if not isinstance(findings, list):
-        said = (result.stderr.strip() or result.stdout.strip() or "no output").splitlines()[0]
+    except subprocess.TimeoutExpired:
         raise CommandError(
-            f"squawk at {binary} failed (exit status {result.returncode}: {said}), so no migration was "
-            "reviewed for locks; fix or reinstall it (make clean install)"
-        )
+            f"squawk at {binary} had not finished after {SQUAWK_TIMEOUT_VAR}={limit:g}s and was stopped, "
+            f"with what it started, {broken}, or raise {SQUAWK_TIMEOUT_VAR}"
+        ) from None
+    try:
+        report = json.loads(stdout) if returncode in (0, 1) else None
+    except ValueError:
+        report = None
+    if not isinstance(report, list):
+        said = (stderr.strip() or stdout.strip() or "no output").splitlines()[0]
+        raise CommandError(f"squawk at {binary} failed (exit status {returncode}: {said}), {broken}")
+    findings = []
+    for entry in report:
+        finding = _finding(entry, files)
+        if finding is None:
+            shown = json.dumps(entry)
+            shown = shown if len(shown) <= 100 else f"{shown[:100]}..."
+            raise CommandError(
+                f"squawk at {binary} reported a finding without a known file, a line, a rule_name and a "
+                f"message ({shown}), {broken}"
+            )
+        findings.append(finding)
     return findings
+
+
+def _run(argv: list[str], limit: float) -> tuple[int, str, str]:
+    """Run ``argv`` for at most ``limit`` seconds, in a process group of its own.
+
+    Past the limit, or on Ctrl-C, the whole group is killed: a wrapper script's
+    children too, which killing only the program itself would leave running.
+    """
+    with subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=limit)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            raise
+    return process.returncode, stdout, stderr
+
+
+def _finding(entry: object, files: list[str]) -> Finding | None:
+    """``entry`` as a Finding, or None when squawk's report lacks what the review reads."""
+    if not isinstance(entry, dict):
+        return None
+    file, line, rule = entry.get("file"), entry.get("line", 0), entry.get("rule_name")
+    message, advice = entry.get("message"), entry.get("help") or ""
+    if not (isinstance(file, str) and file in files and isinstance(rule, str) and rule):
+        return None
+    if not (isinstance(line, int) and isinstance(message, str) and isinstance(advice, str)):
+        return None
+    return Finding(file, line, rule, message, advice)

@@ -79,17 +79,73 @@ def timeouts(*, online_step: bool) -> dict[str, str]:
     }
 
 
-def offline_prelude() -> list[str]:
+def offline_prelude(starting: tuple[str, ...], version_table: str, schema: str | None = None) -> list[str]:
     """What ``make sql`` prints first for PostgreSQL, so SQL applied by hand runs as a run does.
 
-    Session settings, not ``SET LOCAL``: the script's own COMMITs (one per
-    ``autocommit_block()``) must not drop them.
+    The migration lock, then a check that the database is still at
+    ``starting``, the revisions the script was printed from (none: from an
+    empty database), as a run reads the current revision only once it holds
+    the lock. Without it, a script applied twice, or after a ``make upgrade``
+    that got there first, would run its data steps again: Alembic's ``UPDATE
+    alembic_version ... WHERE version_num = '<start>'`` matches no row without
+    an error. Session settings, not ``SET LOCAL``: the script's own COMMITs
+    (one per ``autocommit_block()``) must not drop them.
     """
     return [
         f"SET lock_timeout = '{milliseconds(lock_timeout())}ms'",
         f"SELECT pg_advisory_lock({ADVISORY_LOCK_KEY})",
+        _starts_at(starting, version_table, schema),
         *(f"SET {name} = '{value}'" for name, value in timeouts(online_step=False).items()),
     ]
+
+
+def _starts_at(starting: tuple[str, ...], version_table: str, schema: str | None) -> str:
+    """A DO block that raises unless the database is at ``starting`` (psql's ON_ERROR_STOP then stops).
+
+    From base, Alembic's script creates the version table, so it must not exist
+    yet. The text goes through ``sqlalchemy.text()``, so no colon may come
+    before a word (it would be a bind parameter).
+    """
+    table = f"quote_ident({_quoted(version_table)})"
+    if schema:
+        table = f"quote_ident({_quoted(schema)}) || '.' || {table}"
+    if starting:
+        start = f"revision {', '.join(starting)}"
+        elsewhere = f"NOT coalesce(applied @> ARRAY[{', '.join(map(_quoted, starting))}], false)"
+    else:
+        start, elsewhere = "an empty database (no alembic_version table)", "applied IS NOT NULL"
+    return f"""DO $$
+DECLARE
+    version_table text = {table};
+    applied text[];
+    here text;
+BEGIN
+    IF to_regclass(version_table) IS NOT NULL THEN
+        EXECUTE 'SELECT coalesce(array_agg(CAST(version_num AS text) ORDER BY version_num), ''{{}}'') FROM '
+            || version_table INTO applied;
+    END IF;
+    IF {elsewhere} THEN
+        here = CASE WHEN applied IS NULL THEN 'no revision (no alembic_version table)'
+            WHEN applied = '{{}}' THEN 'no revision (an empty alembic_version table)'
+            ELSE 'revision ' || array_to_string(applied, ', ') END;
+        RAISE EXCEPTION
+            'this make sql script starts at {_escaped(start)}, but the database is at %; nothing was run',
+            here
+            USING HINT = 'It was applied already, or another run got there first. make current shows '
+                || 'where the database is, and make sql rev=<that revision>:<target> prints a script '
+                || 'from there.';
+    END IF;
+END
+$$"""
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _escaped(value: str) -> str:
+    """``value`` inside a literal of a RAISE format: quotes doubled, ``%`` not a placeholder."""
+    return value.replace("'", "''").replace("%", "%%")
 
 
 def offline_epilogue() -> list[str]:
