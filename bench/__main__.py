@@ -372,8 +372,16 @@ def noop_rows(ws: Workspace, base: Path, repeat: int) -> list[Row]:
         "bare": (nothing, timed_command([str(BIN / "alembic"), "upgrade", "head"], bare, dict(os.environ))),
         "alembic": (nothing, timed_command(alembic, ws.project, ws.env(ours_db))),
     }
+    # The daily commands with nothing changed: make check, and make migration writing nothing.
+    sides["check"] = (nothing, timed_command([*make[:-1], "check"], ws.project, ws.env(ours_db)))
+    sides["migration"] = (
+        nothing,
+        timed_command([*make[:-1], "migration", "msg=nothing changed"], ws.project, ws.env(ours_db)),
+    )
     if django is not None:
         sides["django"] = (nothing, django_admin(django, "migrate"))
+        sides["django-check"] = (nothing, django_admin(django, "makemigrations", "--check", "--dry-run"))
+        sides["django-makemigrations"] = (nothing, django_admin(django, "makemigrations"))
     result = compare(repeat * 3, sides)
     bare_floor = "bare `alembic init` project, `alembic upgrade head`"
     group = "a. no-op upgrade"
@@ -386,7 +394,7 @@ def noop_rows(ws: Workspace, base: Path, repeat: int) -> list[Row]:
             result["alembic"],
             result["bare"],
             bare_floor,
-            None,
+            1.05,
         ),
     ]
     if django is not None:
@@ -404,6 +412,26 @@ def noop_rows(ws: Workspace, base: Path, repeat: int) -> list[Row]:
                 None,
             )
         )
+        version = DJANGO[0].split("==")[1]
+        daily = "a. daily, nothing changed"
+        rows += [
+            Row(
+                daily,
+                "`make check`",
+                result["check"],
+                result["django-check"],
+                f"Django {version} `manage.py makemigrations --check --dry-run`",
+                1.0,
+            ),
+            Row(
+                daily,
+                "`make migration` (writes nothing)",
+                result["migration"],
+                result["django-makemigrations"],
+                f"Django {version} `manage.py makemigrations`",
+                1.0,
+            ),
+        ]
     return rows
 
 
@@ -561,11 +589,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--tests", type=int, default=1, help="0 skips timing make test")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--only-noop", action="store_true", help="measure the no-op and daily rows (a.) alone, and print them"
+    )
     args = parser.parse_args(argv)
     started = time.perf_counter()
     context = {"when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "rows": f"{args.rows:,}"}
     context |= machine()
     context["repeats"] = f"{args.repeat} (no-op: {args.repeat * 3}), median reported, sides alternated"
+    if args.only_noop:
+        with tempfile.TemporaryDirectory(prefix="bench-") as base_dir:
+            ws = Workspace(Path(base_dir), args.rows)
+            base = ws.build_sqlite()
+            warm_imports()
+            print(render(noop_rows(ws, base, args.repeat), in_child(lambda: None).peak_rss_mb, context))
+        return 0
     rows, baseline_mb = measure(args.rows, args.repeat, context)
     if args.tests:
         print("timing make test ...", file=sys.stderr)

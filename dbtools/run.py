@@ -158,8 +158,12 @@ def of(config: Config) -> Run:
     """
     from dbtools.target import Target
 
-    run = config.attributes.get(KEY) or Run()
     shared = config.attributes.get("connection")
+    # Plain `alembic` from a shell loads the models only when it compares (env.py): a no-op
+    # `alembic upgrade` then costs what a bare Alembic project's does. A program handing in
+    # its connection (pytest-alembic, Alembic's cookbook) may read target_metadata, so it
+    # gets the models' MetaData, as Alembic's docs promise.
+    run = config.attributes.get(KEY) or Run(needs_models=shared is not None)
     if run.connection is None and shared is not None:
         run = replace(run, connection=shared)
     if run.target is None and run.connection is not None:

@@ -35,16 +35,15 @@ settings.check_all()  # a malformed MIGRATION_* variable fails before anything i
 rebuilds.install()  # SQLite's table rebuilds leave generated columns to SQLite
 
 
-# The models are the source of truth for autogenerate and `alembic check`.
-# Loading them loads the ORM, a sixth of a no-op `make upgrade` (bench/), so a
-# run that only migrates loads them only if a guard, or an operation naming a
-# constraint by the naming convention (dbtools.runtime.options), needs them.
-# Plain `alembic` runs keep Alembic's contract: target_metadata is the models'.
-target_metadata = load_models() if this_run.needs_models else None
-# Only `revision --autogenerate` and `check` compare (both hand env.py a revision
-# context): only they load the comparators, a tenth of a plain no-op `alembic upgrade`.
+# The models are the source of truth when Alembic compares them with the database:
+# `revision --autogenerate` and `check` (make migration, make check), which hand env.py
+# a revision context. Loading them and the comparators costs a third of a no-op run
+# (bench/), so any other run loads the models only if its starter asks (dbtools.run),
+# a guard needs them, or an operation names a constraint by the naming convention
+# (dbtools.runtime.options); the comparators, never.
 environment = getattr(context, "_proxy", None)  # the EnvironmentContext running this file
 compares = this_run.autogenerates or "revision_context" in getattr(environment, "context_opts", {})
+target_metadata = load_models() if compares or this_run.needs_models else None
 
 
 def compare_options() -> dict[str, Any]:
