@@ -13,7 +13,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from dbtools import catalog
-from dbtools.runtime import fastpath
+from dbtools.runtime import fastpath, nochange
 
 if TYPE_CHECKING:
     import argparse
@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     done = fastpath.nothing_to_do(argv)  # before SQLAlchemy or Alembic is imported
     if done:
         print(f"INFO  [dbtools.runtime.fastpath] {done}", file=sys.stderr)
+        return 0
+    unchanged = nochange.answer(argv)  # make check, make migration: nothing changed since the last look
+    if unchanged:
+        print(unchanged)
+        print(f"INFO  [dbtools.runtime.nochange] {nochange.WHY}", file=sys.stderr)
         return 0
     import importlib
 

@@ -126,7 +126,7 @@ def test_dbtools_has_its_rooms_and_few_modules_at_the_top() -> None:
 def test_the_fast_path_and_make_help_load_no_third_party_package() -> None:
     """``dbtools``, ``dbtools.runtime`` and what the fast path and catalog import stay standard library."""
     code = (
-        "import sys, dbtools.runtime.fastpath, dbtools.catalog;"
+        "import sys, dbtools.runtime.fastpath, dbtools.runtime.nochange, dbtools.catalog;"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'alembic', 'models'}))"
     )
     result = subprocess.run(

@@ -10,12 +10,16 @@ import sys
 from alembic import command
 from alembic.config import Config
 
+from dbtools import paths, target
 from dbtools.autogenerate import hooks
 from dbtools.autogenerate.renames import parse
 from dbtools.run import Decisions, Run
+from dbtools.runtime import nochange
 
 
 def migration(config: Config, message: str, renames: str = "") -> None:
+    seen = nochange.fingerprint()  # before anything is read: an edit meanwhile never matches
+    before = set(paths.VERSIONS.iterdir())
     decisions = Decisions(answers=parse(renames), ask=sys.stdin.isatty(), message=message)
     run = Run(
         creates_database=False, applies_migrations=False, autogenerates=True, rename_decisions=decisions
@@ -26,3 +30,5 @@ def migration(config: Config, message: str, renames: str = "") -> None:
         autogenerate=True,
         process_revision_directives=hooks.write_or_skip,
     )
+    if not renames and set(paths.VERSIONS.iterdir()) == before:  # nothing written: found alike
+        nochange.remember(target.resolve(config).plain_file, seen)

@@ -88,7 +88,7 @@ def remember(database: Path, heads: Sequence[str], files: Mapping[str, str], see
     """
     record = {
         "format": FORMAT,
-        "key": _key(os.environ),
+        "key": key(os.environ),
         "fingerprint": seen,
         "database": str(database),
         "heads": sorted(heads),
@@ -128,14 +128,15 @@ def _inputs() -> Iterator[Path]:
     yield from sorted((ROOT / "dbtools").rglob("*.py"))
 
 
-def _key(environ: Mapping[str, str]) -> list[str | None]:
+def key(environ: Mapping[str, str]) -> list[str | None]:
+    """The checkout and the settings a record is written for."""
     # Per checkout too: a copied project keeps its files' times, not its database.
     return [str(ROOT), *(environ.get(name) for name in NAMES)]
 
 
 def _cache_file(environ: Mapping[str, str]) -> Path:
-    key = json.dumps(_key(environ))
-    return CACHE / f"upgrade-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    settings = json.dumps(key(environ))
+    return CACHE / f"upgrade-{hashlib.sha256(settings.encode()).hexdigest()[:16]}.json"
 
 
 def _load(environ: Mapping[str, str]) -> Record | None:
@@ -157,7 +158,7 @@ def _parse(raw: object, environ: Mapping[str, str]) -> Record | None:
     """A record only if every field has the shape remember() writes; None otherwise."""
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         return None
-    if raw.get("key") != _key(environ):
+    if raw.get("key") != key(environ):
         return None  # written for another checkout or other settings, then copied here
     fingerprint, database, heads, revisions = (
         raw.get(name) for name in ("fingerprint", "database", "heads", "revisions")
