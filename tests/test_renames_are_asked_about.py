@@ -286,3 +286,31 @@ def test_an_ambiguous_pair_is_not_guessed_and_a_rename_combines_with_other_chang
         "SELECT mail FROM users WHERE bio IS NULL",
         [f"user{i}@example.com" for i in range(5)],
     )
+
+
+def test_a_name_postgresql_would_truncate_is_refused_before_anything_is_asked(project_copy: Project) -> None:
+    sqlite = URL.create("sqlite", database=str(project_copy.root / "app.db"))
+    project_copy.migrate(sqlite)
+    long = "a" * 64  # 64 bytes: PostgreSQL keeps 63
+    edit(project_copy, "models/user.py", USERNAME, f"    {long}: Mapped[str]")
+    line = failed_line(
+        project_copy.cli("migration", "-m", "long", "--renames", f"users.username={long}", url=sqlite)
+    )
+    assert f"the column of users '{long}' (64 bytes)" in line
+    assert f"the constraint 'uq_users_{long}' (73 bytes)" in line
+    assert "longer than PostgreSQL's 63-byte limit for names" in line
+    assert "nothing was written. Shorten the name in the model" in line
+
+    # A column name that fits, and the index the naming convention names after it, which does not.
+    fits = "b" * 60
+    edit(project_copy, "models/user.py", f"    {long}: Mapped[str]", USERNAME)
+    edit(
+        project_copy,
+        "models/user.py",
+        EMAIL,
+        f"{EMAIL}    {fits}: Mapped[int | None] = mapped_column(index=True)\n",
+    )
+    line = failed_line(project_copy.cli("migration", "-m", "long", url=sqlite))
+    assert f"the index 'ix_users_{fits}' (69 bytes)" in line
+    assert "column" not in line
+    assert not list(project_copy.versions.glob("*_long.py"))
