@@ -52,6 +52,10 @@ def friendly_errors(target: Target) -> Iterator[None]:
         if message is None:
             raise
         raise CommandError(target.scrub(message)) from None
+    except CommandError as exc:  # one made inside the run may quote the driver (runtime.locking)
+        if target.scrub(str(exc)) == str(exc):
+            raise
+        raise CommandError(target.scrub(str(exc))) from None
 
 
 def first_line(exc: DBAPIError) -> str:
