@@ -24,6 +24,9 @@ from dbtools.settings import (
 from dbtools.target import Backend, Target
 
 UNCHANGED = "nothing was changed"
+# SQLSTATE of a plain RAISE EXCEPTION: a migration stopping itself, with a message for whoever runs it
+# (the checks before an enum type is replaced, dbtools.autogenerate.portable.EnumValuesOp).
+RAISED = "P0001"
 # SQLSTATE of a statement that gave up waiting for a lock (lock_timeout).
 LOCK_NOT_AVAILABLE = "55P03"
 
@@ -49,6 +52,10 @@ def friendly_errors(target: Target) -> Iterator[None]:
         if message is None:
             raise
         raise CommandError(target.scrub(message)) from None
+    except CommandError as exc:  # one made inside the run may quote the driver (runtime.locking)
+        if target.scrub(str(exc)) == str(exc):
+            raise
+        raise CommandError(target.scrub(str(exc))) from None
 
 
 def first_line(exc: DBAPIError) -> str:
@@ -104,6 +111,9 @@ def _describe_postgresql(exc: DBAPIError, detail: str, target: Target) -> str | 
     if state == LOCK_NOT_AVAILABLE:
         retry = f"Retry when traffic is lower, or raise {DDL_LOCK_TIMEOUT_VAR}"
         return f"{lock_wait_exceeded()}; {UNCHANGED}. {retry}"
+    if state == RAISED:
+        hint = getattr(getattr(exc.orig, "diag", None), "message_hint", None)
+        return f"{detail}; {UNCHANGED}" + (f". {hint}" if hint else "")
     if state == "57014" and "statement timeout" in detail:
         return (
             f"a migration statement ran longer than {STATEMENT_TIMEOUT_VAR}={statement_timeout():g}s "

@@ -240,6 +240,49 @@ def test_a_failed_build_is_not_retried_says_so_and_the_next_upgrade_completes(
     assert current_revision(url) == history[-1]
 
 
+UNIQUE_PREFIX = """
+with op.get_context().autocommit_block():
+    op.drop_index("uq_users_prefix", "users", if_exists=True, postgresql_concurrently=True)
+    op.create_index(
+        "uq_users_prefix",
+        "users",
+        [sa.text("left(username, 16)")],
+        unique=True,
+        postgresql_concurrently=True,
+        if_not_exists=True,
+    )
+"""
+
+
+def test_a_unique_build_failing_on_duplicates_names_the_key_and_the_invalid_index_it_left(
+    project_copy: Project, url: URL
+) -> None:
+    before = project_copy.heads()[0]
+    revision = project_copy.add_migration(UNIQUE_PREFIX, 'op.drop_index("uq_users_prefix", "users")')
+    project_copy.migrate(url, before)
+    secret = str(url.password)  # the duplicated key, as a value a user's data might hold
+    execute(
+        url,
+        "INSERT INTO users (username, email) VALUES "
+        f"('{secret}a', 'a@example.com'), ('{secret}b', 'b@example.com')",
+    )
+
+    result = project_copy.cli("upgrade", url=url)
+    line = failed_line(result)
+    assert 'could not create unique index "uq_users_prefix" (Key ("left"(' in line
+    assert "=(***) is duplicated.): the build left" in line
+    assert "the build left the index uq_users_prefix INVALID, which the next `make upgrade` drops" in line
+    assert secret not in result.stdout + result.stderr
+    assert current_revision(url) == before
+    valid = "SELECT indisvalid FROM pg_index WHERE indexrelid = 'uq_users_prefix'::regclass"
+    assert query(url, valid) == [(False,)]
+
+    execute(url, f"UPDATE users SET username = 'c' WHERE username = '{secret}b'")
+    assert project_copy.cli("upgrade", url=url).returncode == 0
+    assert query(url, valid) == [(True,)]
+    assert current_revision(url) == revision
+
+
 @pytest.mark.usefixtures("before_the_build")
 def test_ctrl_c_during_a_non_transactional_step_says_what_stays_applied(
     project_copy: Project, history: list[str], url: URL, writer: sa.Connection

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from dbtools import pgserver
+from dbtools.autogenerate import portable
 from dbtools.runtime.locking import ADVISORY_LOCK_KEY
 from models import Base
 from tests.helpers import (
@@ -25,6 +26,7 @@ from tests.helpers import (
     execute,
     failed_line,
     insert_users,
+    rendered,
     url_string,
 )
 
@@ -447,3 +449,40 @@ def test_a_backend_terminated_mid_run_is_one_line_and_changes_nothing(
         line = failed_line(result)
         assert "ended the connection during the run" in line
         assert dump(url) == before
+
+
+# users.role, an enum type, then 'guest' added to it: the downgrade replaces the type.
+ROLE = (
+    "op.execute(\"CREATE TYPE user_role AS ENUM ('member', 'admin')\")\n"
+    'role = sa.Enum("member", "admin", name="user_role", create_type=False)\n'
+    'op.add_column("users", sa.Column("role", role))'
+)
+NO_ROLE = 'op.drop_column("users", "role")\nop.execute("DROP TYPE user_role")'
+
+
+def test_an_enum_swap_that_cannot_run_is_one_line_and_changes_nothing(
+    project_copy: Project, pg_admin_url: URL
+) -> None:
+    guest = portable.EnumValuesOp(
+        "user_role", ("member", "admin"), ("member", "admin", "guest"), (("users", "role", None),)
+    )
+    project_copy.add_migration(ROLE, NO_ROLE)
+    project_copy.add_migration(rendered(guest), rendered(guest.reverse()))
+    with pgserver.fresh_database(pg_admin_url) as url:
+        project_copy.migrate(url)
+        insert_users(url, 3)
+        execute(url, "UPDATE users SET role = 'guest' WHERE username <> 'user0'")
+        before = dump(url)
+        line = failed_line(project_copy.cli("downgrade", url=url))
+        assert "2 row(s) of users.role hold 'guest', which enum type user_role loses" in line
+        assert "nothing was changed. Update or delete those rows, then run again" in line
+        assert dump(url) == before
+
+        execute(url, "UPDATE users SET role = 'admin'", "CREATE TYPE user_role_old AS (x int)")
+        before = dump(url)
+        line = failed_line(project_copy.cli("downgrade", url=url))
+        assert "the type user_role_old exists already" in line
+        assert dump(url) == before
+
+        execute(url, "DROP TYPE user_role_old")
+        assert project_copy.cli("downgrade", url=url).returncode == 0

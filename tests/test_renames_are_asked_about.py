@@ -8,8 +8,10 @@ deployed to SQLite and PostgreSQL with rows, checked, reverted and reapplied.
 from __future__ import annotations
 
 import os
+import select
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -99,24 +101,42 @@ def deploy_and_round_trip(project: Project, urls: dict[str, URL], query: str, ex
 def make_migration_on_a_terminal(
     project: Project, message: str, answer: str
 ) -> subprocess.CompletedProcess[str]:
-    """``make migration`` with a terminal as stdin, the user typing ``answer``."""
+    """``make migration`` on a terminal (stdin and stdout), the user typing ``answer``.
+
+    Its stdout is what the terminal showed: the answer echoed, lines ending in CR LF.
+    """
     main, terminal = os.openpty()
+    os.write(main, f"{answer}\n".encode())
     try:
-        os.write(main, f"{answer}\n".encode())
-        run = subprocess.run(
+        process = subprocess.Popen(
             project.make_argv("migration", f"msg={message}"),
             cwd=project.root,
             env=base_env(),
             stdin=terminal,
-            capture_output=True,
+            stdout=terminal,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=120,
-            check=False,
         )
     finally:
         os.close(terminal)
+    shown = bytearray()
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if not select.select([main], [], [], 1)[0]:
+                continue
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # EIO: no process holds the terminal any more
+                break
+            if not chunk:
+                break
+            shown += chunk
+        stderr = process.communicate(timeout=10)[1]
+    finally:
+        process.kill()
         os.close(main)
-    return run
+    return subprocess.CompletedProcess(process.args, process.returncode, shown.decode(), stderr)
 
 
 def lint(project: Project) -> subprocess.CompletedProcess[str]:
@@ -181,6 +201,31 @@ def test_without_a_terminal_it_writes_drop_and_add_and_says_how_to_answer(
     assert "renames= names users.email=login, which is not a rename candidate" in line
     assert "candidates: users.username=login" in line
     assert not list(project_copy.versions.glob("*_login.py"))
+
+
+def test_with_stdout_redirected_it_asks_nothing_and_says_how_to_answer(project_copy: Project) -> None:
+    """stdin a terminal, stdout a file: a question would wait, unseen, in the file."""
+    project_copy.migrate(URL.create("sqlite", database=str(project_copy.root / "app.db")))
+    edit(project_copy, "models/user.py", USERNAME, "    login: Mapped[str]")
+    main, terminal = os.openpty()
+    try:
+        result = subprocess.run(
+            project_copy.make_argv("migration", "msg=login"),
+            cwd=project_copy.root,
+            env=base_env(),
+            stdin=terminal,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(terminal)
+        os.close(main)
+    assert result.returncode == 0, result.stderr
+    assert "[y/N]" not in result.stdout
+    assert "To rename instead: make migration msg='login' renames=\"users.username=login\"" in result.stdout
+    assert 'drop_column("username")' in generated(project_copy, "login").read_text()
 
 
 def test_a_column_with_no_constraint_named_after_it_is_renamed_without_a_rebuild(
@@ -286,3 +331,31 @@ def test_an_ambiguous_pair_is_not_guessed_and_a_rename_combines_with_other_chang
         "SELECT mail FROM users WHERE bio IS NULL",
         [f"user{i}@example.com" for i in range(5)],
     )
+
+
+def test_a_name_postgresql_would_truncate_is_refused_before_anything_is_asked(project_copy: Project) -> None:
+    sqlite = URL.create("sqlite", database=str(project_copy.root / "app.db"))
+    project_copy.migrate(sqlite)
+    long = "a" * 64  # 64 bytes: PostgreSQL keeps 63
+    edit(project_copy, "models/user.py", USERNAME, f"    {long}: Mapped[str]")
+    line = failed_line(
+        project_copy.cli("migration", "-m", "long", "--renames", f"users.username={long}", url=sqlite)
+    )
+    assert f"the column of users '{long}' (64 bytes)" in line
+    assert f"the constraint 'uq_users_{long}' (73 bytes)" in line
+    assert "longer than PostgreSQL's 63-byte limit for names" in line
+    assert "nothing was written. Shorten the name in the model" in line
+
+    # A column name that fits, and the index the naming convention names after it, which does not.
+    fits = "b" * 60
+    edit(project_copy, "models/user.py", f"    {long}: Mapped[str]", USERNAME)
+    edit(
+        project_copy,
+        "models/user.py",
+        EMAIL,
+        f"{EMAIL}    {fits}: Mapped[int | None] = mapped_column(index=True)\n",
+    )
+    line = failed_line(project_copy.cli("migration", "-m", "long", url=sqlite))
+    assert f"the index 'ix_users_{fits}' (69 bytes)" in line
+    assert "column" not in line
+    assert not list(project_copy.versions.glob("*_long.py"))

@@ -24,6 +24,8 @@ DIALECT: Dialect = postgresql.dialect()  # type: ignore[no-untyped-call]  # unty
 # SQL longer than this is split: with the indentation of the blocks above and the
 # quotes, each piece still fits `make lint`'s line length.
 WIDTH = 72
+# PostgreSQL's NAMEDATALEN - 1: a longer name is truncated, silently, to this many bytes.
+MAX_NAME_BYTES = 63
 
 
 def ident(name: str) -> str:

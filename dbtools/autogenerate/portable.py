@@ -57,6 +57,7 @@ from dbtools.autogenerate import pgfacts, sqlite_only
 from dbtools.autogenerate.pgsql import (
     AUTOCOMMIT,
     DIALECT,
+    MAX_NAME_BYTES,
     ON_POSTGRESQL,
     USING_MARKER,
     UnknownCast,
@@ -143,8 +144,11 @@ class EnumValuesOp(PostgresqlOnlyOp):
 
     Any other change (a value removed, values reordered) replaces the type: a
     new type takes the old one's place in every column using it, which
-    rewrites those tables under ACCESS EXCLUSIVE, and fails cleanly if a row
-    still holds a removed value (``make lint`` names those rows).
+    rewrites those tables under ACCESS EXCLUSIVE. A check runs first and
+    stops the run with a message of its own (``RAISE EXCEPTION``, one
+    ``FAILED:`` line by ``dbtools.errors``) if a row still holds a removed
+    value (``make lint`` names those rows too), or if the name the old type
+    moves to for the swap is taken.
     """
 
     def __init__(
@@ -177,14 +181,15 @@ class EnumValuesOp(PostgresqlOnlyOp):
         if self.only_adds:
             return f"# PostgreSQL: {self.name} gains {added} (catalog only), committed for the steps after it"
         if removed:
-            return f"# PostgreSQL: {self.name} loses {removed}: a new type replaces it (rows holding it fail)"
+            return f"# PostgreSQL: {self.name} loses {removed}: a new type replaces it (no row may hold it)"
         return f"# PostgreSQL: {self.name} becomes ({', '.join(self.new)}), a new type replacing the old"
 
     def statements(self) -> list[str]:
         if self.only_adds:
             return self._add_values()
-        name, old_name = ident(self.name), ident(f"{self.name}_old")
+        name, old_name = ident(self.name), ident(self.swapped_name)
         out = [
+            *self._checks(),
             f"ALTER TYPE {name} RENAME TO {old_name}",
             EnumTypeOp(self.name, self.new, create=True).statements()[0],
         ]
@@ -196,6 +201,47 @@ class EnumValuesOp(PostgresqlOnlyOp):
             if default is not None:
                 out.append(f"{alter} SET DEFAULT {literal(default)}")
         return [*out, f"DROP TYPE {old_name}"]
+
+    @property
+    def swapped_name(self) -> str:
+        """The old type's name while the new one takes its place: ``<name>_old``, within 63 bytes."""
+        base = self.name.encode()[: MAX_NAME_BYTES - len(b"_old")].decode(errors="ignore")
+        return f"{base}_old"
+
+    def _checks(self) -> list[str]:
+        """DO blocks that stop the swap, before it changes anything, where it would fail midway.
+
+        Without them it fails on a bare cast error (a row holding a removed
+        value) or a duplicate type (``<name>_old`` taken), both tracebacks.
+        No ``%`` in them: the driver would read one as a placeholder.
+        """
+        name, temporary = self.name, self.swapped_name
+        taken = (
+            f"IF EXISTS (SELECT FROM pg_type WHERE typname = {literal(temporary)} AND typnamespace = "
+            f"(SELECT typnamespace FROM pg_type WHERE oid = {literal(ident(name))}::regtype)) THEN "
+            "RAISE EXCEPTION USING MESSAGE = "
+            + literal(f"the type {temporary} exists already, and replacing enum type {name} needs that name")
+            + ", HINT = "
+            + literal(f"Drop or rename {temporary} (a leftover of an earlier replacement?), then run again")
+            + "; END IF;"
+        )
+        out = [_do(taken)]
+        if all(value in self.new for value in self.old):
+            return out  # reordered only: every row keeps its value
+        kept = ", ".join(literal(value) for value in self.new)
+        for table, column, _default in self.columns:
+            value = f"{ident(column)}::text"
+            held = (
+                f"SELECT count(*), string_agg(DISTINCT quote_literal({value}), ', ' ORDER BY "
+                f"quote_literal({value})) INTO n, held FROM {ident(table)} WHERE {value} NOT IN ({kept}); "
+                "IF n > 0 THEN RAISE EXCEPTION USING MESSAGE = n || "
+                + literal(f" row(s) of {table}.{column} hold ")
+                + " || held || "
+                + literal(f", which enum type {name} loses")
+                + ", HINT = 'Update or delete those rows, then run again'; END IF;"
+            )
+            out.append(_do(held, "DECLARE n bigint; held text;"))
+        return out
 
     def _add_values(self) -> list[str]:
         """Each new value after the one before it (a new first value: before the second), in order."""
@@ -209,6 +255,14 @@ class EnumValuesOp(PostgresqlOnlyOp):
             else:
                 first.append(f"{add} BEFORE {literal(self.new[1])}")
         return [*later, *first]
+
+
+def _do(body: str, declare: str = "") -> str:
+    """An anonymous PL/pgSQL block, quoted with a dollar tag its body does not contain."""
+    tag = "$check$"
+    while tag in body:
+        tag = f"${tag[1:-1]}_$"
+    return " ".join(part for part in ("DO", tag, declare, "BEGIN", body, "END", tag) if part)
 
 
 class SequenceTypeOp(PostgresqlOnlyOp):

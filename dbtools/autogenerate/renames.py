@@ -12,6 +12,10 @@ writes the drop and the add, and says how to answer with ``renames=``. An
 accepted rename becomes a real rename, and the indexes and constraints
 named after the old name (the naming convention) are renamed with it, so
 ``make check`` stays clean on both backends.
+
+Before anything is asked, a name the migration would create that PostgreSQL
+would truncate (over 63 bytes) is refused: the models would keep the long
+name, and ``make check`` would report it forever.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import enum
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +36,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
 from sqlalchemy.engine import Dialect
 
-from dbtools import run
-from dbtools.autogenerate.pgsql import ON_POSTGRESQL, execute, ident
+from dbtools import run, settings
+from dbtools.autogenerate.pgsql import MAX_NAME_BYTES, ON_POSTGRESQL, execute, ident
+from dbtools.autogenerate.portable import EnumTypeOp
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ def rewrite(context: MigrationContext, revision: Any, directives: list[Migration
     upgrade = script.upgrade_ops
     assert upgrade is not None
     assert context.dialect is not None
+    refuse_long_names(upgrade)
     candidates, ambiguous = find(upgrade.ops, context.dialect)
     by_answer = {candidate.answer: candidate for candidate in candidates}
     unknown = [answer for answer in decisions.answers if answer not in by_answer]
@@ -104,6 +110,56 @@ def rewrite(context: MigrationContext, revision: Any, directives: list[Migration
         apply(upgrade, candidate)
     if accepted:
         script.downgrade_ops = upgrade.reverse()
+
+
+def refuse_long_names(upgrade: ops.UpgradeOps) -> None:
+    """Refuse a name the migration would create that PostgreSQL would truncate, before anything is asked.
+
+    PostgreSQL cuts a name longer than 63 bytes to its first 63, with only a
+    NOTICE; the models keep the long one, so ``make check`` would report the
+    difference forever. A project that never deploys to PostgreSQL
+    (``MIGRATION_BACKENDS=sqlite``) has no such limit.
+    """
+    if settings.sqlite_only():
+        return
+    long = [
+        f"{what} {name!r} ({len(name.encode())} bytes)"
+        for what, name in dict.fromkeys(_created_names(upgrade.ops))
+        if len(name.encode()) > MAX_NAME_BYTES
+    ]
+    if long:
+        raise CommandError(
+            f"the {', the '.join(long)}: longer than PostgreSQL's {MAX_NAME_BYTES}-byte limit for names, "
+            "which it would truncate silently (make check would then report a difference forever); "
+            "nothing was written. Shorten the name in the model (an index or constraint may take "
+            "a name= of its own)"
+        )
+
+
+def _created_names(operations: Sequence[ops.MigrateOperation], table: str = "") -> Iterator[tuple[str, str]]:
+    """(what, name) of each table, column, index, constraint and enum type ``operations`` create."""
+    for op in operations:
+        if isinstance(op, ops.ModifyTableOps):
+            yield from _created_names(op.ops, op.table_name)
+        elif isinstance(op, ops.CreateTableOp):
+            yield "table", op.table_name
+            for item in op.columns:
+                if isinstance(item, sa.Column):
+                    yield f"column of {op.table_name}", item.name
+                elif isinstance(item, sa.Constraint) and isinstance(item.name, str):
+                    yield "constraint", item.name
+        elif isinstance(op, ops.AddColumnOp):
+            yield f"column of {op.table_name}", op.column.name
+        elif isinstance(op, ops.AlterColumnOp) and op.modify_name:
+            yield f"column of {op.table_name}", op.modify_name
+        elif isinstance(op, ops.CreateIndexOp) and op.index_name:
+            yield "index", str(op.index_name)
+        elif isinstance(op, ops.AddConstraintOp):
+            name = getattr(op, "constraint_name", None)  # every subclass has one; the base declares none
+            if name:
+                yield "constraint", str(name)
+        elif isinstance(op, EnumTypeOp) and op.create:
+            yield "enum type", op.name
 
 
 def _shell(text: str) -> str:

@@ -1,6 +1,7 @@
 """``make migration``: autogenerate a migration from the models, or nothing if they did not change.
 
-Renames are asked about on a terminal, or answered with ``renames=`` (``dbtools.autogenerate.renames``).
+Renames are asked about on a terminal (stdin and stdout both), or answered with ``renames=``
+(``dbtools.autogenerate.renames``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from dbtools.runtime import nochange
 def migration(config: Config, message: str, renames: str = "") -> None:
     seen = nochange.fingerprint()  # before anything is read: an edit meanwhile never matches
     before = set(paths.VERSIONS.iterdir())
-    decisions = Decisions(answers=parse(renames), ask=sys.stdin.isatty(), message=message)
+    # Ask only a user who sees the question: with stdout redirected it would wait, unseen, in the file.
+    on_a_terminal = sys.stdin.isatty() and sys.stdout.isatty()
+    decisions = Decisions(answers=parse(renames), ask=on_a_terminal, message=message)
     run = Run(
         creates_database=False, applies_migrations=False, autogenerates=True, rename_decisions=decisions
     )

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -262,7 +263,35 @@ def _after_commit(exc: DBAPIError) -> str:
     retry = ""
     if sqlstate(exc) == LOCK_NOT_AVAILABLE:
         retry = f" ({DDL_LOCK_TIMEOUT_VAR}={ddl_lock_timeout():g}s; such a run is not retried automatically)"
-    return f"the run failed: {detail}{retry}; {COMMITTED_MIDWAY}, once the cause is fixed"
+    return f"the run failed: {detail}{retry}{_duplicates(exc)}; {COMMITTED_MIDWAY}, once the cause is fixed"
+
+
+# SQLSTATE unique_violation, and the statement of an online unique build (the generated form:
+# DROP INDEX CONCURRENTLY IF EXISTS, then this), which leaves an INVALID index when it fails.
+UNIQUE_VIOLATION = "23505"
+UNIQUE_BUILD = re.compile(
+    r"^\s*CREATE\s+UNIQUE\s+INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?(\S+)", re.I
+)
+
+
+def _duplicates(exc: DBAPIError) -> str:
+    """Which key is duplicated (PostgreSQL's DETAIL), and the INVALID index a failed unique build left.
+
+    The password is scrubbed on the way out (``dbtools.errors.friendly_errors``).
+    """
+    if sqlstate(exc) != UNIQUE_VIOLATION:
+        return ""
+    diag = getattr(exc.orig, "diag", None)
+    key = " ".join(str(getattr(diag, "message_detail", None) or "").split())
+    said = f" ({key[:300]}{'...' if len(key) > 300 else ''})" if key else ""
+    build = UNIQUE_BUILD.match(str(exc.statement or ""))
+    if build is None:
+        return said
+    index = getattr(diag, "constraint_name", None) or build[1].strip('"')
+    return (
+        f"{said}: the build left the index {index} INVALID, which the next `make upgrade` drops and builds "
+        "again once the duplicates are fixed"
+    )
 
 
 def _apply(connection: Connection, settings: dict[str, str], *, local: bool) -> None:
