@@ -390,7 +390,7 @@ def noop_rows(ws: Workspace, base: Path, repeat: int) -> list[Row]:
         Row(group, "`make upgrade rev=heads` (full path)", result["full"], result["bare"], bare_floor, 1.1),
         Row(
             group,
-            "`alembic upgrade head` (full path, loads the models)",
+            "`alembic upgrade head` (full path)",
             result["alembic"],
             result["bare"],
             bare_floor,
