@@ -88,6 +88,8 @@ class Run:
     # Autogenerate the online form of each change on PostgreSQL (dbtools.autogenerate.nonblocking);
     # off only for make bench-online's baseline, Alembic's own rendering.
     renders_online: bool = True
+    # make downgrade, one step: a migration left half-applied above the revision is that step.
+    reverts_half_applied: bool = False
     # make stamp: a schema without migration history is what is being adopted.
     adopting: bool = False
     # Copy a SQLite file before changing it (make rehearse works on a copy already).

@@ -119,7 +119,6 @@ def run_migrations_online() -> None:
         for attempt in migration_lock.attempts():  # PostgreSQL retries a run that hit a lock timeout
             with attempt, context.begin_transaction():
                 migration_context = context.get_context()
-                resume.install(migration_context)  # a migration that commits midway resumes there
                 refusals.check_database(
                     migration_context,
                     context.script,
@@ -132,6 +131,10 @@ def run_migrations_online() -> None:
                     checksums.verify(connection, context.script, migration_context.get_current_heads())
                     if this_run.backs_up:
                         backup.before_change(connection, migration_context, database.sqlite_path)
+                # A migration that commits midway resumes there (or, one step down, is reverted).
+                resume.install(
+                    migration_context, context.script, reverts_half_applied=this_run.reverts_half_applied
+                )
                 this_run.timer.start()
                 context.run_migrations()
 

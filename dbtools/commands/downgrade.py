@@ -11,7 +11,9 @@ from dbtools.run import Run
 
 def downgrade(config: Config, revision: str = "-1") -> None:
     try:
-        command.downgrade(Run(needs_models=False, creates_database=False).start_with(config), revision)
+        # One step back from a half-applied migration reverts that migration (dbtools.runtime.resume).
+        run = Run(needs_models=False, creates_database=False, reverts_half_applied=revision == "-1")
+        command.downgrade(run.start_with(config), revision)
     except CommandError as exc:
         if str(exc) == "Ambiguous walk":  # a relative step back from a merge revision
             raise CommandError(

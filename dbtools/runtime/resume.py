@@ -24,9 +24,10 @@ units done):
 A run that finds a record skips the statements of the units done (Alembic
 sends every operation through ``impl._exec``) and carries on from the first
 unfinished one. The record goes in the transaction that moves
-``alembic_version``. ``make status`` shows it (``half_applied``), and a
-downgrade is refused while a migration above it is half-applied: reverting
-the one below would strand what the half-applied one committed. PostgreSQL only: on SQLite a migration is one
+``alembic_version``. ``make status`` shows it (``half_applied``). One
+``make downgrade`` reverts it alone (``install(reverts_half_applied=True)``);
+a downgrade past it is refused, since reverting the one below would strand
+what the half-applied one committed. PostgreSQL only: on SQLite a migration is one
 transaction, and the generated files use blocks only in their PostgreSQL
 branches.
 
@@ -36,6 +37,7 @@ pgroll and Reshape keep such a state too (a migration is "started" until
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,10 +47,16 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext, MigrationInfo
+from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.schema import CreateIndex
 
+from dbtools.errors import first_line, sqlstate
 from dbtools.paths import PROGRESS_TABLE
+
+log = logging.getLogger(__name__)
 
 TABLE = sa.Table(
     PROGRESS_TABLE,
@@ -56,6 +64,8 @@ TABLE = sa.Table(
     sa.Column("revision", sa.String(32), primary_key=True),
     sa.Column("direction", sa.String(10), primary_key=True),
     sa.Column("units_done", sa.Integer, nullable=False),
+    # The index an unfinished block was building concurrently: INVALID if the build was cut.
+    sa.Column("building", sa.String(63)),
 )
 
 
@@ -66,6 +76,7 @@ class HalfApplied:
     revision: str
     direction: str  # "upgrade" or "downgrade"
     units_done: int
+    building: str | None = None  # an index whose concurrent build it had started
 
 
 @dataclass
@@ -76,17 +87,29 @@ class _Position:
     direction: str = ""
     unit: int = 0
     done: int = 0
+    # A half-applied migration this run reverts: its downgrade skips what was never applied.
+    reverting: str = ""
 
     @property
     def skipping(self) -> bool:
         return self.unit < self.done
 
 
-def install(context: MigrationContext) -> None:
-    """Track and resume this run's migrations (PostgreSQL, connected runs only)."""
+def install(
+    context: MigrationContext, script: ScriptDirectory, *, reverts_half_applied: bool = False
+) -> None:
+    """Track and resume this run's migrations (PostgreSQL, connected runs only).
+
+    ``reverts_half_applied`` (``make downgrade``, one step): a migration left
+    half-applied above the database's revision is the step to revert. The
+    version is moved onto it in this run's transaction, and its downgrade
+    skips each drop of what its upgrade never got to (``_tolerant``).
+    """
     if context.as_sql or context.dialect.name != "postgresql":
         return
     position = _Position()  # anew for each attempt: a retried attempt was rolled back whole
+    if reverts_half_applied:
+        position.reverting = _onto_half_applied(context, script)
     impl = context.impl
     # The methods Alembic gave this context, kept from the first attempt's install.
     if not hasattr(context, "_untracked"):
@@ -97,6 +120,11 @@ def install(context: MigrationContext) -> None:
         _follow(context, position)
         if position.skipping:
             return None
+        if position.direction == "downgrade" and position.revision == position.reverting:
+            return _tolerant(_connection(context), lambda: execute(construct, *args, **kwargs))
+        building = _concurrent_build(construct)
+        if building and position.direction == "upgrade":
+            _record(_connection(context), position, position.unit, building)  # autocommit: on its own
         return execute(construct, *args, **kwargs)
 
     @contextmanager
@@ -121,8 +149,16 @@ def finished(context: MigrationContext, step: MigrationInfo) -> None:
     if context.as_sql or context.dialect.name != "postgresql":
         return
     connection = _connection(context)
-    if _exists(connection):
-        connection.execute(TABLE.delete().where(TABLE.c.revision == str(step.up_revision_id)))
+    if not _exists(connection):
+        return
+    revision = str(step.up_revision_id)
+    if not step.is_upgrade:
+        # A half-applied migration reverted: an index its cut build left INVALID goes too.
+        for half in half_applied(connection):
+            if half.revision == revision and half.direction == "upgrade" and half.building:
+                quoted = connection.dialect.identifier_preparer.quote(half.building)
+                connection.exec_driver_sql(f"DROP INDEX IF EXISTS {quoted}")
+    connection.execute(TABLE.delete().where(TABLE.c.revision == revision))
 
 
 def half_applied(connection: Connection) -> list[HalfApplied]:
@@ -130,7 +166,7 @@ def half_applied(connection: Connection) -> list[HalfApplied]:
     if connection.dialect.name != "postgresql" or not _exists(connection):
         return []
     rows = connection.execute(sa.select(TABLE).order_by(TABLE.c.revision))
-    return [HalfApplied(row.revision, row.direction, row.units_done) for row in rows]
+    return [HalfApplied(row.revision, row.direction, row.units_done, row.building) for row in rows]
 
 
 def _follow(context: MigrationContext, position: _Position) -> None:
@@ -146,13 +182,53 @@ def _follow(context: MigrationContext, position: _Position) -> None:
     position.revision, position.direction, position.unit = revision, direction, 0
     connection = _connection(context)
     position.done = 0
-    if direction == "downgrade":
+    if direction == "downgrade" and revision != position.reverting:
         _refuse_below(connection)
     if _exists(connection):
         found = connection.execute(
             sa.select(TABLE.c.units_done).where(TABLE.c.revision == revision, TABLE.c.direction == direction)
         ).scalar()
         position.done = int(found or 0)
+
+
+# What a drop of something never created fails with: undefined table, column, object.
+NEVER_CREATED = ("42P01", "42703", "42704")
+
+
+def _onto_half_applied(context: MigrationContext, script: ScriptDirectory) -> str:
+    """Move the version onto the half-applied migration just above it; its revision, or "" if none."""
+    heads = set(context.get_current_heads())
+    for half in half_applied(_connection(context)):
+        found = script.get_revision(half.revision)
+        down = found.down_revision if found is not None else None
+        below = {down} if isinstance(down, str) else set(down or ())
+        if half.direction == "upgrade" and below == heads:
+            context.stamp(script, half.revision)
+            log.info("reverting %s, half-applied: what its upgrade never got to is skipped", half.revision)
+            return half.revision
+    return ""
+
+
+def _tolerant(connection: Connection, run: Any) -> Any:
+    """Run one statement of a half-applied migration's downgrade; a drop of what never was is skipped.
+
+    In a transaction, under a savepoint, so the skipped statement's error
+    leaves the rest of the transaction usable.
+    """
+    autocommit = connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+    savepoint = None if autocommit else connection.begin_nested()
+    try:
+        result = run()
+    except DBAPIError as exc:
+        if savepoint is not None:
+            savepoint.rollback()
+        if sqlstate(exc) not in NEVER_CREATED:
+            raise
+        log.info("skipped, never applied: %s", first_line(exc))
+        return None
+    if savepoint is not None:
+        savepoint.commit()
+    return result
 
 
 def _refuse_below(connection: Connection) -> None:
@@ -162,7 +238,7 @@ def _refuse_below(connection: Connection) -> None:
             raise CommandError(
                 f"migration {half.revision} is half-applied ({half.units_done} of its steps committed, "
                 "alembic_version not moved yet); nothing was changed. `make upgrade` completes it "
-                "(it resumes where it stopped); downgrade after that"
+                "(it resumes where it stopped); `make downgrade` (one step) reverts it alone"
             )
 
 
@@ -181,15 +257,23 @@ def _running_step() -> Any:
     return None
 
 
-def _record(connection: Connection, position: _Position, units: int) -> None:
+def _record(connection: Connection, position: _Position, units: int, building: str | None = None) -> None:
     if not _exists(connection):
         TABLE.create(connection, checkfirst=True)
     where = (TABLE.c.revision == position.revision, TABLE.c.direction == position.direction)
-    updated = connection.execute(TABLE.update().where(*where).values(units_done=units))
+    values = {"units_done": units, "building": building}
+    updated = connection.execute(TABLE.update().where(*where).values(**values))
     if not updated.rowcount:
         connection.execute(
-            TABLE.insert().values(revision=position.revision, direction=position.direction, units_done=units)
+            TABLE.insert().values(revision=position.revision, direction=position.direction, **values)
         )
+
+
+def _concurrent_build(construct: Any) -> str | None:
+    """The index a ``CREATE INDEX CONCURRENTLY`` (as ``op.create_index`` renders it) builds."""
+    if isinstance(construct, CreateIndex) and construct.element.dialect_options["postgresql"]["concurrently"]:
+        return str(construct.element.name)
+    return None
 
 
 def _exists(connection: Connection) -> bool:
