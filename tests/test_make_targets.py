@@ -22,6 +22,7 @@ from tests.helpers import (
     engine_for,
     failed_line,
     insert_users,
+    run,
 )
 
 USERS_DDL = (
@@ -355,3 +356,34 @@ def test_make_upgrade_names_a_hand_written_constraint_by_the_convention(
     finally:
         engine.dispose()
     assert names == ["ck_users_email_at"]
+
+
+def test_a_migration_run_reads_the_convention_without_loading_the_orm(
+    project_copy: Project, tmp_path: Path
+) -> None:
+    """Alembic asks every operation for the naming convention; models/naming.py answers without the ORM."""
+    from models import Base
+    from models.naming import NAMING_CONVENTION
+
+    assert Base.metadata.naming_convention == NAMING_CONVENTION  # the one the models use
+    url = URL.create("sqlite", database=str(tmp_path / "app.db"))
+    project_copy.migrate(url)
+    project_copy.add_migration(
+        'op.add_column("users", sa.Column("bio", sa.Text))\n'
+        'with op.batch_alter_table("users") as batch_op:\n'
+        '    batch_op.create_check_constraint("bio_short", sa.text("length(bio) < 500"))'
+    )
+    argv = [str(VENV / "bin" / "python"), "-X", "importtime", "-m", "dbtools", "upgrade"]
+    result = run(argv, cwd=project_copy.root, env=base_env(url))
+    assert result.returncode == 0, result.stderr
+    imported = {
+        line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "import time:" in line
+    }
+    assert not {"sqlalchemy.orm", "models"} & imported
+    engine = engine_for(url)
+    try:
+        assert [c["name"] for c in sa.inspect(engine).get_check_constraints("users")] == [
+            "ck_users_bio_short"
+        ]
+    finally:
+        engine.dispose()
