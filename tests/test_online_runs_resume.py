@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from dbtools import pgserver
+from tests import workers
 from tests.helpers import (
     Project,
     as_from_a_terminal,
@@ -232,3 +233,93 @@ def test_an_online_migration_resumes_after_each_interruption_and_reverts_alone(
     assert "[~]" not in project_copy.cli("status", url=url).stdout
     assert project_copy.cli("upgrade", url=url).returncode == 0  # and applies whole again
     assert current_revision(url) == revision
+
+
+EVERY_FORM = (
+    *CHANGE,
+    ("from sqlalchemy import CheckConstraint,", "from sqlalchemy import CheckConstraint, ForeignKey,"),
+    (
+        "    def __repr__",
+        "    bio: Mapped[str] = mapped_column(String(100))\n"  # NOT NULL now: the online form
+        '    team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id"))\n\n    def __repr__',
+    ),
+    (
+        '        return f"User(id={self.id!r}, username={self.username!r})"\n',
+        '        return f"User(id={self.id!r}, username={self.username!r})"\n\n\n'
+        "class Team(Base):\n"
+        '    __tablename__ = "teams"\n\n'
+        "    id: Mapped[int] = mapped_column(primary_key=True)\n",
+    ),
+)
+
+
+def crash_at_a_new_boundary(seen: Path) -> Callable[[object], None]:
+    """An upgrade whose process dies (as under SIGKILL) just before a progress record not died at yet.
+
+    A boundary is what is about to be recorded (units done, an index about to be built);
+    the ones a run already died at are listed in ``seen``, and the new one is added.
+    """
+
+    def upgrade(config: object) -> None:
+        from alembic import command
+
+        from dbtools.run import Run
+        from dbtools.runtime import resume
+
+        record, before = resume._record, set(seen.read_text().splitlines())
+
+        def dying(connection: object, position: object, units: int, building: str | None = None) -> None:
+            boundary = f"{units} {building}"
+            if boundary not in before:
+                seen.write_text("\n".join([*before, boundary]))
+                os._exit(9)
+            record(connection, position, units, building)  # type: ignore[arg-type]
+
+        resume._record = dying
+        command.upgrade(Run(needs_models=False).start_with(config), "head")  # type: ignore[arg-type]
+
+    return upgrade
+
+
+def test_a_crash_at_every_step_boundary_of_every_online_form_resumes(
+    project_copy: Project, url: URL, tmp_path: Path
+) -> None:
+    """Each run dies at the next boundary: before a stretch is recorded, a build starts, a block ends."""
+    previous = project_copy.add_migration(
+        'op.add_column("users", sa.Column("bio", sa.String(100)))',
+        'with op.batch_alter_table("users") as batch_op:\n    batch_op.drop_column("bio")',
+    )
+    project_copy.migrate(url)
+    insert_users(url, 10)
+    execute(url, "UPDATE users SET bio = 'about ' || username")
+    sqlite = URL.create("sqlite", database=str(tmp_path / "dev.db"))
+    project_copy.migrate(sqlite)
+    model = project_copy.root / "models" / "user.py"
+    source = model.read_text()
+    for old, new in EVERY_FORM:
+        assert old in source, old
+        source = source.replace(old, new, 1)
+    model.write_text(source)
+    (project_copy.root / "models" / "__init__.py").write_text(
+        (project_copy.root / "models" / "__init__.py")
+        .read_text()
+        .replace("from models.user import User", "from models.user import Team, User")
+    )
+    made = project_copy.cli("migration", "--message=every form", "--renames=", url=sqlite)
+    assert made.returncode == 0, made.stderr
+    revision = project_copy.heads()[0]
+
+    seen = tmp_path / "boundaries"
+    seen.write_text("")
+    crashes = 0
+    while workers.call(str(project_copy.root), url, crash_at_a_new_boundary(seen)) != 0:
+        crashes += 1
+        assert current_revision(url) == previous
+        assert crashes < 40, "the runs stopped getting further"
+    # Every boundary of the index, the two uniques, the FK, the CHECK and NOT NULL: a stretch
+    # recorded before each block, each build about to start, each block's end.
+    assert crashes == len(seen.read_text().splitlines()) >= 15
+    assert current_revision(url) == revision
+    assert project_copy.cli("check", url=url).returncode == 0
+    assert query(url, "SELECT count(*) FROM pg_index WHERE NOT indisvalid") == [(0,)]
+    assert query(url, "SELECT count(*) FROM users WHERE bio IS NULL") == [(0,)]
