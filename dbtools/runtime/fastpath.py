@@ -39,7 +39,7 @@ from dbtools.paths import CACHE, ENV, INI, ROOT, SQLITE_HEADER, VERSIONS
 from dbtools.runtime.digest import file_checksum
 from dbtools.settings import NAMES
 
-FORMAT = 2
+FORMAT = 3
 # A record holds a line per migration; one this large was not written by remember().
 MAX_RECORD_BYTES = 1 << 24
 
@@ -48,7 +48,7 @@ MAX_RECORD_BYTES = 1 << 24
 class Record:
     """What a full run that reached head wrote, checked for shape before anything trusts it."""
 
-    key: list[str | None]  # the checkout and the settings it was written for (_key)
+    key: str  # the digest of the checkout and the settings it was written for (key())
     fingerprint: str
     database: Path
     heads: list[str]
@@ -97,8 +97,7 @@ def remember(database: Path, heads: Sequence[str], files: Mapping[str, str], see
     target = _cache_file(os.environ)
     partial = target.with_suffix(f".{os.getpid()}.partial")
     try:
-        target.parent.mkdir(exist_ok=True)
-        partial.write_text(json.dumps(record, indent=1))
+        write_private(partial, json.dumps(record, indent=1))
         os.replace(partial, target)
     except OSError:
         # A read-only checkout, or something not ours at the record's path (a directory):
@@ -128,15 +127,26 @@ def _inputs() -> Iterator[Path]:
     yield from sorted((ROOT / "dbtools").rglob("*.py"))
 
 
-def key(environ: Mapping[str, str]) -> list[str | None]:
-    """The checkout and the settings a record is written for."""
+def key(environ: Mapping[str, str]) -> str:
+    """The checkout and the settings a record is written for, as a digest.
+
+    A digest, never the values: DATABASE_URL may hold a password, and the
+    record is a file in the checkout.
+    """
     # Per checkout too: a copied project keeps its files' times, not its database.
-    return [str(ROOT), *(environ.get(name) for name in NAMES)]
+    settings = json.dumps([str(ROOT), *(environ.get(name) for name in NAMES)])
+    return hashlib.sha256(settings.encode()).hexdigest()
+
+
+def write_private(path: Path, text: str) -> None:
+    """A record only its owner reads, in a folder only its owner enters (made so if new)."""
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        handle.write(text)
 
 
 def _cache_file(environ: Mapping[str, str]) -> Path:
-    settings = json.dumps(key(environ))
-    return CACHE / f"upgrade-{hashlib.sha256(settings.encode()).hexdigest()[:16]}.json"
+    return CACHE / f"upgrade-{key(environ)[:16]}.json"
 
 
 def _load(environ: Mapping[str, str]) -> Record | None:

@@ -38,7 +38,7 @@ from pathlib import Path
 from dbtools.paths import CACHE, ROOT, SCHEMA, SQLITE_HEADER
 from dbtools.runtime import fastpath
 
-FORMAT = 1
+FORMAT = 2
 MAX_RECORD_BYTES = 1 << 16
 NOTHING = {
     "check": "No new upgrade operations detected.",
@@ -92,8 +92,7 @@ def remember(database: Path | None, seen: str, environ: Mapping[str, str] = os.e
         target = _record_file(environ)
         partial = target.with_suffix(f".{os.getpid()}.partial")
         try:
-            target.parent.mkdir(exist_ok=True)
-            partial.write_text(json.dumps(record))
+            fastpath.write_private(partial, json.dumps(record))
             os.replace(partial, target)
         except OSError:
             with suppress(OSError):
@@ -148,13 +147,13 @@ def _snapshot_heads() -> list[str] | None:
     return sorted(found["heads"].split(", ")) if found else None
 
 
-def _key(environ: Mapping[str, str]) -> list[str | None]:
-    return ["compared", *fastpath.key(environ)]
+def _key(environ: Mapping[str, str]) -> str:
+    """The fast path's digest of the checkout and the settings (never their values)."""
+    return fastpath.key(environ)
 
 
 def _record_file(environ: Mapping[str, str]) -> Path:
-    key = json.dumps(_key(environ))
-    return CACHE / f"compared-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    return CACHE / f"compared-{_key(environ)[:16]}.json"
 
 
 def _load(environ: Mapping[str, str]) -> dict[str, object] | None:
