@@ -19,6 +19,8 @@ from dbtools.settings import (
     STATEMENT_TIMEOUT_VAR,
     ddl_lock_timeout,
     lock_timeout,
+    lock_wait_milliseconds,
+    milliseconds,
     statement_timeout,
 )
 from dbtools.target import Backend, Target
@@ -68,10 +70,30 @@ def sqlstate(exc: DBAPIError) -> str | None:
     return getattr(exc.orig, "sqlstate", None)
 
 
-def lock_wait_exceeded() -> str:
+def lock_wait_named(*, online_step: bool = False) -> str:
+    """The lock timeout that applied to a statement, as every message names it.
+
+    ``MIGRATION_DDL_LOCK_TIMEOUT``, or the value a shorter ``MIGRATION_STATEMENT_TIMEOUT``
+    capped it to in a transaction (``settings.lock_wait_milliseconds``).
+    """
+    ddl = f"{DDL_LOCK_TIMEOUT_VAR}={ddl_lock_timeout():g}s"
+    applied = lock_wait_milliseconds(online_step=online_step)
+    if applied == milliseconds(ddl_lock_timeout()):
+        return ddl
+    return f"{applied / 1000:g}s ({ddl}, capped just under {STATEMENT_TIMEOUT_VAR}={statement_timeout():g}s)"
+
+
+def longer_lock_wait(*, online_step: bool = False) -> str:
+    """The setting to raise for a longer lock wait: the statement timeout, while it caps the wait."""
+    if lock_wait_milliseconds(online_step=online_step) == milliseconds(ddl_lock_timeout()):
+        return DDL_LOCK_TIMEOUT_VAR
+    return f"{STATEMENT_TIMEOUT_VAR} (which caps the lock wait) and {DDL_LOCK_TIMEOUT_VAR}"
+
+
+def lock_wait_exceeded(*, online_step: bool = False) -> str:
     """Why a statement failed with 55P03, in the words every message uses."""
     return (
-        f"a migration statement waited longer than {DDL_LOCK_TIMEOUT_VAR}={ddl_lock_timeout():g}s "
+        f"a migration statement waited longer than {lock_wait_named(online_step=online_step)} "
         "for a table lock held by other sessions"
     )
 
@@ -109,7 +131,7 @@ def _describe_postgresql(exc: DBAPIError, detail: str, target: Target) -> str | 
     state = sqlstate(exc)
     masked, url = target.masked, target.url
     if state == LOCK_NOT_AVAILABLE:
-        retry = f"Retry when traffic is lower, or raise {DDL_LOCK_TIMEOUT_VAR}"
+        retry = f"Retry when traffic is lower, or raise {longer_lock_wait()}"
         return f"{lock_wait_exceeded()}; {UNCHANGED}. {retry}"
     if state == RAISED:
         hint = getattr(getattr(exc.orig, "diag", None), "message_hint", None)

@@ -223,8 +223,11 @@ def test_a_killed_build_keeps_others_out_and_the_next_upgrade_completes(
 def test_a_failed_build_is_not_retried_says_so_and_the_next_upgrade_completes(
     project_copy: Project, history: list[str], url: URL, writer: sa.Connection
 ) -> None:
-    # The build waits for the writer and gives up after the DDL lock timeout.
-    result = project_copy.cli("upgrade", url=url, env={"MIGRATION_DDL_LOCK_TIMEOUT": "0.3"})
+    # The build waits for the writer and gives up after the DDL lock timeout: inside the block,
+    # where no statement timeout applies, a shorter one does not cap it.
+    result = project_copy.cli(
+        "upgrade", url=url, env={"MIGRATION_DDL_LOCK_TIMEOUT": "0.3", "MIGRATION_STATEMENT_TIMEOUT": "0.2"}
+    )
     writer.commit()
 
     line = failed_line(result)
@@ -348,6 +351,40 @@ def test_a_statement_past_the_statement_timeout_fails_and_changes_nothing(
 
     line = failed_line(result)
     assert "ran longer than MIGRATION_STATEMENT_TIMEOUT=0.3s and was cancelled; nothing was changed" in line
+    assert dump(url) == before
+
+
+def test_a_lock_wait_under_a_shorter_statement_timeout_is_a_lock_timeout_and_is_retried(
+    project_copy: Project, url: URL
+) -> None:
+    """Issue 24: the statement timeout used to end the lock wait first, as a slow statement, not retried."""
+    project_copy.migrate(url)
+    project_copy.add_migration(
+        'op.add_column("users", sa.Column("bio", sa.Text))', 'op.drop_column("users", "bio")'
+    )
+    before = dump(url)
+    reader = engine_for(url)
+    with reader.connect() as conn:
+        conn.exec_driver_sql("SELECT count(*) FROM users")  # an application read holds its lock
+        result = project_copy.cli(
+            "upgrade",
+            url=url,
+            env={"MIGRATION_STATEMENT_TIMEOUT": "0.3", "MIGRATION_LOCK_RETRIES": "1"},
+        )
+        conn.rollback()
+    reader.dispose()
+
+    applied = "0.27s (MIGRATION_DDL_LOCK_TIMEOUT=5s, capped just under MIGRATION_STATEMENT_TIMEOUT=0.3s)"
+    line = failed_line(result)
+    assert (
+        f"a migration statement waited longer than {applied} for a table lock held by other sessions" in line
+    )
+    assert "in each of 2 attempt(s) (MIGRATION_LOCK_RETRIES=1); nothing was changed" in line
+    assert "raise MIGRATION_STATEMENT_TIMEOUT" in line
+    assert "statement timeout" not in line
+    retries = [entry for entry in result.stderr.splitlines() if "retrying in" in entry]
+    assert len(retries) == 1
+    assert f"attempt 1 of 2 waited longer than {applied} for a table lock; rolled back" in retries[0]
     assert dump(url) == before
 
 
