@@ -7,6 +7,7 @@ single transaction is rolled back, so the database is unchanged.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -145,11 +146,7 @@ def _describe_postgresql(exc: DBAPIError, detail: str, target: Target) -> str | 
     if state == "57014":
         return f"another session cancelled a migration statement ({detail}); {UNCHANGED}. Run again"
     if state == "42501":
-        return (
-            f"the role {url.username!r} lacks a privilege the migration needs ({detail}); {UNCHANGED}. "
-            "Since PostgreSQL 15 only the database owner may create in schema public: run as the "
-            f"owner, or GRANT CREATE ON SCHEMA public TO {url.username}"
-        )
+        return _insufficient_privilege(detail, str(url.username))
     if state in ("57P01", "57P02", "57P03") or (state is None and "closed the connection" in detail):
         return (
             f"the server at {masked} ended the connection during the run ({detail}); it rolls back "
@@ -166,3 +163,49 @@ def _describe_postgresql(exc: DBAPIError, detail: str, target: Target) -> str | 
             "check the host and port, and that the server is running"
         )
     return None
+
+
+# PostgreSQL's 42501 messages: an object only its owner may alter, and a schema the role may not use.
+NOT_OWNER = re.compile(r"^must be owner of (?P<kind>[a-z ]+?) (?P<name>\S.*)$")
+SCHEMA_DENIED = re.compile(r"^permission denied for schema (?P<name>\S.*)$")
+# The ALTER ... OWNER TO for each kind of object a migration may alter; an index follows its table.
+OWNER_TO = {
+    "table": "TABLE",
+    "relation": "TABLE",
+    "sequence": "SEQUENCE",
+    "view": "VIEW",
+    "materialized view": "MATERIALIZED VIEW",
+    "type": "TYPE",
+    "schema": "SCHEMA",
+    "function": "FUNCTION",
+    "procedure": "PROCEDURE",
+}
+
+
+def _insufficient_privilege(detail: str, role: str) -> str:
+    """What the role lacks (SQLSTATE 42501), and what gives it: ownership is not a grant."""
+    lacks = f"the role {role!r} lacks a privilege the migration needs ({detail}); {UNCHANGED}"
+    owner = NOT_OWNER.match(detail)
+    if owner:
+        kind, name = owner["kind"], owner["name"]
+        if kind == "index":
+            fix = f"run the migration as the owner of the table of index {name}, which owns the index"
+        else:
+            fix = f"run the migration as the owner of {name}"
+            if kind in OWNER_TO:
+                fix += (
+                    f", or have its owner (or a superuser) run ALTER {OWNER_TO[kind]} {name} OWNER TO {role}"
+                )
+        return (
+            f"the role {role!r} does not own the {kind} {name}, which the migration changes ({detail}); "
+            f"{UNCHANGED}. Only the owner may alter it, whatever is granted on it or on its schema: {fix}"
+        )
+    schema = SCHEMA_DENIED.match(detail)
+    if schema and schema["name"] == "public":  # USAGE on public is everyone's by default
+        return (
+            f"{lacks}. Since PostgreSQL 15 only the database owner may create in schema public: "
+            f"run as the owner, or GRANT CREATE ON SCHEMA public TO {role}"
+        )
+    if schema:
+        return f"{lacks}. Run as the owner, or GRANT USAGE, CREATE ON SCHEMA {schema['name']} TO {role}"
+    return f"{lacks}. Run as a role that has it, or GRANT it to {role}"
