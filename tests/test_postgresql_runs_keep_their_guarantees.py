@@ -397,14 +397,21 @@ def make_sql(project: Project, url: URL, revisions: str, **env: str) -> Path:
     return script
 
 
-def psql(script: Path, url: URL) -> subprocess.CompletedProcess[str]:
+def psql_argv(script: Path, url: URL) -> list[str]:
     """The script applied as postgresql-in-production.md says: psql, stopping at the first error."""
     bindir = pgserver.bindir()
     client = shutil.which("psql") or str(bindir / "psql" if bindir else "psql")
     # The same database URL, as libpq takes it; the password beside it, not in an argv a failure prints.
     dsn = URL.create("postgresql", url.username, None, url.host, url.port, url.database).render_as_string()
-    argv = [client, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script), dsn]
-    env = {**os.environ, "PGPASSWORD": str(url.password or "")}
+    return [client, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script), dsn]
+
+
+def psql_env(url: URL) -> dict[str, str]:
+    return {**os.environ, "PGPASSWORD": str(url.password or "")}
+
+
+def psql(script: Path, url: URL) -> subprocess.CompletedProcess[str]:
+    argv, env = psql_argv(script, url), psql_env(url)
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, check=False)
 
 
@@ -434,6 +441,45 @@ def test_make_sql_carries_the_lock_and_timeouts_to_sql_applied_by_hand(
     assert current_revision(url) == history[-1]
     assert index_validity(url) == [True]
     assert query(url, HELD_HERE) == [(0,)]
+
+
+@pytest.mark.usefixtures("before_the_build")
+def test_make_sql_leaves_the_build_in_an_autocommit_block_unbounded_by_the_statement_timeout(
+    project_copy: Project, history: list[str], url: URL, writer: sa.Connection
+) -> None:
+    """Issue 24: the script's session-wide statement_timeout also bounded CREATE INDEX CONCURRENTLY."""
+    script = make_sql(project_copy, url, f"{history[1]}:head", MIGRATION_STATEMENT_TIMEOUT="0.3")
+    statements = [line for line in script.read_text().splitlines() if line and not line.startswith("--")]
+    outside = ["SET lock_timeout = '270ms';", "SET statement_timeout = '300ms';"]
+    assert statements[statements.index("$$;") + 1 :][:3] == [*outside, "BEGIN;"]
+    build = next(i for i, line in enumerate(statements) if line.startswith("CREATE INDEX CONCURRENTLY"))
+    start = max(i for i, line in enumerate(statements[:build]) if line == "COMMIT;")
+    end = statements.index("BEGIN;", build)
+    # As a run has them: no statement timeout in the block, and the transaction's settings after it.
+    assert statements[start + 1 : start + 3] == [
+        "SET lock_timeout = '5000ms';",
+        "SET statement_timeout = '0';",
+    ]
+    assert statements[end - 2 : end] == outside
+
+    # The build waits for the writer's transaction longer than the statement timeout, and completes.
+    run = subprocess.Popen(
+        psql_argv(script, url), env=psql_env(url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for_build(url)
+        time.sleep(0.5)
+        writer.commit()
+    finally:
+        _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 0, stderr
+    assert current_revision(url) == history[-1]
+    assert index_validity(url) == [True]
+    assert query(url, "SELECT at, locks, lock_timeout, statement_timeout FROM probe ORDER BY at DESC") == [
+        ("inside", 1, "5s", "0"),
+        ("before", 1, "270ms", "300ms"),
+        ("after", 1, "270ms", "300ms"),
+    ]
 
 
 def test_make_sql_applied_again_stops_before_its_data_step_runs_twice(

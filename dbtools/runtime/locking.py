@@ -34,6 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 
+from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, ExceptionContext
@@ -102,6 +103,39 @@ def offline_prelude(starting: tuple[str, ...], version_table: str, schema: str |
         _starts_at(starting, version_table, schema),
         *(f"SET {name} = '{value}'" for name, value in timeouts(online_step=False).items()),
     ]
+
+
+def offline_blocks(context: MigrationContext) -> None:
+    """``make sql``: inside each ``autocommit_block()``, the timeouts of an online step, as a run has them.
+
+    The prelude's settings are session settings (the block's COMMIT must not
+    drop them), so without this the script's ``statement_timeout`` would also
+    bound a ``CREATE INDEX CONCURRENTLY``, and a lock timeout capped under it
+    would apply there too. The block's statements run after Alembic's COMMIT,
+    under the online step's settings; the transaction's come back before the
+    BEGIN after it. Nothing is printed where the two agree (no statement
+    timeout). The connected run does the same in ``Session._on_begin``; the
+    run's own wrapper of this method (``resume.install``) is for connected
+    runs only, and this one wraps whatever the context has, so both compose.
+    """
+    if not context.as_sql or context.dialect.name != "postgresql":
+        return
+    transaction, online = timeouts(online_step=False), timeouts(online_step=True)
+    changed = [name for name in transaction if transaction[name] != online[name]]
+    if not changed:
+        return
+    block = context.autocommit_block
+
+    @contextmanager
+    def with_online_timeouts() -> Iterator[None]:
+        with block():
+            for name in changed:
+                context.execute(f"SET {name} = '{online[name]}'")
+            yield
+            for name in changed:
+                context.execute(f"SET {name} = '{transaction[name]}'")
+
+    context.autocommit_block = with_online_timeouts  # type: ignore[method-assign]
 
 
 def _starts_at(starting: tuple[str, ...], version_table: str, schema: str | None) -> str:
