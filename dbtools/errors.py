@@ -7,6 +7,7 @@ single transaction is rolled back, so the database is unchanged.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,6 +20,8 @@ from dbtools.settings import (
     STATEMENT_TIMEOUT_VAR,
     ddl_lock_timeout,
     lock_timeout,
+    lock_wait_milliseconds,
+    milliseconds,
     statement_timeout,
 )
 from dbtools.target import Backend, Target
@@ -68,10 +71,30 @@ def sqlstate(exc: DBAPIError) -> str | None:
     return getattr(exc.orig, "sqlstate", None)
 
 
-def lock_wait_exceeded() -> str:
+def lock_wait_named(*, online_step: bool = False) -> str:
+    """The lock timeout that applied to a statement, as every message names it.
+
+    ``MIGRATION_DDL_LOCK_TIMEOUT``, or the value a shorter ``MIGRATION_STATEMENT_TIMEOUT``
+    capped it to in a transaction (``settings.lock_wait_milliseconds``).
+    """
+    ddl = f"{DDL_LOCK_TIMEOUT_VAR}={ddl_lock_timeout():g}s"
+    applied = lock_wait_milliseconds(online_step=online_step)
+    if applied == milliseconds(ddl_lock_timeout()):
+        return ddl
+    return f"{applied / 1000:g}s ({ddl}, capped just under {STATEMENT_TIMEOUT_VAR}={statement_timeout():g}s)"
+
+
+def longer_lock_wait(*, online_step: bool = False) -> str:
+    """The setting to raise for a longer lock wait: the statement timeout, while it caps the wait."""
+    if lock_wait_milliseconds(online_step=online_step) == milliseconds(ddl_lock_timeout()):
+        return DDL_LOCK_TIMEOUT_VAR
+    return f"{STATEMENT_TIMEOUT_VAR} (which caps the lock wait) and {DDL_LOCK_TIMEOUT_VAR}"
+
+
+def lock_wait_exceeded(*, online_step: bool = False) -> str:
     """Why a statement failed with 55P03, in the words every message uses."""
     return (
-        f"a migration statement waited longer than {DDL_LOCK_TIMEOUT_VAR}={ddl_lock_timeout():g}s "
+        f"a migration statement waited longer than {lock_wait_named(online_step=online_step)} "
         "for a table lock held by other sessions"
     )
 
@@ -109,7 +132,7 @@ def _describe_postgresql(exc: DBAPIError, detail: str, target: Target) -> str | 
     state = sqlstate(exc)
     masked, url = target.masked, target.url
     if state == LOCK_NOT_AVAILABLE:
-        retry = f"Retry when traffic is lower, or raise {DDL_LOCK_TIMEOUT_VAR}"
+        retry = f"Retry when traffic is lower, or raise {longer_lock_wait()}"
         return f"{lock_wait_exceeded()}; {UNCHANGED}. {retry}"
     if state == RAISED:
         hint = getattr(getattr(exc.orig, "diag", None), "message_hint", None)
@@ -123,11 +146,7 @@ def _describe_postgresql(exc: DBAPIError, detail: str, target: Target) -> str | 
     if state == "57014":
         return f"another session cancelled a migration statement ({detail}); {UNCHANGED}. Run again"
     if state == "42501":
-        return (
-            f"the role {url.username!r} lacks a privilege the migration needs ({detail}); {UNCHANGED}. "
-            "Since PostgreSQL 15 only the database owner may create in schema public: run as the "
-            f"owner, or GRANT CREATE ON SCHEMA public TO {url.username}"
-        )
+        return _insufficient_privilege(detail, str(url.username))
     if state in ("57P01", "57P02", "57P03") or (state is None and "closed the connection" in detail):
         return (
             f"the server at {masked} ended the connection during the run ({detail}); it rolls back "
@@ -144,3 +163,49 @@ def _describe_postgresql(exc: DBAPIError, detail: str, target: Target) -> str | 
             "check the host and port, and that the server is running"
         )
     return None
+
+
+# PostgreSQL's 42501 messages: an object only its owner may alter, and a schema the role may not use.
+NOT_OWNER = re.compile(r"^must be owner of (?P<kind>[a-z ]+?) (?P<name>\S.*)$")
+SCHEMA_DENIED = re.compile(r"^permission denied for schema (?P<name>\S.*)$")
+# The ALTER ... OWNER TO for each kind of object a migration may alter; an index follows its table.
+OWNER_TO = {
+    "table": "TABLE",
+    "relation": "TABLE",
+    "sequence": "SEQUENCE",
+    "view": "VIEW",
+    "materialized view": "MATERIALIZED VIEW",
+    "type": "TYPE",
+    "schema": "SCHEMA",
+    "function": "FUNCTION",
+    "procedure": "PROCEDURE",
+}
+
+
+def _insufficient_privilege(detail: str, role: str) -> str:
+    """What the role lacks (SQLSTATE 42501), and what gives it: ownership is not a grant."""
+    lacks = f"the role {role!r} lacks a privilege the migration needs ({detail}); {UNCHANGED}"
+    owner = NOT_OWNER.match(detail)
+    if owner:
+        kind, name = owner["kind"], owner["name"]
+        if kind == "index":
+            fix = f"run the migration as the owner of the table of index {name}, which owns the index"
+        else:
+            fix = f"run the migration as the owner of {name}"
+            if kind in OWNER_TO:
+                fix += (
+                    f", or have its owner (or a superuser) run ALTER {OWNER_TO[kind]} {name} OWNER TO {role}"
+                )
+        return (
+            f"the role {role!r} does not own the {kind} {name}, which the migration changes ({detail}); "
+            f"{UNCHANGED}. Only the owner may alter it, whatever is granted on it or on its schema: {fix}"
+        )
+    schema = SCHEMA_DENIED.match(detail)
+    if schema and schema["name"] == "public":  # USAGE on public is everyone's by default
+        return (
+            f"{lacks}. Since PostgreSQL 15 only the database owner may create in schema public: "
+            f"run as the owner, or GRANT CREATE ON SCHEMA public TO {role}"
+        )
+    if schema:
+        return f"{lacks}. Run as the owner, or GRANT USAGE, CREATE ON SCHEMA {schema['name']} TO {role}"
+    return f"{lacks}. Run as a role that has it, or GRANT it to {role}"

@@ -108,6 +108,26 @@ def statement_timeout() -> float:
     return _seconds(STATEMENT_TIMEOUT_VAR, 0.0, zero_means="no limit")
 
 
+def lock_wait_milliseconds(*, online_step: bool) -> int:
+    """The ``lock_timeout`` a PostgreSQL migration statement runs under, in milliseconds.
+
+    ``MIGRATION_DDL_LOCK_TIMEOUT``, capped just under ``MIGRATION_STATEMENT_TIMEOUT``
+    in a transaction whose statement timeout is shorter. Both clocks run while a
+    statement queues for a lock, and the shorter one ends the wait: a
+    statement timeout would report a lock wait as a slow statement, and a run
+    is retried only after a lock timeout. A statement's lock wait starts a
+    moment after the statement does, so the cap leaves a tenth of the
+    statement timeout (at most a second) between the two. No statement timeout
+    applies inside ``autocommit_block()`` (``online_step``), so no cap either.
+    """
+    ddl = milliseconds(ddl_lock_timeout())
+    statement = 0 if online_step or not statement_timeout() else milliseconds(statement_timeout())
+    if not statement:
+        return ddl
+    margin = max(1, min(statement // 10, 1000))
+    return max(1, min(ddl, statement - margin))
+
+
 def backup_keep() -> int:
     """How many SQLite backups to keep per database; 0 turns backups off."""
     return _count(BACKUP_KEEP_VAR, 5, most=10**9, zero_means="turns backups off")

@@ -74,6 +74,7 @@ def run_migrations_offline() -> None:
         else []
     ):
         context.execute(statement)
+    locking.offline_blocks(script)  # no statement timeout inside autocommit_block(), as online
     with context.begin_transaction():
         context.run_migrations()
     for statement in locking.offline_epilogue() if postgresql else []:

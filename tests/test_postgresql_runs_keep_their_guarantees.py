@@ -223,8 +223,11 @@ def test_a_killed_build_keeps_others_out_and_the_next_upgrade_completes(
 def test_a_failed_build_is_not_retried_says_so_and_the_next_upgrade_completes(
     project_copy: Project, history: list[str], url: URL, writer: sa.Connection
 ) -> None:
-    # The build waits for the writer and gives up after the DDL lock timeout.
-    result = project_copy.cli("upgrade", url=url, env={"MIGRATION_DDL_LOCK_TIMEOUT": "0.3"})
+    # The build waits for the writer and gives up after the DDL lock timeout: inside the block,
+    # where no statement timeout applies, a shorter one does not cap it.
+    result = project_copy.cli(
+        "upgrade", url=url, env={"MIGRATION_DDL_LOCK_TIMEOUT": "0.3", "MIGRATION_STATEMENT_TIMEOUT": "0.2"}
+    )
     writer.commit()
 
     line = failed_line(result)
@@ -351,6 +354,40 @@ def test_a_statement_past_the_statement_timeout_fails_and_changes_nothing(
     assert dump(url) == before
 
 
+def test_a_lock_wait_under_a_shorter_statement_timeout_is_a_lock_timeout_and_is_retried(
+    project_copy: Project, url: URL
+) -> None:
+    """Issue 24: the statement timeout used to end the lock wait first, as a slow statement, not retried."""
+    project_copy.migrate(url)
+    project_copy.add_migration(
+        'op.add_column("users", sa.Column("bio", sa.Text))', 'op.drop_column("users", "bio")'
+    )
+    before = dump(url)
+    reader = engine_for(url)
+    with reader.connect() as conn:
+        conn.exec_driver_sql("SELECT count(*) FROM users")  # an application read holds its lock
+        result = project_copy.cli(
+            "upgrade",
+            url=url,
+            env={"MIGRATION_STATEMENT_TIMEOUT": "0.3", "MIGRATION_LOCK_RETRIES": "1"},
+        )
+        conn.rollback()
+    reader.dispose()
+
+    applied = "0.27s (MIGRATION_DDL_LOCK_TIMEOUT=5s, capped just under MIGRATION_STATEMENT_TIMEOUT=0.3s)"
+    line = failed_line(result)
+    assert (
+        f"a migration statement waited longer than {applied} for a table lock held by other sessions" in line
+    )
+    assert "in each of 2 attempt(s) (MIGRATION_LOCK_RETRIES=1); nothing was changed" in line
+    assert "raise MIGRATION_STATEMENT_TIMEOUT" in line
+    assert "statement timeout" not in line
+    retries = [entry for entry in result.stderr.splitlines() if "retrying in" in entry]
+    assert len(retries) == 1
+    assert f"attempt 1 of 2 waited longer than {applied} for a table lock; rolled back" in retries[0]
+    assert dump(url) == before
+
+
 def make_sql(project: Project, url: URL, revisions: str, **env: str) -> Path:
     """``make sql rev=<revisions>``, saved as a DBA would save it."""
     result = project.forked_alembic("upgrade", revisions, "--sql", url=url, env=env)
@@ -360,14 +397,21 @@ def make_sql(project: Project, url: URL, revisions: str, **env: str) -> Path:
     return script
 
 
-def psql(script: Path, url: URL) -> subprocess.CompletedProcess[str]:
+def psql_argv(script: Path, url: URL) -> list[str]:
     """The script applied as postgresql-in-production.md says: psql, stopping at the first error."""
     bindir = pgserver.bindir()
     client = shutil.which("psql") or str(bindir / "psql" if bindir else "psql")
     # The same database URL, as libpq takes it; the password beside it, not in an argv a failure prints.
     dsn = URL.create("postgresql", url.username, None, url.host, url.port, url.database).render_as_string()
-    argv = [client, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script), dsn]
-    env = {**os.environ, "PGPASSWORD": str(url.password or "")}
+    return [client, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", str(script), dsn]
+
+
+def psql_env(url: URL) -> dict[str, str]:
+    return {**os.environ, "PGPASSWORD": str(url.password or "")}
+
+
+def psql(script: Path, url: URL) -> subprocess.CompletedProcess[str]:
+    argv, env = psql_argv(script, url), psql_env(url)
     return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env, check=False)
 
 
@@ -397,6 +441,45 @@ def test_make_sql_carries_the_lock_and_timeouts_to_sql_applied_by_hand(
     assert current_revision(url) == history[-1]
     assert index_validity(url) == [True]
     assert query(url, HELD_HERE) == [(0,)]
+
+
+@pytest.mark.usefixtures("before_the_build")
+def test_make_sql_leaves_the_build_in_an_autocommit_block_unbounded_by_the_statement_timeout(
+    project_copy: Project, history: list[str], url: URL, writer: sa.Connection
+) -> None:
+    """Issue 24: the script's session-wide statement_timeout also bounded CREATE INDEX CONCURRENTLY."""
+    script = make_sql(project_copy, url, f"{history[1]}:head", MIGRATION_STATEMENT_TIMEOUT="0.3")
+    statements = [line for line in script.read_text().splitlines() if line and not line.startswith("--")]
+    outside = ["SET lock_timeout = '270ms';", "SET statement_timeout = '300ms';"]
+    assert statements[statements.index("$$;") + 1 :][:3] == [*outside, "BEGIN;"]
+    build = next(i for i, line in enumerate(statements) if line.startswith("CREATE INDEX CONCURRENTLY"))
+    start = max(i for i, line in enumerate(statements[:build]) if line == "COMMIT;")
+    end = statements.index("BEGIN;", build)
+    # As a run has them: no statement timeout in the block, and the transaction's settings after it.
+    assert statements[start + 1 : start + 3] == [
+        "SET lock_timeout = '5000ms';",
+        "SET statement_timeout = '0';",
+    ]
+    assert statements[end - 2 : end] == outside
+
+    # The build waits for the writer's transaction longer than the statement timeout, and completes.
+    run = subprocess.Popen(
+        psql_argv(script, url), env=psql_env(url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for_build(url)
+        time.sleep(0.5)
+        writer.commit()
+    finally:
+        _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 0, stderr
+    assert current_revision(url) == history[-1]
+    assert index_validity(url) == [True]
+    assert query(url, "SELECT at, locks, lock_timeout, statement_timeout FROM probe ORDER BY at DESC") == [
+        ("inside", 1, "5s", "0"),
+        ("before", 1, "270ms", "300ms"),
+        ("after", 1, "270ms", "300ms"),
+    ]
 
 
 def test_make_sql_applied_again_stops_before_its_data_step_runs_twice(

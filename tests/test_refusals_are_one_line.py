@@ -411,6 +411,41 @@ def test_a_role_without_create_on_public_is_one_line(project: Project, pg_admin_
         assert current_revision(owned) is None
 
 
+def test_a_role_that_may_create_but_does_not_own_the_table_is_told_ownership_is_missing(
+    project_copy: Project, pg_admin_url: URL
+) -> None:
+    """Issue 24: a role with CREATE on public was told to GRANT CREATE, which it had; it lacks ownership."""
+    with pgserver.fresh_database(pg_admin_url) as owned:
+        project_copy.migrate(owned)  # users belongs to the database's owner
+        project_copy.add_migration(
+            'op.add_column("users", sa.Column("bio", sa.Text))', 'op.drop_column("users", "bio")'
+        )
+        deployer = owned.set(username=f"{owned.username}_deploy", password="Deploy-Secret-4")
+        admin = engine_for(pg_admin_url.set(database=owned.database), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE ROLE {deployer.username} LOGIN PASSWORD 'Deploy-Secret-4'")
+        try:
+            execute(  # everything but ownership: it may create in public, and read and write every table
+                owned,
+                f"GRANT CREATE ON SCHEMA public TO {deployer.username}",
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {deployer.username}",
+            )
+            before = dump(owned)
+            result = project_copy.cli("upgrade", url=deployer)
+            assert dump(owned) == before
+        finally:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f"DROP OWNED BY {deployer.username}")  # its grants, in this database
+                conn.exec_driver_sql(f"DROP ROLE {deployer.username}")
+            admin.dispose()
+    line = failed_line(result)
+    assert f"the role '{deployer.username}' does not own the table users" in line
+    assert "(must be owner of table users)" in line
+    assert f"ALTER TABLE users OWNER TO {deployer.username}" in line
+    assert "GRANT CREATE" not in line
+    assert "Deploy-Secret-4" not in result.stdout + result.stderr
+
+
 def test_a_backend_terminated_mid_run_is_one_line_and_changes_nothing(
     project_copy: Project, pg_admin_url: URL
 ) -> None:

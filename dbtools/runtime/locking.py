@@ -13,7 +13,10 @@ begins, including the one after such a block, gets its timeouts set again:
 
 - ``lock_timeout`` = ``MIGRATION_DDL_LOCK_TIMEOUT``: an ALTER queued behind a
   long query blocks every query queued behind it, so it gives up early, and the
-  run is rolled back and retried (``Session.attempts``);
+  run is rolled back and retried (``Session.attempts``). In a transaction it is
+  capped just under a shorter ``MIGRATION_STATEMENT_TIMEOUT``, so that a lock
+  wait always ends as a lock timeout, retried, never as a statement timeout
+  (``settings.lock_wait_milliseconds``);
 - ``statement_timeout`` = ``MIGRATION_STATEMENT_TIMEOUT`` in transactions, and
   none inside ``autocommit_block()``: an online step such as ``CREATE INDEX
   CONCURRENTLY`` blocks no reads or writes, may rightly take hours, and
@@ -31,9 +34,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 
+from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, ExceptionContext
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from dbtools.errors import (
@@ -42,15 +46,16 @@ from dbtools.errors import (
     first_line,
     friendly_errors,
     lock_wait_exceeded,
+    lock_wait_named,
+    longer_lock_wait,
     sqlstate,
 )
 from dbtools.settings import (
-    DDL_LOCK_TIMEOUT_VAR,
     LOCK_RETRIES_VAR,
     LOCK_TIMEOUT_VAR,
-    ddl_lock_timeout,
     lock_retries,
     lock_timeout,
+    lock_wait_milliseconds,
     milliseconds,
     statement_timeout,
 )
@@ -75,7 +80,7 @@ def timeouts(*, online_step: bool) -> dict[str, str]:
     """The PostgreSQL settings a migration statement runs under."""
     limit = 0.0 if online_step else statement_timeout()
     return {
-        "lock_timeout": f"{milliseconds(ddl_lock_timeout())}ms",
+        "lock_timeout": f"{lock_wait_milliseconds(online_step=online_step)}ms",
         "statement_timeout": f"{milliseconds(limit)}ms" if limit else "0",
     }
 
@@ -98,6 +103,39 @@ def offline_prelude(starting: tuple[str, ...], version_table: str, schema: str |
         _starts_at(starting, version_table, schema),
         *(f"SET {name} = '{value}'" for name, value in timeouts(online_step=False).items()),
     ]
+
+
+def offline_blocks(context: MigrationContext) -> None:
+    """``make sql``: inside each ``autocommit_block()``, the timeouts of an online step, as a run has them.
+
+    The prelude's settings are session settings (the block's COMMIT must not
+    drop them), so without this the script's ``statement_timeout`` would also
+    bound a ``CREATE INDEX CONCURRENTLY``, and a lock timeout capped under it
+    would apply there too. The block's statements run after Alembic's COMMIT,
+    under the online step's settings; the transaction's come back before the
+    BEGIN after it. Nothing is printed where the two agree (no statement
+    timeout). The connected run does the same in ``Session._on_begin``; the
+    run's own wrapper of this method (``resume.install``) is for connected
+    runs only, and this one wraps whatever the context has, so both compose.
+    """
+    if not context.as_sql or context.dialect.name != "postgresql":
+        return
+    transaction, online = timeouts(online_step=False), timeouts(online_step=True)
+    changed = [name for name in transaction if transaction[name] != online[name]]
+    if not changed:
+        return
+    block = context.autocommit_block
+
+    @contextmanager
+    def with_online_timeouts() -> Iterator[None]:
+        with block():
+            for name in changed:
+                context.execute(f"SET {name} = '{online[name]}'")
+            yield
+            for name in changed:
+                context.execute(f"SET {name} = '{transaction[name]}'")
+
+    context.autocommit_block = with_online_timeouts  # type: ignore[method-assign]
 
 
 def _starts_at(starting: tuple[str, ...], version_table: str, schema: str | None) -> str:
@@ -169,6 +207,9 @@ class Session:
     # Set when a transaction commits during an attempt: an autocommit_block()
     # made changes that a rollback no longer undoes.
     committed: bool = False
+    # Whether the last statement that failed ran inside an autocommit_block(), where no
+    # statement timeout caps the lock timeout: which lock timeout its FAILED line names.
+    failed_online: bool = False
 
     def attempts(self) -> Iterator[Attempt]:
         """``for attempt in session.attempts(): with attempt: <the run>``, tenacity-style.
@@ -184,11 +225,10 @@ class Session:
                 return
             delay = min(MAX_DELAY, FIRST_DELAY * 2**number) * random.uniform(0.5, 1.0)  # noqa: S311 (jitter, not a secret)
             log.warning(
-                "attempt %d of %d waited longer than %s=%gs for a table lock; rolled back, retrying in %.1fs",
+                "attempt %d of %d waited longer than %s for a table lock; rolled back, retrying in %.1fs",
                 number + 1,
                 retries + 1,
-                DDL_LOCK_TIMEOUT_VAR,
-                ddl_lock_timeout(),
+                lock_wait_named(),  # an attempt retried was rolled back whole: it waited in a transaction
                 delay,
             )
             time.sleep(delay)
@@ -200,6 +240,11 @@ class Session:
 
     def _on_commit(self, _connection: Connection) -> None:
         self.committed = True
+
+    def _on_error(self, context: ExceptionContext) -> None:
+        if context.connection is self.connection:
+            options = self.connection.get_execution_options()
+            self.failed_online = options.get("isolation_level") == "AUTOCOMMIT"
 
 
 class Attempt:
@@ -223,7 +268,7 @@ class Attempt:
                 raise Interrupted(COMMITTED_MIDWAY) from None
             cause = _database_error(exc)
             if cause is not None:
-                raise CommandError(_after_commit(cause)) from None
+                raise CommandError(_after_commit(cause, online_step=self.session.failed_online)) from None
             exc.add_note(f"{COMMITTED_MIDWAY[0].upper()}{COMMITTED_MIDWAY[1:]}.")
             return False
         if not (isinstance(exc, OperationalError) and sqlstate(exc) == LOCK_NOT_AVAILABLE):
@@ -235,7 +280,7 @@ class Attempt:
         raise CommandError(
             f"{lock_wait_exceeded()}, in each of {self.retries + 1} attempt(s) "
             f"({LOCK_RETRIES_VAR}={self.retries}); nothing was changed. Retry when traffic is lower, "
-            f"or raise {DDL_LOCK_TIMEOUT_VAR} or {LOCK_RETRIES_VAR}"
+            f"or raise {longer_lock_wait()} or {LOCK_RETRIES_VAR}"
         ) from None
 
 
@@ -258,11 +303,11 @@ def _database_error(exc: BaseException | None) -> DBAPIError | None:
     return None
 
 
-def _after_commit(exc: DBAPIError) -> str:
+def _after_commit(exc: DBAPIError, *, online_step: bool) -> str:
     detail = first_line(exc)
     retry = ""
     if sqlstate(exc) == LOCK_NOT_AVAILABLE:
-        retry = f" ({DDL_LOCK_TIMEOUT_VAR}={ddl_lock_timeout():g}s; such a run is not retried automatically)"
+        retry = f" ({lock_wait_named(online_step=online_step)}; such a run is not retried automatically)"
     return f"the run failed: {detail}{retry}{_duplicates(exc)}; {COMMITTED_MIDWAY}, once the cause is fixed"
 
 
@@ -319,11 +364,13 @@ def held(connection: Connection) -> Iterator[Session]:
         _apply(connection, timeouts(online_step=False), local=True)
     event.listen(connection, "begin", session._on_begin)
     event.listen(connection, "commit", session._on_commit)
+    event.listen(connection.engine, "handle_error", session._on_error)  # an engine's event
     try:
         yield session
     finally:
         event.remove(connection, "begin", session._on_begin)
         event.remove(connection, "commit", session._on_commit)
+        event.remove(connection.engine, "handle_error", session._on_error)
         _release(connection)
 
 
