@@ -109,13 +109,37 @@ def start_upgrade(project: Project, url: URL) -> subprocess.Popen[str]:
     )
 
 
-def build_of(url: URL, index: str, application: sa.Connection) -> int:
+class Application:
+    """An application holding a snapshot at every moment: a concurrent build waits for older ones.
+
+    ``advance()`` lets the builds waiting now go on: a new snapshot is taken on
+    a second connection first, then the old one ends, so a build that starts
+    later still finds one older than its own to wait for.
+    """
+
+    def __init__(self, url: URL) -> None:
+        self.engine = engine_for(url, isolation_level="REPEATABLE READ")
+        self.held = self._snapshot()
+
+    def _snapshot(self) -> sa.Connection:
+        conn = self.engine.connect()
+        conn.exec_driver_sql(SNAPSHOT)
+        return conn
+
+    def advance(self) -> None:
+        newer = self._snapshot()
+        self.held.close()
+        self.held = newer
+
+    def close(self) -> None:
+        self.held.close()
+        self.engine.dispose()
+
+
+def build_of(url: URL, index: str, application: Application) -> int:
     """The backend building ``index`` concurrently, held by the application's snapshot.
 
-    A build waits for every transaction whose snapshot is older than its own.
-    The earlier builds a resumed run does again are let through: the
-    application ends its transaction and takes a new snapshot, which they do
-    not wait for, and the next build does.
+    The earlier builds a resumed run does again are let through (``advance``).
     """
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -128,8 +152,7 @@ def build_of(url: URL, index: str, application: sa.Connection) -> int:
             if index in str(statement):
                 return int(str(pid))
         if waiting:
-            application.rollback()
-            application.exec_driver_sql(SNAPSHOT)
+            application.advance()
         time.sleep(0.05)
     raise AssertionError(f"the build of {index} never started waiting")
 
@@ -166,9 +189,7 @@ def test_an_online_migration_resumes_after_each_interruption_and_reverts_alone(
     revision = generate(project_copy, tmp_path)
 
     for index, way in zip(BUILDS, WAYS, strict=True):
-        # An application transaction holding a snapshot: a concurrent build waits for it to end.
-        application = engine_for(url, isolation_level="REPEATABLE READ").connect()
-        application.exec_driver_sql(SNAPSHOT)
+        application = Application(url)  # a concurrent build waits for its snapshot to end
         run = start_upgrade(project_copy, url)
         try:
             try:
@@ -178,7 +199,6 @@ def test_an_online_migration_resumes_after_each_interruption_and_reverts_alone(
                 raise AssertionError(run.communicate(timeout=60)) from None
             way(run, url, build)
         finally:
-            application.rollback()
             application.close()
         assert current_revision(url) == previous, f"{way.__name__} during {index}"
         status = project_copy.cli("status", url=url)
@@ -215,13 +235,11 @@ def test_an_online_migration_resumes_after_each_interruption_and_reverts_alone(
 
     # Half-applied again (the column, the index and one unique constraint committed), then one
     # step down: that migration is reverted alone, what it never got to skipped.
-    application = engine_for(url, isolation_level="REPEATABLE READ").connect()
-    application.exec_driver_sql(SNAPSHOT)
+    application = Application(url)
     run = start_upgrade(project_copy, url)
     try:
         killed(run, url, build_of(url, BUILDS[2], application))
     finally:
-        application.rollback()
         application.close()
     assert "[~]" in project_copy.cli("status", url=url).stdout
     reverted = project_copy.cli("downgrade", url=url)
