@@ -54,24 +54,26 @@ def update(config: Config) -> None:
 
 def check(config: Config) -> None:
     """Refuse, in one line that says the fix, a head file that does not name the graph's one head."""
-    where = WHERE
     try:
         project = _project(config)
         heads = sorted(project.heads(project.load_script()))
-        if len(heads) > 1:
-            raise CommandError(
-                f"the migration history has {len(heads)} heads ({', '.join(heads)}): two branches each "
-                f"added a migration from the same parent; re-point yours onto theirs with {REBASE} "
-                f"(or `--onto <their head>`), review both, and commit {where}"
-            )
-        if not project.head_file.exists():
-            raise CommandError(f"{where} is missing; create it with {UPDATE} and commit it")
+    except AlembicLinearError as exc:  # a broken graph: Alembic's words, on one line
+        raise CommandError(f"the migration history cannot be read: {_one_line(exc, config)}") from None
+    if len(heads) > 1:
+        raise CommandError(
+            f"the migration history has {len(heads)} heads ({', '.join(heads)}): two branches each "
+            f"added a migration from the same parent; re-point yours onto theirs with {REBASE} "
+            f"(or `--onto <their head>`), review both, and commit {WHERE}"
+        )
+    if not project.head_file.exists():
+        raise CommandError(f"{WHERE} is missing; create it with {UPDATE} and commit it")
+    try:
         recorded = head_file.read(project.head_file)
-    except AlembicLinearError as exc:
-        raise CommandError(f"{where} is unreadable: {_one_line(exc, config)}") from None
+    except AlembicLinearError as exc:  # garbage, several lines, conflict markers
+        raise CommandError(f"{WHERE} is unreadable: {_one_line(exc, config)}") from None
     if heads and recorded != heads[0]:
         raise CommandError(
-            f"{where} is stale: it records {recorded}, but the head is {heads[0]} (a migration added "
+            f"{WHERE} is stale: it records {recorded}, but the head is {heads[0]} (a migration added "
             f"without `make migration` or `alembic revision`); run {UPDATE} and commit it"
         )
 
