@@ -112,6 +112,15 @@ class Project:
 
         return list(ScriptDirectory.from_config(Config(self.ini)).get_heads())
 
+    @property
+    def head_file(self) -> Path:
+        return self.root / "migrations" / "head.txt"
+
+    def recorded_head(self) -> str:
+        """The revision migrations/head.txt records (its one line that is not a comment)."""
+        (line,) = [line for line in self.head_file.read_text().splitlines() if not line.startswith("#")]
+        return line
+
     def extend_history(self, *migrations: tuple[str, str]) -> list[str]:
         """Append (upgrade, downgrade) migrations after head; return every revision, oldest first."""
         history = [self.heads()[0]]
@@ -120,9 +129,19 @@ class Project:
         return history
 
     def add_migration(
-        self, upgrade: str, downgrade: str = "pass", imports: str = "", down_revision: str | None = None
+        self,
+        upgrade: str,
+        downgrade: str = "pass",
+        imports: str = "",
+        down_revision: str | None = None,
+        *,
+        updates_head_file: bool = True,
     ) -> str:
-        """Append a hand-written migration after the current head; return its id."""
+        """Append a hand-written migration after the current head; return its id.
+
+        Appended after the head, it is recorded in migrations/head.txt as `alembic revision`'s
+        hook would (``updates_head_file=False``: as a file copied in by hand leaves it).
+        """
         down = down_revision or self.heads()[0]
         rev = uuid.uuid4().hex[:12]
 
@@ -137,6 +156,10 @@ class Project:
             f"def downgrade() -> None:\n{block(downgrade)}\n"
         )
         (self.versions / f"9999_{rev}_test.py").write_text(source)
+        if updates_head_file and down_revision is None:
+            from alembic_linear_migrations import head
+
+            head.write(self.head_file, rev)
         return rev
 
 

@@ -6,14 +6,25 @@ import hashlib
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from tests.helpers import Project, current_revision, dump, execute, failed_line, recorded_checksums
+from dbtools.runtime.digest import file_checksum, read_script
+from tests.helpers import (
+    Project,
+    current_revision,
+    dump,
+    engine_for,
+    execute,
+    failed_line,
+    recorded_checksums,
+)
 
 
 def sha256(project: Project, revision: str) -> str:
+    """What a run records: the file's sha256 with its parent left out (dbtools.runtime.digest)."""
     (path,) = project.versions.glob(f"*{revision}*.py")
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return file_checksum(path)
 
 
 def script_of(project: Project, revision: str) -> str:
@@ -191,4 +202,58 @@ def test_a_broken_chain_of_files_is_named_in_one_line(
         line = failed_line(project_copy.cli(command, url=database_url))
         assert "the migration history is broken" in line
         assert expected in line
+    assert dump(database_url) == before
+
+
+def record(url: URL, revision: str, source: str, checksum: str) -> None:
+    """Write a checksum record by hand, as another kind of run would have left it."""
+    row = {"revision": revision, "checksum": checksum, "source": source}
+    engine = engine_for(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM alembic_checksums WHERE revision = :revision"), row)
+            conn.execute(sa.text("INSERT INTO alembic_checksums VALUES (:revision, :checksum, :source)"), row)
+    finally:
+        engine.dispose()
+
+
+def test_a_re_pointed_migration_keeps_its_checksum_but_an_edit_of_its_body_is_refused(
+    project_copy: Project, database_url: URL
+) -> None:
+    head = project_copy.heads()[0]
+    bob = project_copy.add_migration('op.add_column("users", sa.Column("nickname", sa.String(32)))')
+    (path,) = project_copy.versions.glob(f"*{bob}*.py")
+    docstring = f'"""test migration\n\nRevision ID: {bob}\nRevises: {head}\n"""'
+    path.write_text(path.read_text().replace('"""test migration"""', docstring))
+    project_copy.migrate(database_url)  # Bob's database applied his migration on its old parent
+    as_applied = read_script(path)
+    # Alice's migration, from the same parent, came first in the merge: Bob's is re-pointed onto it.
+    alice = project_copy.add_migration("pass", down_revision=head)
+    path.write_text(
+        path.read_text()
+        .replace(f"down_revision = {head!r}", f"down_revision = {alice!r}")
+        .replace(f"Revises: {head}", f"Revises: {alice}")
+    )
+    # As `make upgrade out_of_order=1` leaves it once Alice's was applied there too.
+    (alice_path,) = project_copy.versions.glob(f"*{alice}*.py")
+    record(database_url, alice, read_script(alice_path), file_checksum(alice_path))
+
+    verified = project_copy.cli("verify", url=database_url)
+    assert verified.returncode == 0, verified.stderr
+    assert "OK: all 3 applied migration(s)" in verified.stdout
+    after = project_copy.add_migration("pass")
+    upgraded = project_copy.cli("upgrade", url=database_url)
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert current_revision(database_url) == after
+    assert recorded_checksums(database_url)[bob] == sha256(project_copy, bob)
+
+    # A record from before the parent was left out (the whole file's sha256) stays valid too.
+    record(database_url, bob, as_applied, hashlib.sha256(as_applied.encode()).hexdigest())
+    assert project_copy.cli("verify", url=database_url).returncode == 0
+
+    path.write_text(path.read_text().replace("String(32)", "String(64)"))
+    before = dump(database_url)
+    for command in ("verify", "upgrade"):
+        line = failed_line(project_copy.cli(command, url=database_url))
+        assert f"applied migration {bob} was edited after it was applied" in line
     assert dump(database_url) == before

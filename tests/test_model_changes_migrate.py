@@ -67,6 +67,9 @@ def test_model_change_autogenerates_a_migration_that_round_trips_with_rows(
     made = project_copy.make("migration", "msg=profile fields", url=database_url)
     assert made.returncode == 0, made.stderr
     (script,) = project_copy.versions.glob("*_profile_fields.py")
+    (new,) = project_copy.heads()
+    assert new in script.name
+    assert project_copy.recorded_head() == new  # migrations/head.txt kept current
     text = script.read_text()
     assert "models" not in text.split('"""', 2)[2]  # never imports application code
     for op in ("add_column", "alter_column", "create_index", "drop_column", "drop_index"):

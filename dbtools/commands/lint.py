@@ -1,4 +1,5 @@
-"""``make lint``'s own checks: refuse migrations that lose data or lock a table without saying why."""
+"""``make lint``'s own checks: a current head file, one head; no migration that loses data or locks a
+table without saying why."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import sys
 from alembic.config import Config
 from alembic.util import CommandError
 
+from dbtools.autogenerate import headfile
 from dbtools.lint.acknowledgements import DESTRUCTIVE, LOCKING
 from dbtools.lint.review import review
 
 
 def lint(config: Config, paths: list[str] | None = None) -> None:
+    if not paths:  # the whole history: its head file first, so two heads are one clear line
+        headfile.check(config)
     verdict = review(config, paths or [])
     for line in verdict.notes:
         print(line)

@@ -12,7 +12,7 @@ from alembic import command
 from alembic.config import Config
 
 from dbtools import paths, target
-from dbtools.autogenerate import hooks
+from dbtools.autogenerate import headfile, hooks
 from dbtools.autogenerate.renames import parse
 from dbtools.run import Decisions, Run
 from dbtools.runtime import nochange
@@ -28,10 +28,13 @@ def migration(config: Config, message: str, renames: str = "") -> None:
         creates_database=False, applies_migrations=False, autogenerates=True, rename_decisions=decisions
     )
     command.revision(
-        run.start_with(config),
+        run.start_with(headfile.without_hook(config)),  # this process rewrites head.txt, below
         message=message,
         autogenerate=True,
         process_revision_directives=hooks.write_or_skip,
     )
-    if not renames and set(paths.VERSIONS.iterdir()) == before:  # nothing written: found alike
+    written = set(paths.VERSIONS.iterdir()) != before
+    if written:
+        headfile.update(config)
+    elif not renames:  # nothing written: found alike
         nochange.remember(target.resolve(config).plain_file, seen)

@@ -29,7 +29,7 @@ from sqlalchemy import Column, MetaData, String, Table, Text, delete, insert, in
 from sqlalchemy.engine import Connection
 
 from dbtools.paths import CHECKSUM_TABLE
-from dbtools.runtime.digest import checksum_of, file_checksum, read_script
+from dbtools.runtime.digest import checksum_of, legacy_checksum_of, matches, read_script
 
 TABLE_NAME = CHECKSUM_TABLE
 REPAIR_HINT = "If the edit was intended, `make repair` shows the differences and re-records the checksums"
@@ -166,12 +166,24 @@ def problems(connection: Connection, script: ScriptDirectory, heads: Iterable[st
         return found
     record = recorded(connection)
     for rev in applied_revisions(revision_map, heads):
-        actual = file_checksum(str(rev.path))
+        source = read_script(str(rev.path))
+        actual = checksum_of(source)
         if rev.revision not in record:
             found.append(Problem(rev.revision, Mismatch.UNRECORDED, actual=actual))
-        elif record[rev.revision] != actual:
+        elif not matches(record[rev.revision], source) and not _repointed(connection, rev.revision, actual):
             found.append(Problem(rev.revision, Mismatch.EDITED, record[rev.revision], actual))
     return found
+
+
+def _repointed(connection: Connection, revision: str, actual: str) -> bool:
+    """Whether a legacy record (the whole file's sha256) was taken of this file on another parent.
+
+    The record keeps the text as applied: when that text is what the checksum was taken of, and
+    differs from the file only in its parent, the migration was re-pointed, not edited.
+    """
+    query = select(checksums.c.checksum, checksums.c.source).where(checksums.c.revision == revision)
+    row = connection.execute(query).one()
+    return bool(row.checksum == legacy_checksum_of(row.source) and checksum_of(row.source) == actual)
 
 
 def verify(connection: Connection, script: ScriptDirectory, heads: Iterable[str]) -> None:

@@ -17,7 +17,9 @@ run answers from the cache only when
 - no other connection holds its write lock (the full run would wait);
 - its ``alembic_version`` rows are the recorded heads;
 - ``alembic_checksums`` records exactly the recorded revisions, and each
-  checksum equals its file's, computed as the full run computes it.
+  checksum matches its file's, as the full run matches them (``digest.matches``;
+  a legacy record of a re-pointed file is left to the full run, which reads
+  the text it keeps).
 
 Anything else, or any error, and the full run decides, as it always did:
 the fast path may say "nothing to do", never "refused", and never fail.
@@ -36,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dbtools.paths import CACHE, ENV, INI, ROOT, SQLITE_HEADER, VERSIONS
-from dbtools.runtime.digest import file_checksum
+from dbtools.runtime.digest import matches, read_script
 from dbtools.settings import NAMES
 
 FORMAT = 3
@@ -210,6 +212,6 @@ def _heads_if_current(database: Path, revisions: Mapping[str, str]) -> list[str]
     if checksums.keys() != revisions.keys():
         return None
     for revision, name in revisions.items():
-        if file_checksum(VERSIONS / name) != checksums[revision]:
+        if not matches(checksums[revision], read_script(VERSIONS / name)):
             return None
     return heads
