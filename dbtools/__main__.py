@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     migration.add_argument(
         "--renames", default="", help="renames to write, e.g. 'users.name=display_name accounts=users'"
     )
+    add("rebase").add_argument(
+        "--onto", default=None, help="the other branch's head, when no git merge or rebase is in progress"
+    )
     for name in ("check", "current", "status", "verify", "repair", "stamp"):
         add(name)
     add("rehearse").add_argument(

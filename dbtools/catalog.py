@@ -36,6 +36,11 @@ ENTRIES = (
         "Autogenerate a migration from the models",
         'msg="what changed" [renames="t.old=new"]',
     ),
+    Entry(
+        "rebase",
+        "Re-point your branch's migrations onto the other branch's, and prove the result",
+        "after a conflict in migrations/head.txt; onto=<rev> otherwise",
+    ),
     Entry("check", "Fail if the models differ from the migrated database"),
     Entry("status", "Every migration, applied or pending, its checksum, and model drift"),
     Entry("verify", "Fail if an applied migration was edited, deleted or never recorded"),
