@@ -30,7 +30,7 @@ def test_make_lint_refuses_a_head_file_that_does_not_name_the_one_head(project_c
     theirs = project_copy.add_migration("pass", down_revision=head)  # the other branch's, merged
     line = failed_line(project_copy.cli("lint"))
     assert f"the migration history has 2 heads ({', '.join(sorted([mine, theirs]))})" in line
-    assert "`.venv/bin/alembic-linear rebase`" in line
+    assert "re-point yours onto theirs with `make rebase`" in line
 
     (path,) = project_copy.versions.glob(f"*{theirs}*.py")
     path.unlink()

@@ -29,7 +29,7 @@ from dbtools import paths
 HOOK = "alembic_linear"
 WHERE = "migrations/head.txt"
 UPDATE = "`.venv/bin/alembic-linear update`"
-REBASE = "`.venv/bin/alembic-linear rebase`"
+REBASE = "`make rebase`"
 
 
 def without_hook(config: Config) -> Config:
@@ -63,7 +63,8 @@ def check(config: Config) -> None:
         raise CommandError(
             f"the migration history has {len(heads)} heads ({', '.join(heads)}): two branches each "
             f"added a migration from the same parent; re-point yours onto theirs with {REBASE} "
-            f"(or `--onto <their head>`), review both, and commit {WHERE}"
+            f"(`make rebase onto=<their head>` when no git merge or rebase is in progress), review both, "
+            f"and commit {WHERE}"
         )
     if not project.head_file.exists():
         raise CommandError(f"{WHERE} is missing; create it with {UPDATE} and commit it")
