@@ -222,3 +222,18 @@ def test_bad_input_is_one_line_and_rewrites_nothing(repo: Project) -> None:
     line = failed_line(repo.cli("rebase", f"--onto={heads[2]}"))
     assert f"the history already has a merge revision ({merge})" in line
     assert unchanged()
+
+
+def test_one_branch_altering_what_the_other_dropped_is_refused_naming_it(repo: Project) -> None:
+    dropped = hand_branch(repo, "bob", 'with op.batch_alter_table("users") as b:\n    b.drop_column("email")')
+    altered = hand_branch(
+        repo,
+        "alice",
+        'with op.batch_alter_table("users") as b:\n    b.alter_column("email", type_=sa.String(400))',
+    )
+    assert git(repo, "merge", "-q", "bob", check=False).returncode != 0
+    before = {path: path.read_bytes() for path in [repo.head_file, *repo.versions.glob("*.py")]}
+
+    line = failed_line(repo.cli("rebase"))
+    assert f"both branches change column email: yours ({altered}) and theirs ({dropped})" in line
+    assert {path: path.read_bytes() for path in before} == before

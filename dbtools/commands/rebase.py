@@ -150,7 +150,8 @@ def _prove(config: Config, plan: repoint.Plan, theirs: list[str]) -> None:
     if differences:
         raise CommandError(
             f"{sides} run one after the other, but the result does not match the models "
-            f"({'; '.join(differences)}): both branches changed the same objects; {undo}"
+            f"({'; '.join(differences)}): their changes do not add up to the merged models (one undoes "
+            f"the other, or a conflict in models/ was resolved otherwise); {undo}"
         )
 
 
@@ -160,20 +161,29 @@ def _reason(exc: Exception) -> str:
 
 
 _TABLE = re.compile(
-    r'\b(?:ALTER TABLE|CREATE TABLE|DROP TABLE|INSERT INTO|UPDATE|ON|FROM)\s+"?([\w.]+)"?', re.IGNORECASE
+    r'\b(?:ALTER TABLE|CREATE TABLE|DROP TABLE|INSERT INTO|UPDATE|ON)\s+"?(\w+)"?', re.IGNORECASE
 )
-_COLUMN = re.compile(r'(?:duplicate column name:|no such column:|column "?)\s*"?([\w.]+)"?', re.IGNORECASE)
+# What SQLite (and Alembic's batch mode) say about the object a statement met, most precise first.
+_NAMED = (
+    (re.compile(r"duplicate column name: (\w+)"), "{table}.{0}"),
+    (re.compile(r"no such column: ([\w.]+)"), "{table}.{0}"),
+    (re.compile(r"(index|table|trigger|view) \"?(\w+)\"? already exists"), "{0} {1}"),
+    (re.compile(r"no such (index|table): (\w+)"), "{0} {1}"),
+    (re.compile(r"^KeyError: '(\w+)'"), "column {0}"),  # batch mode: a column the table no longer has
+)
 
 
 def _object(exc: Exception) -> str:
-    """The table and column a failed statement names (users.phone), as far as the error says."""
+    """The object a failed statement met (users.phone, index ix_users_email), as far as the error says."""
     statement = exc.statement if isinstance(exc, DBAPIError) else None
-    table = _TABLE.search(statement or "")
-    column = _COLUMN.search(_reason(exc))
-    names = [found.group(1) for found in (table, column) if found]
-    if len(names) == 2 and "." in names[1]:
-        return names[1]
-    return ".".join(names) or "the same object"
+    found = _TABLE.search(statement or "")
+    table = found.group(1) if found else "?"
+    reason = _reason(exc)
+    for pattern, shape in _NAMED:
+        match = pattern.search(reason)
+        if match:
+            return shape.format(*match.groups(), table=table).removeprefix("?.")
+    return f"table {table}" if found else "the same object"
 
 
 def _step_back_and_forward(config: Config, plan: repoint.Plan, rebased: dict[Path, str]) -> None:
