@@ -177,11 +177,14 @@ def test_bad_input_is_one_line_and_rewrites_nothing(repo: Project) -> None:
         return all(path.read_text() == text for path, text in before.items())
 
     (repo.root / "README.md").write_text("edited while merging\n")  # unrelated, unstaged
-    before = {path: path.read_text() for path in [*files, repo.root / "README.md"]}
+    stray = repo.versions / "9999_stray.py"  # an untracked migration would join the graph
+    stray.write_text('"""not committed"""\n')
+    before = {path: path.read_text() for path in [*files, repo.root / "README.md", stray]}
     line = failed_line(repo.cli("rebase"))
-    assert "the work tree has changes the merge or rebase did not make (README.md)" in line
+    assert "changes the merge or rebase did not make (README.md, migrations/versions/9999_stray.py)" in line
     assert unchanged()
     git(repo, "checkout", "--", "README.md")
+    stray.unlink()
 
     line = failed_line(repo.cli("rebase", "--onto=0123456789ab"))
     assert "onto=0123456789ab is not a revision of this history" in line
@@ -194,6 +197,7 @@ def test_bad_input_is_one_line_and_rewrites_nothing(repo: Project) -> None:
     repo.head_file.write_text(conflicted)
 
     # Alice's branch is HEAD in a merge: both her migrations move, the bottom one re-pointed.
+    (repo.root / "notes.txt").write_text("untracked, and no migration: no reason to refuse\n")
     done = repo.cli("rebase")
     assert done.returncode == 0, done.stderr
     assert repo.heads() == [alice_two]

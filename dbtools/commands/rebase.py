@@ -29,6 +29,8 @@ from dbtools.run import Run
 from dbtools.runtime import scratch
 
 UNMERGED = {"DD", "AU", "UD", "UA", "DU", "AA", "UU"}
+# What git keeps while a merge, a rebase or a cherry-pick waits for its conflicts.
+IN_PROGRESS = ("MERGE_HEAD", "rebase-merge", "rebase-apply", "CHERRY_PICK_HEAD")
 
 
 def rebase(config: Config, onto: str | None = None) -> None:
@@ -67,7 +69,12 @@ def _unrelated_changes(root: Path) -> str:
             check=False,
         )
         operation = subprocess.run(
-            ["git", "rev-parse", "--git-path", "MERGE_HEAD", "--git-path", "rebase-merge"],
+            [
+                "git",
+                "rev-parse",
+                "--show-prefix",
+                *(arg for name in IN_PROGRESS for arg in ("--git-path", name)),
+            ],
             cwd=root,
             capture_output=True,
             text=True,
@@ -77,7 +84,9 @@ def _unrelated_changes(root: Path) -> str:
         return ""
     if status.returncode != 0:  # not a git work tree: nothing to protect or to read
         return ""
-    merging = any((root / line).exists() for line in operation.stdout.splitlines())
+    prefix, *markers = operation.stdout.splitlines() or [""]
+    merging = any((root / line).exists() for line in markers)
+    versions = f"{prefix}migrations/"
     entries = status.stdout.split("\0")
     unrelated: list[str] = []
     skip = False
@@ -89,7 +98,10 @@ def _unrelated_changes(root: Path) -> str:
         skip = code[0] in "RC"  # a rename's original path follows
         if code in UNMERGED:
             continue
-        if code == "??" or code[1] != " " or not merging:
+        if code == "??":  # a new file changes nothing unless it is a migration
+            if path.startswith(versions):
+                unrelated.append(path)
+        elif code[1] != " " or not merging:
             unrelated.append(path)
     if unrelated:
         shown = ", ".join(unrelated[:5]) + (f" and {len(unrelated) - 5} more" if len(unrelated) > 5 else "")
