@@ -191,7 +191,7 @@ def test_make_migration_refuses_several_heads(project_copy: Project, tmp_path: P
     before = sorted(project_copy.versions.iterdir())
     line = failed_line(project_copy.cli("migration", "--message=next", url=url))
     assert "2 heads" in line
-    assert "alembic merge heads" in line
+    assert "`make rebase`" in line
     assert sorted(project_copy.versions.iterdir()) == before
 
 

@@ -34,8 +34,8 @@ def upgrade(config: Config, revision: str = "head") -> None:
             heads = ", ".join(sorted(exc.__cause__.heads))
             raise CommandError(
                 f"the migration history has several heads ({heads}); nothing was changed. "
-                "Run `make upgrade rev=heads` to apply every branch, or merge them first: "
-                'alembic merge heads -m "merge"'
+                "Join them with `make rebase` (your branch's migrations after the other's), "
+                "or run `make upgrade rev=heads` to apply every branch as it is"
             ) from None
         if isinstance(exc.__cause__, ResolutionError):
             raise CommandError(f"{exc}; nothing was changed. `make history` lists the revisions") from None

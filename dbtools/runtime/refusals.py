@@ -47,7 +47,8 @@ def check_autogenerate_base(migration_context: MigrationContext, script: ScriptD
     if len(heads) > 1:
         raise CommandError(
             f"the migration history has {len(heads)} heads ({', '.join(sorted(heads))}); "
-            'merge them first: alembic merge heads -m "merge", then make upgrade'
+            "join them first: `make rebase` puts your branch's migrations after the other's, "
+            "then make upgrade"
         )
     current = migration_context.get_current_heads()
     if set(current) != set(heads):
