@@ -33,8 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     upgrade.add_argument("revision", nargs="?", default="head", help="the revision to reach (default: head)")
     upgrade.add_argument(
         "--out-of-order",
-        choices=("0", "1"),
         default="0",
+        metavar="{0,1}",
         help="1: first run the migrations this database skipped (a branch re-pointed after it ran)",
     )
     add("downgrade").add_argument(

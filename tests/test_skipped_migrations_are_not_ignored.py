@@ -8,6 +8,7 @@ A and B touch different objects, and refuses when they touch the same one.
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -81,10 +82,14 @@ def test_a_skipped_migration_is_refused_shown_and_then_applied_out_of_order(
     assert " 0 pending" in status.stdout
     assert dump(database_url) == before
 
+    after = project_copy.add_migration("pass")  # pending: the run continues to head
     upgraded = project_copy.make("upgrade", "out_of_order=1", url=database_url)
     assert upgraded.returncode == 0, upgraded.stderr
     assert f"Running upgrade {alice} out of order" in upgraded.stderr
-    assert current_revision(database_url) == bob
+    assert f"Running upgrade {bob} -> {after}" in upgraded.stderr
+    assert current_revision(database_url) == after
+    if database_url.database and database_url.get_backend_name() == "sqlite":  # backed up first
+        assert list((Path(database_url.database).parent / "backups").glob(f"app.db-{bob}-*"))
     assert {"phone", "nickname"} <= columns(database_url)
     (alice_path,) = project_copy.versions.glob(f"*{alice}*.py")
     assert recorded_checksums(database_url)[alice] == file_checksum(alice_path)
@@ -102,6 +107,9 @@ def test_out_of_order_refuses_when_both_touch_the_same_column(
     alice, bob = re_pointed_after_applying(project_copy, database_url, "phone", "phone")
     before = dump(database_url)
 
+    assert "out_of_order='yes': give 1" in failed_line(
+        project_copy.cli("upgrade", "--out-of-order=yes", url=database_url)
+    )
     line = failed_line(project_copy.cli("upgrade", "--out-of-order=1", url=database_url))
 
     assert f"cannot apply {alice} out of order: it and {bob}, which already ran here," in line
@@ -115,8 +123,8 @@ def test_the_fast_path_hands_a_skip_over_to_the_full_run(project_copy: Project) 
     # A full run that reached head with these very files wrote the fast path's record...
     (alice_path,) = project_copy.versions.glob(f"*{alice}*.py")
     execute(url, f"INSERT INTO alembic_checksums VALUES ('{alice}', '{file_checksum(alice_path)}', '')")
-    assert project_copy.make("upgrade").returncode == 0
-    assert "[dbtools.runtime.fastpath]" in project_copy.make("upgrade").stderr  # the record holds
+    assert project_copy.cli("upgrade").returncode == 0
+    assert "[dbtools.runtime.fastpath]" in project_copy.cli("upgrade").stderr  # the record holds
     # ...and then the database is found to have skipped Alice's migration.
     execute(url, f"DELETE FROM alembic_checksums WHERE revision = '{alice}'")
 

@@ -21,6 +21,8 @@ from dbtools.target import Target
 
 
 def upgrade(config: Config, revision: str = "head", out_of_order: str = "0") -> None:
+    if out_of_order not in ("0", "1"):
+        raise CommandError(f"out_of_order={out_of_order!r}: give 1 (or 0); nothing was changed")
     seen = fastpath.fingerprint()  # before Alembic reads a single migration file
     database = target.resolve(config)
     try:
