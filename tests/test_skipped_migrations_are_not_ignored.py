@@ -165,3 +165,21 @@ def test_what_a_migration_touches_is_read_from_its_operations_batch_ones_too() -
     assert outoforder.touched_by(migration(commits), "postgresql") == {("index", "ix_users_mail")}
     with pytest.raises(outoforder.Unreadable, match="commits midway"):
         outoforder.touched_by(migration(commits), "postgresql", runs_late=True)
+
+
+def test_repair_re_records_an_edit_but_never_records_a_skipped_migration(
+    project_copy: Project, tmp_path: Path
+) -> None:
+    url = URL.create("sqlite", database=str(tmp_path / "app.db"))
+    alice, bob = re_pointed_after_applying(project_copy, url, "phone", "nickname")
+    (path,) = project_copy.versions.glob(f"*{bob}*.py")
+    path.write_text(path.read_text() + "# reviewed\n")
+
+    repaired = project_copy.cli("repair", url=url)
+
+    assert repaired.returncode == 0, repaired.stderr
+    assert f"Re-recorded {bob}" in repaired.stdout
+    assert alice not in recorded_checksums(url)
+    assert f"migration(s) {alice} never ran on this database" in failed_line(
+        project_copy.cli("upgrade", url=url)
+    )

@@ -203,8 +203,8 @@ def skipped_below(applied: Sequence[Script], record: Collection[str]) -> dict[st
     ``applied`` is the database's history, oldest first (``applied_revisions``). A revision
     Alembic counts as applied (an ancestor of the current one) without a checksum record,
     below one that has a record, never ran here: every run records all it applies, so it
-    was an ancestor only once its branch was re-pointed onto it. Unrecorded revisions above
-    every record (a database migrated before checksums, or stamped by hand) are not skipped.
+    was an ancestor only once its branch was re-pointed onto it. Unrecorded revisions below no
+    record (a database migrated before checksums, or stamped by hand) are not skipped.
     """
     parents = {rev.revision: rev._all_down_revisions for rev in applied}
     ancestors: dict[str, set[str]] = {}
@@ -246,12 +246,7 @@ def verify(
     if not found:
         skipped = [problem.revision for problem in everything if problem.kind is Mismatch.SKIPPED]
         if skipped and not out_of_order:
-            applied = applied_revisions(script.revision_map, heads)
-            below = skipped_below(applied, recorded(connection))
-            later = [
-                rev.revision for rev in applied if any(rev.revision in above for above in below.values())
-            ]
-            raise SkippedMigrations(skipped, later)
+            refuse_skipped(connection, script, heads)
         return [rev for rev in applied_revisions(script.revision_map, heads) if rev.revision in skipped]
     listing = "; ".join(problem.describe() for problem in found)
     hint = REPAIR_HINT
@@ -329,9 +324,11 @@ def repair(connection: Connection, script: ScriptDirectory, heads: Iterable[str]
     """Re-record the applied files as they are now; return what differed."""
     heads = tuple(heads)
     found = problems(connection, script, heads)
-    skipped = [problem for problem in found if problem.kind is Mismatch.SKIPPED]
-    if skipped:  # recording them would make the skip permanent
-        verify(connection, script, heads)
+    # A skipped migration is never recorded here: that would make the skip permanent (sync
+    # leaves it out too). With nothing else to repair, say so as every other command does.
+    if found and all(problem.kind is Mismatch.SKIPPED for problem in found):
+        refuse_skipped(connection, script, heads)
+    found = [problem for problem in found if problem.kind is not Mismatch.SKIPPED]
     missing = [problem for problem in found if problem.kind is Mismatch.MISSING]
     if missing:
         raise HistoryRewritten(
