@@ -20,14 +20,15 @@ CLI := $(PY) -m dbtools
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 BENCH := $(VENV)/.bench-installed
-# What is typed after a target (rev=, msg=, renames=, file=, onto=) reaches the command as one
-# argument, exactly as typed: $5, quotes, `;` and newlines included. It goes through the
-# environment, which the shell never parses; exporting expands $(value x) once, to the text.
+# What is typed after a target (rev=, msg=, renames=, file=, onto=, out_of_order=) reaches the
+# command as one argument, exactly as typed: $5, quotes, `;` and newlines included. It goes
+# through the environment, which the shell never parses; exporting expands $(value x) once.
 export DBTOOLS_REV = $(value rev)
 export DBTOOLS_MSG = $(value msg)
 export DBTOOLS_RENAMES = $(value renames)
 export DBTOOLS_FILE = $(value file)
 export DBTOOLS_ONTO = $(value onto)
+export DBTOOLS_OUT_OF_ORDER = $(value out_of_order)
 
 .DEFAULT_GOAL := help
 .PHONY: help install upgrade downgrade migration rebase check status verify repair rehearse restore current history sql stamp schema test lint bench bench-online bench-autogenerate clean
@@ -39,7 +40,7 @@ help:
 install: $(DEV)
 
 upgrade: $(RUNTIME)
-	@$(CLI) upgrade "$${DBTOOLS_REV:-head}"
+	@$(CLI) upgrade "$${DBTOOLS_REV:-head}" $${DBTOOLS_OUT_OF_ORDER:+--out-of-order="$$DBTOOLS_OUT_OF_ORDER"}
 
 downgrade: $(RUNTIME)
 	@$(CLI) downgrade "$${DBTOOLS_REV:--1}"

@@ -29,8 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
         summary = catalog.by_name(name).summary
         return commands.add_parser(name, help=summary, description=summary)
 
-    add("upgrade").add_argument(
-        "revision", nargs="?", default="head", help="the revision to reach (default: head)"
+    upgrade = add("upgrade")
+    upgrade.add_argument("revision", nargs="?", default="head", help="the revision to reach (default: head)")
+    upgrade.add_argument(
+        "--out-of-order",
+        default="0",
+        metavar="{0,1}",
+        help="1: first run the migrations this database skipped (a branch re-pointed after it ran)",
     )
     add("downgrade").add_argument(
         "revision", nargs="?", default="-1", help="the revision to reach (default: -1, one step back)"

@@ -94,6 +94,9 @@ class Run:
     adopting: bool = False
     # Copy a SQLite file before changing it (make rehearse works on a copy already).
     backs_up: bool = True
+    # make upgrade out_of_order=1: run migrations the database skipped (a re-pointed branch)
+    # below its current revision, when they touch other objects (dbtools.runtime.outoforder).
+    out_of_order: bool = False
     # Each step's wall time, read by make rehearse.
     timer: StepTimer = field(default_factory=StepTimer)
 

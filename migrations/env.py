@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from dbtools import paths, run, settings, target
 from dbtools.errors import friendly_errors
-from dbtools.runtime import backup, checksums, locking, rebuilds, refusals, resume
+from dbtools.runtime import backup, checksums, locking, outoforder, rebuilds, refusals, resume
 from dbtools.runtime.options import context_options, load_models
 from dbtools.target import Backend
 
@@ -126,12 +126,23 @@ def run_migrations_online() -> None:
                     lambda: target_metadata or load_models(),
                     adopting=this_run.adopting,
                 )
+                heads = migration_context.get_current_heads()
                 if this_run.autogenerates:
                     refusals.check_autogenerate_base(migration_context, context.script)
+                    checksums.refuse_skipped(connection, context.script, heads)  # not "in sync"
+                skipped = []
                 if this_run.applies_migrations:
-                    checksums.verify(connection, context.script, migration_context.get_current_heads())
+                    skipped = checksums.verify(
+                        connection, context.script, heads, out_of_order=this_run.out_of_order
+                    )
+                    if skipped:
+                        applied = checksums.applied_revisions(context.script.revision_map, heads)
+                        outoforder.check_disjoint(skipped, applied, connection.dialect.name)
                     if this_run.backs_up:
-                        backup.before_change(connection, migration_context, database.sqlite_path)
+                        backup.before_change(
+                            connection, migration_context, database.sqlite_path, changes=bool(skipped)
+                        )
+                outoforder.apply(connection, migration_context, skipped)
                 # A migration that commits midway resumes there (or, one step down, is reverted).
                 resume.install(
                     migration_context, context.script, reverts_half_applied=this_run.reverts_half_applied

@@ -20,7 +20,9 @@ from dbtools.runtime import fastpath
 from dbtools.target import Target
 
 
-def upgrade(config: Config, revision: str = "head") -> None:
+def upgrade(config: Config, revision: str = "head", out_of_order: str = "0") -> None:
+    if out_of_order not in ("0", "1"):
+        raise CommandError(f"out_of_order={out_of_order!r}: give 1 (or 0); nothing was changed")
     seen = fastpath.fingerprint()  # before Alembic reads a single migration file
     database = target.resolve(config)
     try:
@@ -28,7 +30,8 @@ def upgrade(config: Config, revision: str = "head") -> None:
             # Resolve the target before a file is created for it: a typo must not leave an empty app.db.
             ScriptDirectory.from_config(config)._upgrade_revs(revision, ())  # type: ignore[arg-type]
         # Only migrating: the models load only if a guard needs them, so a no-op stays cheap.
-        command.upgrade(Run(needs_models=False).start_with(config), revision)
+        run = Run(needs_models=False, out_of_order=out_of_order == "1")
+        command.upgrade(run.start_with(config), revision)
     except CommandError as exc:
         if isinstance(exc.__cause__, MultipleHeads):
             heads = ", ".join(sorted(exc.__cause__.heads))

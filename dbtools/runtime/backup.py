@@ -208,20 +208,23 @@ def _is_sqlite(path: Path) -> bool:
         return False
 
 
-def before_change(connection: Connection, context: MigrationContext, database: Path | None) -> Path | None:
+def before_change(
+    connection: Connection, context: MigrationContext, database: Path | None, *, changes: bool = False
+) -> Path | None:
     """Back up an existing SQLite file (``database``; None for memory or a server) about to change.
 
     A new database (no revision yet) has nothing to lose, and a run with
     nothing pending changes nothing, so neither is copied. Only a run with a
     destination (upgrade, downgrade, stamp) can move; the step function of
     any other (current prints, check autogenerates) must not be called here.
+    ``changes``: the run changes the database whatever is pending (skipped migrations run out of order).
     """
     if database is None or backup_keep() == 0:
         return None
     heads = context.get_current_heads()
     if not heads or context.opts.get("destination_rev") is None or "fn" not in context.opts:
         return None
-    if not context.opts["fn"](heads, context):
+    if not changes and not context.opts["fn"](heads, context):
         return None
     # The run holds the write lock (BEGIN IMMEDIATE): in a rollback-journal mode the file stands still.
     mode = str(connection.exec_driver_sql("PRAGMA journal_mode").scalar()).lower()

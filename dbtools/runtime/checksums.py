@@ -50,6 +50,8 @@ class Mismatch(enum.Enum):
     EDITED = "EDITED since applied"
     MISSING = "FILE MISSING"
     UNRECORDED = "checksum not recorded"
+    # Below a recorded revision, never applied: a branch re-pointed after the database ran it.
+    SKIPPED = "skipped: never applied here, though later migrations were; see `make upgrade`"
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,23 @@ class Problem:
             return f"applied migration {self.revision} was edited after it was applied (checksum differs)"
         if self.kind is Mismatch.MISSING:
             return f"applied migration {self.revision} has no file in migrations/versions any more"
+        if self.kind is Mismatch.SKIPPED:
+            return f"migration {self.revision} never ran on this database, though later ones did"
         return f"applied migration {self.revision} has no recorded checksum"
+
+
+class SkippedMigrations(CommandError):
+    """Revisions below the database's current one that never ran there, oldest first."""
+
+    def __init__(self, skipped: Sequence[str], later: Sequence[str]) -> None:
+        self.skipped, self.later = list(skipped), list(later)
+        super().__init__(
+            f"migration(s) {', '.join(self.skipped)} never ran on this database, though "
+            f"{', '.join(self.later)}, which now come(s) after them, did (a branch re-pointed after "
+            "it was applied here); nothing was changed. Apply them now with `make upgrade out_of_order=1`, "
+            f"or, on your own database, restore a backup from before {self.later[0]} (`make restore`) "
+            "or downgrade it with the files as they were before the re-point, then `make upgrade`"
+        )
 
 
 class BrokenHistory(CommandError):
@@ -165,14 +183,43 @@ def problems(connection: Connection, script: ScriptDirectory, heads: Iterable[st
     if found:
         return found
     record = recorded(connection)
-    for rev in applied_revisions(revision_map, heads):
+    applied = applied_revisions(revision_map, heads)
+    below = skipped_below(applied, record)
+    for rev in applied:
         source = read_script(str(rev.path))
         actual = checksum_of(source)
-        if rev.revision not in record:
+        if rev.revision in below:
+            found.append(Problem(rev.revision, Mismatch.SKIPPED, actual=actual))
+        elif rev.revision not in record:
             found.append(Problem(rev.revision, Mismatch.UNRECORDED, actual=actual))
         elif not matches(record[rev.revision], source) and not _repointed(connection, rev.revision, actual):
             found.append(Problem(rev.revision, Mismatch.EDITED, record[rev.revision], actual))
     return found
+
+
+def skipped_below(applied: Sequence[Script], record: Collection[str]) -> dict[str, list[str]]:
+    """Each applied revision that never ran, with the recorded (so run) revisions above it.
+
+    ``applied`` is the database's history, oldest first (``applied_revisions``). A revision
+    Alembic counts as applied (an ancestor of the current one) without a checksum record,
+    below one that has a record, never ran here: every run records all it applies, so it
+    was an ancestor only once its branch was re-pointed onto it. Unrecorded revisions below no
+    record (a database migrated before checksums, or stamped by hand) are not skipped.
+    """
+    parents = {rev.revision: rev._all_down_revisions for rev in applied}
+    ancestors: dict[str, set[str]] = {}
+    for rev in applied:  # oldest first: a revision's parents are done before it
+        ancestors[rev.revision] = set().union(
+            *({parent} | ancestors.get(parent, set()) for parent in parents[rev.revision])
+        )
+    below: dict[str, list[str]] = {}
+    for rev in applied:
+        if rev.revision in record:
+            for ancestor in sorted(ancestors[rev.revision]):
+                if ancestor not in record and ancestor in parents:
+                    below.setdefault(ancestor, []).append(rev.revision)
+    order = [rev.revision for rev in applied]
+    return {revision: below[revision] for revision in order if revision in below}
 
 
 def _repointed(connection: Connection, revision: str, actual: str) -> bool:
@@ -186,11 +233,21 @@ def _repointed(connection: Connection, revision: str, actual: str) -> bool:
     return bool(row.checksum == legacy_checksum_of(row.source) and checksum_of(row.source) == actual)
 
 
-def verify(connection: Connection, script: ScriptDirectory, heads: Iterable[str]) -> None:
-    """Refuse, before anything changes, when the applied history was rewritten."""
-    found = problems(connection, script, heads)
+def verify(
+    connection: Connection, script: ScriptDirectory, heads: Iterable[str], *, out_of_order: bool = False
+) -> list[Script]:
+    """Refuse, before anything changes, when the applied history was rewritten or skipped a migration.
+
+    With ``out_of_order``, skipped migrations are returned (oldest first) instead of refused.
+    """
+    heads = tuple(heads)
+    everything = problems(connection, script, heads)
+    found = [problem for problem in everything if problem.kind is not Mismatch.SKIPPED]
     if not found:
-        return
+        skipped = [problem.revision for problem in everything if problem.kind is Mismatch.SKIPPED]
+        if skipped and not out_of_order:
+            refuse_skipped(connection, script, heads)
+        return [rev for rev in applied_revisions(script.revision_map, heads) if rev.revision in skipped]
     listing = "; ".join(problem.describe() for problem in found)
     hint = REPAIR_HINT
     if all(problem.kind is Mismatch.UNRECORDED for problem in found):
@@ -203,6 +260,16 @@ def verify(connection: Connection, script: ScriptDirectory, heads: Iterable[str]
     raise HistoryRewritten(f"{listing}; nothing was changed. {hint}", found)
 
 
+def refuse_skipped(connection: Connection, script: ScriptDirectory, heads: Iterable[str]) -> None:
+    """For runs that only compare (make check, make migration): a skipped migration is never "in sync"."""
+    heads = tuple(heads)
+    applied = applied_revisions(script.revision_map, heads)
+    below = skipped_below(applied, recorded(connection))
+    if below:
+        later = [rev.revision for rev in applied if any(rev.revision in above for above in below.values())]
+        raise SkippedMigrations(list(below), later)
+
+
 def sync(connection: Connection, revision_map: RevisionMap, heads: Iterable[str]) -> None:
     """Record every newly applied revision and forget every unapplied one.
 
@@ -210,6 +277,9 @@ def sync(connection: Connection, revision_map: RevisionMap, heads: Iterable[str]
     """
     applied = {rev.revision: rev for rev in applied_revisions(revision_map, heads)}
     record = recorded(connection)
+    # Never record a skipped migration as run: only running it (out of order) does.
+    for revision in skipped_below(list(applied.values()), record):
+        del applied[revision]
     if not applied:
         if inspect(connection).has_table(TABLE_NAME):
             checksums.drop(connection)
@@ -237,6 +307,14 @@ def on_version_apply(
     sync(ctx.connection, step.revision_map, heads)
 
 
+def record_applied(connection: Connection, rev: Script) -> None:
+    """Record one migration just run out of order, as ``sync`` records any other."""
+    source = read_script(str(rev.path))
+    connection.execute(
+        insert(checksums), [{"revision": rev.revision, "checksum": checksum_of(source), "source": source}]
+    )
+
+
 def recorded_source(connection: Connection, revision: str) -> str:
     query = select(checksums.c.source).where(checksums.c.revision == revision)
     return str(connection.execute(query).scalar_one())
@@ -246,6 +324,11 @@ def repair(connection: Connection, script: ScriptDirectory, heads: Iterable[str]
     """Re-record the applied files as they are now; return what differed."""
     heads = tuple(heads)
     found = problems(connection, script, heads)
+    # A skipped migration is never recorded here: that would make the skip permanent (sync
+    # leaves it out too). With nothing else to repair, say so as every other command does.
+    if found and all(problem.kind is Mismatch.SKIPPED for problem in found):
+        refuse_skipped(connection, script, heads)
+    found = [problem for problem in found if problem.kind is not Mismatch.SKIPPED]
     missing = [problem for problem in found if problem.kind is Mismatch.MISSING]
     if missing:
         raise HistoryRewritten(

@@ -19,7 +19,8 @@ run answers from the cache only when
 - ``alembic_checksums`` records exactly the recorded revisions, and each
   checksum matches its file's, as the full run matches them (``digest.matches``;
   a legacy record of a re-pointed file is left to the full run, which reads
-  the text it keeps).
+  the text it keeps). A database that skipped a migration (a branch re-pointed
+  after it ran there) has no record for it, so the full run refuses it.
 
 Anything else, or any error, and the full run decides, as it always did:
 the fast path may say "nothing to do", never "refused", and never fail.

@@ -37,11 +37,18 @@ class Status:
     # which of the files on disk are applied cannot be known.
     unknown_behind: str | None = None
 
+    @property
+    def skipped(self) -> set[str]:
+        """Below the current revision yet never applied here (a branch re-pointed after it ran)."""
+        return {revision for revision, problem in self.problems.items() if problem.kind is Mismatch.SKIPPED}
+
     def lines(self) -> list[str]:
         out = [f"Migrations for {self.where}, oldest first:"]
         width = max((len(message) for _, message in self.revisions), default=0)
         for revision, message in self.revisions:
-            if revision in self.applied:
+            if revision in self.skipped:
+                note, mark = Mismatch.SKIPPED.value, "[!]"
+            elif revision in self.applied:
                 problem = self.problems.get(revision)
                 note = problem.kind.value if problem else "checksum ok"
                 mark = "[X]"
@@ -61,9 +68,11 @@ class Status:
         return out
 
     def summary(self) -> str:
-        pending = len(self.revisions) - len(self.applied & {rev for rev, _ in self.revisions})
+        shown = {rev for rev, _ in self.revisions}
+        pending = len(shown - self.applied - self.skipped)
         current = ", ".join(self.heads) or "none (empty database)"
-        checks = "all match" if not self.problems else f"{len(self.problems)} problem(s), see `make verify`"
+        mismatched = len(self.problems) - len(self.skipped)
+        checks = "all match" if not mismatched else f"{mismatched} problem(s), see `make verify`"
         if self.drift is None:
             models = f"unknown ({self.drift_checked_on}); run `make upgrade`, then `make check`"
         elif self.drift:
@@ -73,6 +82,11 @@ class Status:
         if self.drift is not None:
             models += f" (checked on {self.drift_checked_on})"
         counts = f"{len(self.applied)} applied, {pending} pending"
+        if self.skipped:
+            counts += (
+                f", {len(self.skipped)} SKIPPED ({', '.join(sorted(self.skipped))}: never applied here, "
+                "though later ones were; `make upgrade` says the ways out)"
+            )
         if self.unknown_behind:
             counts = (
                 f"applied and pending unknown: the file of {self.unknown_behind}, the current revision, "
@@ -97,7 +111,8 @@ def collect(config: Config, database: Target, compare: Drift) -> Status:
             problems = checksums.problems(connection, script, heads)
             record = checksums.recorded(connection)
             half = {item.revision: item for item in resume.half_applied(connection)}
-            if set(heads) == set(script.get_heads()):
+            skips = any(problem.kind is Mismatch.SKIPPED for problem in problems)
+            if set(heads) == set(script.get_heads()) and not skips:  # a skip is not "in sync"
                 drift = compare(connection)
     missing = [problem.revision for problem in problems if problem.kind is Mismatch.MISSING]
     unknown_behind = None
@@ -108,6 +123,7 @@ def collect(config: Config, database: Target, compare: Drift) -> Status:
         unknown_behind = next((revision for revision in missing if revision not in record), None)
     else:
         applied = {rev.revision for rev in checksums.applied_revisions(revision_map, heads)}
+        applied -= {problem.revision for problem in problems if problem.kind is Mismatch.SKIPPED}
     checked_on = "this database, at head"
     if drift is None:
         checked_on = "a scratch SQLite database migrated to head"
