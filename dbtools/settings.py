@@ -16,6 +16,7 @@ DDL_LOCK_TIMEOUT_VAR = "MIGRATION_DDL_LOCK_TIMEOUT"
 LOCK_RETRIES_VAR = "MIGRATION_LOCK_RETRIES"
 STATEMENT_TIMEOUT_VAR = "MIGRATION_STATEMENT_TIMEOUT"
 BACKENDS_VAR = "MIGRATION_BACKENDS"
+SCHEMA_VAR = "MIGRATION_SCHEMA"
 MAX_RETRIES = 100
 # Everything in the environment a migration run reads: a change may mean another answer.
 NAMES = (
@@ -26,6 +27,7 @@ NAMES = (
     STATEMENT_TIMEOUT_VAR,
     BACKUP_KEEP_VAR,
     BACKENDS_VAR,
+    SCHEMA_VAR,
 )
 
 
@@ -153,6 +155,41 @@ def sqlite_only() -> bool:
     )
 
 
+# PostgreSQL's identifiers hold at most 63 bytes (NAMEDATALEN - 1); longer ones are silently cut.
+MAX_IDENTIFIER_BYTES = 63
+
+
+def schema() -> str | None:
+    """PostgreSQL: the tenant schema a run migrates (schema per tenant); None is the default schema.
+
+    Only ASCII letters, digits and ``_`` (not first a digit), so the name reads
+    the same quoted or not, and never ``pg_*``, which PostgreSQL reserves. It is
+    quoted wherever it reaches SQL all the same (``quoted_schema``).
+    """
+    raw = os.environ.get(SCHEMA_VAR, "")
+    if not raw:
+        return None
+    if not (
+        raw.isascii()
+        and (raw[0].isalpha() or raw[0] == "_")
+        and all(c.isalnum() or c == "_" for c in raw)
+        and len(raw.encode()) <= MAX_IDENTIFIER_BYTES
+    ):
+        raise _refuse(
+            f"{SCHEMA_VAR}={raw!r} is not a schema name: ASCII letters, digits and _, not first a digit, "
+            f"at most {MAX_IDENTIFIER_BYTES} bytes; fix or unset it"
+        )
+    if raw.lower().startswith("pg_"):
+        raise _refuse(f"{SCHEMA_VAR}={raw!r}: names starting with pg_ are PostgreSQL's own; choose another")
+    return raw
+
+
+def quoted_schema(name: str) -> str:
+    """A schema name as an SQL identifier: double-quoted, any double quote doubled."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def check_all() -> None:
     """Refuse a malformed setting before anything is opened, whichever backend reads it."""
     lock_timeout(), ddl_lock_timeout(), lock_retries(), statement_timeout(), backup_keep(), sqlite_only()
+    schema()

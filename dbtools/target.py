@@ -25,7 +25,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from dbtools.paths import ROOT, SQLITE_HEADER
-from dbtools.settings import lock_timeout
+from dbtools.settings import SCHEMA_VAR, lock_timeout, quoted_schema, schema
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -53,18 +53,27 @@ class Target:
     masked: str
     # A URI filename opened with mode=ro: fine for looking, refused for migrating.
     read_only: bool
+    # PostgreSQL: the tenant schema (MIGRATION_SCHEMA) every connection's search_path is set to.
+    schema: str | None = None
 
     @classmethod
-    def of(cls, url: URL) -> Target:
+    def of(cls, url: URL, schema: str | None = None) -> Target:
         """A target for a URL already resolved (a test's database, lint's rendering dialect, a copy)."""
         backend = {b.value: b for b in Backend}.get(url.get_backend_name(), Backend.OTHER)
         uri = _is_uri(url)
+        if schema is not None and backend is not Backend.POSTGRESQL:
+            raise CommandError(
+                f"{SCHEMA_VAR} is for PostgreSQL, and DATABASE_URL names {backend.value}, which has no "
+                "schemas; nothing was changed. Give each tenant its own database file, or unset it"
+            )
+        masked = _mask(url, backend)
         return cls(
             url=url,
             backend=backend,
             sqlite_path=_sqlite_path(url, uri) if backend is Backend.SQLITE else None,
-            masked=_mask(url, backend),
+            masked=f"{masked}#{schema}" if schema else masked,
             read_only=uri and url.query.get("mode") == "ro",
+            schema=schema,
         )
 
     @property
@@ -85,7 +94,7 @@ class Target:
 
     def with_database(self, database: str) -> Target:
         """The same server or driver, another database (a rehearsal's copy, or memory)."""
-        return Target.of(self.url.set(database=database))
+        return Target.of(self.url.set(database=database), self.schema)
 
     def exists(self, *, writes: bool = True) -> bool:
         """Whether there is a database to look at; a SQLite file found is checked before use.
@@ -113,7 +122,7 @@ class Target:
             raise CommandError(f"{path} does not exist yet; run `make upgrade` to create it")
         check_sqlite_file(path, writes=writes)
 
-    def engine(self, *, writes: bool = True) -> Engine:
+    def engine(self, *, writes: bool = True, creates_schema: bool = False) -> Engine:
         """An engine whose transactions really wrap DDL, on every backend.
 
         pysqlite's own transaction handling commits before DDL, so Alembic on
@@ -123,6 +132,11 @@ class Target:
         read, so concurrent runs queue (for up to ``MIGRATION_LOCK_TIMEOUT``).
         A run that only reads (``writes=False``) begins a plain transaction: a
         consistent snapshot that works on a read-only file too.
+
+        With a tenant ``schema``, every connection's search_path is that schema
+        alone before SQLAlchemy first looks at it, so unqualified names (the
+        migrations', ``alembic_version``, the bookkeeping tables, reflection)
+        mean the tenant's; a missing schema is created only if ``creates_schema``.
         """
         kwargs: dict[str, Any] = {"poolclass": pool.NullPool}
         sqlite = self.backend is Backend.SQLITE
@@ -137,15 +151,55 @@ class Target:
                 f"the database driver for {self.url.drivername!r} is not installed ({exc.name or exc}); "
                 "add it to requirements.txt and run `make install`, or use postgresql+psycopg://"
             ) from None
+        if self.schema is not None:
+            # insert=True: before SQLAlchemy's first connect reads the default schema.
+            event.listen(engine, "connect", self._enter_schema(creates_schema), insert=True)
         if sqlite:
             event.listen(engine, "connect", _sqlite_driver_autocommit)
             event.listen(engine, "begin", _sqlite_begin_immediate if writes else _sqlite_begin_deferred)
         return engine
 
+    def _enter_schema(self, creates: bool) -> Any:
+        """A connect listener: the schema made the session's whole search_path (created if ``creates``)."""
+        name = str(self.schema)
+        quoted = quoted_schema(name)
+        where = self.url.render_as_string(hide_password=True)
+
+        def enter(dbapi_connection: Any, _record: Any) -> None:
+            autocommit = dbapi_connection.autocommit
+            dbapi_connection.autocommit = True  # a SET outside any transaction lasts the session
+            try:
+                with dbapi_connection.cursor() as cursor:
+                    cursor.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (name,))
+                    if cursor.fetchone() is None:
+                        if not creates:
+                            missing = f"schema {quoted} does not exist yet in {where}"
+                            raise CommandError(f"{missing}; run `make upgrade` to create it")
+                        cursor.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+                    # The tenant's schema alone: a table missing there must not be found in public.
+                    cursor.execute(f"SET search_path TO {quoted}")
+            except CommandError:
+                dbapi_connection.close()
+                raise
+            except Exception as exc:  # the driver's: the role may not create schemas, say
+                dbapi_connection.close()
+                lines = str(exc).strip().splitlines()
+                raise CommandError(
+                    f"cannot use schema {quoted} in {where}: {self.scrub(lines[0] if lines else repr(exc))}; "
+                    "create it as the database owner (CREATE SCHEMA ... AUTHORIZATION <role>), "
+                    "or GRANT CREATE ON DATABASE to the role"
+                ) from None
+            dbapi_connection.autocommit = autocommit
+
+        return enter
+
 
 def resolve(config: Config) -> Target:
-    """``DATABASE_URL`` over ``sqlalchemy.url``; relative SQLite paths are relative to the project."""
-    return Target.of(resolve_url(config.get_main_option("sqlalchemy.url"), ROOT))
+    """``DATABASE_URL`` over ``sqlalchemy.url``; relative SQLite paths are relative to the project.
+
+    ``MIGRATION_SCHEMA`` makes a PostgreSQL URL one tenant's schema; it is refused elsewhere.
+    """
+    return Target.of(resolve_url(config.get_main_option("sqlalchemy.url"), ROOT), schema())
 
 
 def resolve_url(ini_url: str | None, project_root: Path) -> URL:

@@ -46,6 +46,11 @@ compares = this_run.autogenerates or "revision_context" in getattr(environment, 
 target_metadata = load_models() if compares or this_run.needs_models else None
 
 
+def schema_options() -> dict[str, Any]:
+    """A tenant schema (MIGRATION_SCHEMA) holds its own alembic_version; its search_path does the rest."""
+    return {"version_table_schema": database.schema} if database.schema else {}
+
+
 def compare_options() -> dict[str, Any]:
     """How autogenerate compares and writes (dbtools.autogenerate.hooks), for the runs that compare."""
     if not compares:
@@ -63,7 +68,12 @@ def run_migrations_offline() -> None:
         dialect_opts={"paramstyle": "named"},
         **context_options(target_metadata),  # the same as every run: naming convention included
         **compare_options(),
+        **schema_options(),
     )
+    if database.schema:  # as online: the tenant's schema, created when missing, is the only one searched
+        quoted = settings.quoted_schema(database.schema)
+        context.execute(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+        context.execute(f"SET search_path TO {quoted}")
     # SQL applied by hand keeps a run's guarantees: the migration lock and its timeouts,
     # and, under the lock, a check that the database is where the script starts.
     postgresql = database.backend is Backend.POSTGRESQL
@@ -89,7 +99,7 @@ def run_migrations_online() -> None:
         # Plain `alembic current` or `alembic check` only look: they refuse a missing file too.
         creates = this_run.creates_database and run.moves_the_database(context.get_revision_argument)
         database.check_before_opening(may_create=creates, writes=writes)
-        given = database.engine(writes=writes)
+        given = database.engine(writes=writes, creates_schema=creates)  # as a missing SQLite file
 
     def after_each_step(
         ctx: MigrationContext, step: MigrationInfo, heads: Collection[str], run_args: Mapping[str, Any]
@@ -116,6 +126,7 @@ def run_migrations_online() -> None:
                 renders_online=this_run.renders_online,
             ),
             **compare_options(),
+            **schema_options(),
         )
         for attempt in migration_lock.attempts():  # PostgreSQL retries a run that hit a lock timeout
             with attempt, context.begin_transaction():

@@ -16,7 +16,7 @@ from sqlalchemy.types import TypeEngine
 
 # Importing render registers the project's renderers and comparator plugin in Alembic, once.
 from dbtools.autogenerate import indexes, nonblocking, portable, renames, render
-from dbtools.paths import CHECKSUM_TABLE, PROGRESS_TABLE
+from dbtools.paths import CHECKSUM_TABLE, PROGRESS_TABLE, VERSION_TABLE
 
 
 def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | bool:
@@ -108,8 +108,12 @@ def rewrite(context: MigrationContext, revision: Any, directives: list[Migration
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:
-    """The checksum and progress tables are bookkeeping beside alembic_version, not part of the models."""
-    return not (type_ == "table" and name in (CHECKSUM_TABLE, PROGRESS_TABLE))
+    """The checksum and progress tables are bookkeeping beside alembic_version, not part of the models.
+
+    alembic_version too: Alembic skips it only in ``version_table_schema``, and
+    a tenant's run (MIGRATION_SCHEMA) compares its default schema, which Alembic calls None.
+    """
+    return not (type_ == "table" and name in (VERSION_TABLE, CHECKSUM_TABLE, PROGRESS_TABLE))
 
 
 COMPARE_OPTIONS: dict[str, Any] = {

@@ -100,12 +100,12 @@ def from_snapshot(text: str, heads: tuple[str, ...]) -> PgFacts | None:
 
 
 def from_connection(connection: Connection) -> PgFacts:
-    """The facts of a live PostgreSQL database (schema ``public``)."""
+    """The facts of a live PostgreSQL database's default schema: public, or a tenant's (MIGRATION_SCHEMA)."""
     enums = {e["name"]: tuple(e["labels"]) for e in inspect(connection).get_enums()}  # type: ignore[attr-defined]
     rows = connection.exec_driver_sql(
         "SELECT c.relname, a.attname, format_type(a.atttypid, NULL), pg_get_expr(d.adbin, d.adrelid) "
         "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public' "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema() "
         "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
         "WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped"
     ).all()
@@ -117,7 +117,7 @@ def from_connection(connection: Connection) -> PgFacts:
         "JOIN pg_depend d ON d.objid = s.seqrelid AND d.classid = 'pg_class'::regclass "
         "AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i') "
         "JOIN pg_class t ON t.oid = d.refobjid "
-        "JOIN pg_namespace n ON n.oid = t.relnamespace AND n.nspname = 'public' "
+        "JOIN pg_namespace n ON n.oid = t.relnamespace AND n.nspname = current_schema() "
         "JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid"
     ).all()
     sequences = {(table, column): type_name for table, column, type_name in owned}
@@ -125,7 +125,7 @@ def from_connection(connection: Connection) -> PgFacts:
     comments = connection.exec_driver_sql(
         "SELECT c.relname, a.attname, d.description FROM pg_description d "
         "JOIN pg_class c ON c.oid = d.objoid AND d.classoid = 'pg_class'::regclass AND c.relkind = 'r' "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public' "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema() "
         "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid AND d.objsubid > 0"
     ).all()
     table_comments = {table: text for table, column, text in comments if column is None}
@@ -133,7 +133,7 @@ def from_connection(connection: Connection) -> PgFacts:
     partial = connection.exec_driver_sql(
         "SELECT c.relname, pg_get_expr(i.indpred, i.indrelid) FROM pg_index i "
         "JOIN pg_class c ON c.oid = i.indexrelid "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public' "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = current_schema() "
         "WHERE i.indpred IS NOT NULL"
     ).all()
     predicates = {name: where for name, where in partial}
