@@ -63,8 +63,9 @@ class Target:
         uri = _is_uri(url)
         if schema is not None and backend is not Backend.POSTGRESQL:
             raise CommandError(
-                f"{SCHEMA_VAR} is for PostgreSQL, and DATABASE_URL names {backend.value}, which has no "
-                "schemas; nothing was changed. Give each tenant its own database file, or unset it"
+                f"{SCHEMA_VAR} is for PostgreSQL, and DATABASE_URL names {url.get_backend_name()}, "
+                "which has no schemas; nothing was changed. Give each tenant its own database file, "
+                "or unset it"
             )
         masked = _mask(url, backend)
         return cls(
