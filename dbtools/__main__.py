@@ -81,13 +81,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from alembic.util import CommandError
 
-    from dbtools import paths
+    from dbtools import paths, settings
     from dbtools.errors import Interrupted
 
     options = vars(build_parser().parse_args(argv))
     name = options.pop("command")
     command = getattr(importlib.import_module(f"dbtools.commands.{name}"), name)
     try:
+        settings.check_all()  # a malformed MIGRATION_* variable fails every command, not only env.py's
         command(paths.alembic_config(), **options)
     except CommandError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)

@@ -145,7 +145,7 @@ def test_fires_on_a_destructive_upgrade(
     assert f"{path}:" in stderr
     assert expected in stderr
     assert stderr.rstrip().endswith("[data loss]")
-    assert failed.startswith("FAILED: 1 hazard(s) in upgrade()")
+    assert failed.startswith("FAILED: 1 hazard(s) that the migration")
 
 
 @pytest.mark.parametrize("case", SAFE)
@@ -158,7 +158,7 @@ def test_the_cli_refuses_with_one_failed_line_and_passes_a_safe_file(tmp_path: P
     refused = check(write_migration(tmp_path, "drop", DESTRUCTIVE["drop column"][0]))
     assert refused.returncode == 1
     assert "drops column users.email [data loss]" in refused.stderr
-    assert refused.stderr.splitlines()[-1].startswith("FAILED: 1 hazard(s) in upgrade()")
+    assert refused.stderr.splitlines()[-1].startswith("FAILED: 1 hazard(s) that the migration")
 
     passed = check(write_migration(tmp_path, "add", SAFE["add a column"]))
     assert passed.returncode == 0, passed.stderr
@@ -173,7 +173,7 @@ def test_a_drop_in_any_alter_table_spelling_and_a_delete_of_every_row_are_data_l
 
     refused = project.cli("lint", str(path))
 
-    assert failed_line(refused).startswith(f"FAILED: {len(LOSSES)} hazard(s) in upgrade()")
+    assert failed_line(refused).startswith(f"FAILED: {len(LOSSES)} hazard(s) that the migration")
     for sql in LOSSES:
         assert f"upgrade() runs destructive SQL: {sql} [data loss]" in refused.stderr, sql
 

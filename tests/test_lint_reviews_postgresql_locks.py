@@ -116,7 +116,7 @@ def test_each_lock_hazard_is_refused_until_made_online_or_acknowledged(project_c
 
     refused = lint(project_copy)
     # Three constraints also miss NOT VALID, and the NOT NULL is data loss too.
-    assert failed_line(refused).startswith("FAILED: 9 hazard(s) in upgrade()")
+    assert failed_line(refused).startswith("FAILED: 9 hazard(s) that the migration")
     for rule in HAZARDS:
         assert f"{path.name}: {rule}: " in refused.stderr, rule
     # The posts table was created in an earlier revision: its creation was reviewed on its own.
@@ -147,7 +147,7 @@ def test_statements_that_hold_a_table_locked_are_refused_until_acknowledged(proj
     (path,) = project_copy.versions.glob(f"*{revision}*")
 
     refused = project_copy.cli("lint")
-    assert failed_line(refused).startswith(f"FAILED: {len(HELD_LOCKS)} hazard(s) in upgrade()"), (
+    assert failed_line(refused).startswith(f"FAILED: {len(HELD_LOCKS)} hazard(s) that the migration"), (
         refused.stderr
     )
     for rule in HELD_LOCKS:

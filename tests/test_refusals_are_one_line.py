@@ -521,3 +521,14 @@ def test_an_enum_swap_that_cannot_run_is_one_line_and_changes_nothing(
 
         execute(url, "DROP TYPE user_role_old")
         assert project_copy.cli("downgrade", url=url).returncode == 0
+
+
+@pytest.mark.parametrize("command", ["status", "verify", "repair"])
+def test_a_malformed_setting_is_refused_by_the_commands_that_only_look_too(
+    project: Project, tmp_path: Path, command: str
+) -> None:
+    """Not only env.py's runs: every command validates every setting before it opens anything."""
+    url = sqlite_url(tmp_path / "app.db")
+    project.migrate(url)
+    line = failed_line(project.cli(command, url=url, env={"MIGRATION_BACKENDS": "bogus"}))
+    assert "MIGRATION_BACKENDS='bogus' is neither 'sqlite'" in line

@@ -94,8 +94,8 @@ def plan(config: Config, onto: str | None) -> Plan:
         raise CommandError(
             f"there is nothing to rebase: the history has one head ({', '.join(heads) or 'none'})"
             + (" and migrations/head.txt has no conflict" if conflict is None else "")
-            + "; after a `git merge` or `git rebase` that conflicts in migrations/head.txt, run make rebase; "
-            "nothing was changed"
+            + "; after a `git merge` or `git rebase` that conflicts in migrations/head.txt, run make rebase "
+            "(or say `make rebase onto=<their head>`); nothing was changed"
         )
     if onto is None and conflict is None:
         raise CommandError(

@@ -23,7 +23,7 @@ def lint(config: Config, paths: list[str] | None = None) -> None:
         print(line, file=sys.stderr)
     if verdict.refused:
         raise CommandError(
-            f"{len(verdict.refused)} hazard(s) in upgrade() that the migration does not acknowledge; make "
+            f"{len(verdict.refused)} hazard(s) that the migration does not acknowledge; make "
             f'them safe, or say why they are intended: `{DESTRUCTIVE} = "<reason>"` for data loss, '
             f'`{LOCKING} = {{"<squawk rule>": "<reason>"}}` for a lock'
         )
