@@ -304,7 +304,7 @@ def test_check_on_postgresql_catches_a_sequence_narrower_than_its_key(
     with pgserver.fresh_database(pg_admin_url) as url:
         project_copy.migrate(url)
         execute(url, "ALTER TABLE users ALTER COLUMN id TYPE bigint")
-        line = failed_line(project_copy.make("check", url=url))
+        line = failed_line(project_copy.cli("check", url=url))
         assert "modify_sequence_type', 'users', 'id', 'integer', 'bigint'" in line
         execute(url, "ALTER SEQUENCE users_id_seq AS bigint")
-        assert project_copy.make("check", url=url).returncode == 0
+        assert project_copy.cli("check", url=url).returncode == 0
