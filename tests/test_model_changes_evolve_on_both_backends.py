@@ -266,8 +266,11 @@ class Deployment:
         assert code == 0, f"{change.message}: make check on SQLite, with schema/ current, found drift"
 
 
-@pytest.mark.parametrize("chain", sorted(CHAINS))
-@pytest.mark.slow
+# About a second per change: the longest tests of the suite.
+@pytest.mark.parametrize(
+    "chain",
+    [pytest.param(name, marks=pytest.mark.slow(seconds=len(CHAINS[name]))) for name in sorted(CHAINS)],
+)
 def test_every_model_change_migrates_on_both_backends(chain: str, tmp_path: Path, pg_admin_url: URL) -> None:
     project = Project.copy_to(tmp_path / "project")
     with pgserver.fresh_database(pg_admin_url) as pg_url:
