@@ -11,6 +11,7 @@ With neither, the PostgreSQL leg is skipped and says so, unless
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import tempfile
@@ -150,9 +151,22 @@ def alembic_engine(database_url: URL) -> Iterator[Engine]:
         engine.dispose()
 
 
+def _seconds(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("slow")
+    return 0.0 if marker is None else float(marker.kwargs.get("seconds", 1))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Start the longest tests first: the suite takes as long as its slower worker."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """Start the longest tests first, each on its own worker: the suite takes as long as its slowest worker.
+
+    xdist sends each worker two tests at a time (``--maxschedchunk=2``), in
+    this order: the slow tests are paired, longest with shortest, so no
+    worker starts with two long ones queued behind each other.
+    """
+    slow = sorted((item for item in items if _seconds(item)), key=_seconds, reverse=True)
+    heavy, light = slow[: (len(slow) + 1) // 2], slow[(len(slow) + 1) // 2 :][::-1]
+    paired = [item for pair in itertools.zip_longest(heavy, light) for item in pair if item is not None]
+    items[:] = paired + [item for item in items if not _seconds(item)]
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:

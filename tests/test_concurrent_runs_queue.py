@@ -85,7 +85,7 @@ def database_at(new_database: NewDatabase, project: Project, revision: str | Non
         yield url
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=5)
 def test_concurrent_upgrades_apply_each_migration_once(
     project_copy: Project, history: list[str], new_database: NewDatabase, backend: str
 ) -> None:

@@ -47,7 +47,7 @@ def test_failing_migration_leaves_database_unchanged(
     project_copy.add_migration(GOOD, 'op.drop_table("first")')
     bad = project_copy.add_migration(fault)
 
-    result = project_copy.alembic("upgrade", "head", url=populated)
+    result = project_copy.forked_alembic("upgrade", "head", url=populated)
     assert result.returncode != 0
     assert "injected fault" in result.stderr
     assert dump(populated) == before
@@ -62,7 +62,7 @@ def test_failing_migration_leaves_database_unchanged(
 def test_failing_run_on_a_new_database_leaves_it_empty(project_copy: Project, database_url: URL) -> None:
     before = dump(database_url)
     project_copy.add_migration(FAULTS["after-creating-a-table"])
-    result = project_copy.alembic("upgrade", "head", url=database_url)
+    result = project_copy.forked_alembic("upgrade", "head", url=database_url)
     assert result.returncode != 0
     assert dump(database_url) == before  # not even alembic_version or users
 
@@ -79,7 +79,7 @@ def test_failing_downgrade_leaves_database_unchanged(project_copy: Project, data
     project_copy.migrate(database_url)
     insert_users(database_url, 5)
     before = dump(database_url)
-    result = project_copy.alembic("downgrade", "base", url=database_url)
+    result = project_copy.forked_alembic("downgrade", "base", url=database_url)
     assert result.returncode != 0
     assert "injected fault" in result.stderr
     assert dump(database_url) == before

@@ -83,7 +83,7 @@ def kill_after(process: Any, delay: float) -> None:
     os.kill(process.pid, signal.SIGKILL)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=7)
 def test_sigkill_at_any_moment_leaves_old_or_new_revision(
     slow_project: tuple[Project, str], backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

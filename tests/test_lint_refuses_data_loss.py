@@ -14,7 +14,7 @@ from dbtools.autogenerate import portable
 from dbtools.autogenerate.pgsql import USING_MARKER
 from dbtools.commands.lint import lint
 from dbtools.paths import alembic_config
-from tests.helpers import ROOT, VENV, Project, failed_line, rendered
+from tests.helpers import ROOT, Project, failed_line, rendered
 
 HEADER = 'import sqlalchemy as sa\nfrom alembic import op\n\nrevision = "r1"\ndown_revision = None\n\n'
 
@@ -111,13 +111,8 @@ def write_migration(folder: Path, name: str, upgrade: str, extra: str = "") -> P
 
 
 def check(*paths: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(VENV / "bin" / "python"), "-m", "dbtools", "lint", *map(str, paths)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    """``python -m dbtools lint *paths`` in the checkout, forked (``Project.cli``)."""
+    return Project(ROOT).cli("lint", *map(str, paths))
 
 
 def check_in_process(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:
@@ -257,14 +252,7 @@ def test_an_enum_swap_the_downgrade_does_not_explain_names_every_other_value(tmp
 
 def lint_project(project: Project) -> subprocess.CompletedProcess[str]:
     """``make lint``'s own review (data loss and squawk's lock review) of every migration of ``project``."""
-    return subprocess.run(
-        [str(VENV / "bin" / "python"), "-m", "dbtools", "lint"],
-        cwd=project.root,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    return project.cli("lint")
 
 
 def test_a_type_change_with_no_known_cast_is_refused_until_its_using_is_written(

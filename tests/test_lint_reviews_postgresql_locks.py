@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from dbtools import pgserver
-from tests.helpers import VENV, Project, base_env, engine_for, failed_line, insert_users
+from tests.helpers import Project, engine_for, failed_line, insert_users
 
 POSTS = (
     'op.create_table("posts", sa.Column("id", sa.Integer, primary_key=True), '
@@ -96,16 +96,8 @@ ACKNOWLEDGED = (
 
 
 def lint(project: Project, **env: str) -> subprocess.CompletedProcess[str]:
-    """``make lint``'s own check, without ruff and mypy: ``python -m dbtools lint``."""
-    return subprocess.run(
-        [str(VENV / "bin" / "python"), "-m", "dbtools", "lint"],
-        cwd=project.root,
-        env=base_env(None, **env),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    """``make lint``'s own check, without ruff and mypy: ``python -m dbtools lint``, forked."""
+    return project.cli("lint", env=env)
 
 
 def test_each_lock_hazard_is_refused_until_made_online_or_acknowledged(project_copy: Project) -> None:

@@ -37,26 +37,37 @@ from dbtools.run import Run
 from dbtools.runtime import snapshot
 from tests import workers
 from tests.evolution import CHAINS, Change
-from tests.helpers import Project, engine_for, execute, failed_line, insert_users
+from tests.helpers import Project, execute, failed_line, insert_users
 
 Rows = dict[str, list[dict[str, Any]]]
 APP_INSERTS = {"users": "INSERT INTO users (username, email) VALUES ('app{n}', 'app{n}@example.com')"}
 
 
-def rows(url: URL) -> Rows:
+def connected(url: URL) -> sa.Engine:
+    """The test's own client of one deployment, kept for the whole chain.
+
+    Its one connection is opened once and reused: a new connection for each
+    look costs a PostgreSQL backend's start and cold catalog caches, over
+    four hundred times a chain. Between looks it sits outside any
+    transaction, so it holds no lock a migration could wait for, and it
+    prepares no statement (a ``SELECT *`` prepared before a migration would
+    fail after it: "cached plan must not change result type").
+    """
+    if url.get_backend_name() == "postgresql":
+        return sa.create_engine(url, pool_size=1, max_overflow=0, connect_args={"prepare_threshold": None})
+    return sa.create_engine(url, pool_size=1, max_overflow=0)
+
+
+def rows(engine: sa.Engine) -> Rows:
     """Every row of every application table, in a stable order."""
-    engine = engine_for(url)
-    try:
-        with engine.connect() as conn:
-            names = [n for n in sa.inspect(conn).get_table_names() if not n.startswith("alembic_")]
-            return {
-                name: sorted(
-                    (dict(r._mapping) for r in conn.execute(sa.text(f'SELECT * FROM "{name}"'))), key=repr
-                )
-                for name in names
-            }
-    finally:
-        engine.dispose()
+    with engine.connect() as conn:
+        names = [n for n in sa.inspect(conn).get_table_names() if not n.startswith("alembic_")]
+        return {
+            name: sorted(
+                (dict(r._mapping) for r in conn.execute(sa.text(f'SELECT * FROM "{name}"'))), key=repr
+            )
+            for name in names
+        }
 
 
 def assert_kept(
@@ -104,22 +115,18 @@ def _as_json(value: Any) -> str:
 Columns = dict[str, dict[str, tuple[str, bool]]]
 
 
-def columns(url: URL) -> Columns:
+def columns(engine: sa.Engine) -> Columns:
     """Each application table's columns: the type as the database names it, and whether it takes NULL."""
-    engine = engine_for(url)
-    try:
-        with engine.connect() as conn:
-            inspector = sa.inspect(conn)
-            return {
-                name: {
-                    c["name"]: (str(c["type"].compile(dialect=conn.dialect)), bool(c["nullable"]))
-                    for c in inspector.get_columns(name)
-                }
-                for name in inspector.get_table_names()
-                if not name.startswith("alembic_")
+    with engine.connect() as conn:
+        inspector = sa.inspect(conn)
+        return {
+            name: {
+                c["name"]: (str(c["type"].compile(dialect=conn.dialect)), bool(c["nullable"]))
+                for c in inspector.get_columns(name)
             }
-    finally:
-        engine.dispose()
+            for name in inspector.get_table_names()
+            if not name.startswith("alembic_")
+        }
 
 
 def upgrade(config: Config) -> None:
@@ -130,20 +137,23 @@ def downgrade(config: Config, steps: int = 1) -> None:
     command.downgrade(Run(creates_database=False).start_with(config), f"-{steps}")
 
 
-def refused(url: URL, statement: str) -> bool:
+def refused(engine: sa.Engine, statement: str) -> bool:
     """Whether the database refuses ``statement`` (a constraint or a unique index holds); nothing is kept."""
-    engine = engine_for(url)
-    try:
-        with engine.connect() as conn:
-            try:
-                conn.exec_driver_sql(statement)
-            except sa.exc.IntegrityError:
-                return True
-            finally:
-                conn.rollback()
-        return False
-    finally:
-        engine.dispose()
+    with engine.connect() as conn:
+        try:
+            conn.exec_driver_sql(statement)
+        except sa.exc.IntegrityError:
+            return True
+        finally:
+            conn.rollback()
+    return False
+
+
+def written(engine: sa.Engine, *statements: str) -> None:
+    """Run raw SQL in one committed transaction, as the application would."""
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.exec_driver_sql(statement)
 
 
 class Deployment:
@@ -151,8 +161,13 @@ class Deployment:
 
     def __init__(self, project: Project, urls: dict[str, URL]) -> None:
         self.project, self.urls, self.writes = project, urls, 0
+        self.engines = {backend: connected(url) for backend, url in urls.items()}
         self.inserts = dict(APP_INSERTS)
         self.refusals: list[str] = []  # what earlier changes made the database refuse
+
+    def close(self) -> None:
+        for engine in self.engines.values():
+            engine.dispose()
 
     @property
     def root(self) -> str:
@@ -192,12 +207,12 @@ class Deployment:
         return text
 
     def deploy(self, change: Change, backend: str) -> None:
-        url = self.urls[backend]
+        url, engine = self.urls[backend], self.engines[backend]
         context = f"{change.message} on {backend}"
-        before, schema = rows(url), columns(url)
+        before, schema = rows(engine), columns(engine)
         assert workers.call(self.root, url, upgrade) == 0, f"{context}: upgrade failed"
-        self.assert_refusals(url, context, *change.refuses)
-        after = rows(url)
+        self.assert_refusals(engine, context, *change.refuses)
+        after = rows(engine)
         renamed = change.renames
         assert_kept(before, after, skip=change.fills, renamed=renamed, casts=change.casts)
         assert workers.call(self.root, url, check.check) == 0, f"{context}: the models differ after upgrade"
@@ -207,26 +222,26 @@ class Deployment:
         )
         if steps == 1:
             back = {new: old for old, new in renamed.items()}
-            assert_kept(after, rows(url), renamed=back, casts=change.casts)
-            assert columns(url) == schema, f"{context}: the downgrade left other column types than it found"
-            self.assert_refusals(url, f"{context}, downgraded")
+            assert_kept(after, rows(engine), renamed=back, casts=change.casts)
+            assert columns(engine) == schema, f"{context}: the downgrade left other column types"
+            self.assert_refusals(engine, f"{context}, downgraded")
         assert workers.call(self.root, url, upgrade) == 0, f"{context}: upgrade after downgrade failed"
-        self.assert_refusals(url, f"{context}, upgraded again", *change.refuses)
-        assert rows(url) == after, f"{context}: a round trip changed rows"
-        execute(url, *change.seed)
+        self.assert_refusals(engine, f"{context}, upgraded again", *change.refuses)
+        assert rows(engine) == after, f"{context}: a round trip changed rows"
+        written(engine, *change.seed)
 
-    def assert_refusals(self, url: URL, context: str, *more: str) -> None:
+    def assert_refusals(self, engine: sa.Engine, context: str, *more: str) -> None:
         """What earlier changes (and ``more``) made the database refuse, it still refuses."""
         for statement in (*self.refusals, *more):
-            assert refused(url, statement), f"{context}: accepted {statement!r}"
+            assert refused(engine, statement), f"{context}: accepted {statement!r}"
 
     def application_writes(self, change: Change) -> None:
         """The application keeps inserting rows with only the columns it must give."""
         self.inserts.update(change.inserts)
         self.refusals += change.refuses
         self.writes += 1
-        for url in self.urls.values():
-            execute(url, *(sql.format(n=self.writes) for sql in self.inserts.values() if sql))
+        for engine in self.engines.values():
+            written(engine, *(sql.format(n=self.writes) for sql in self.inserts.values() if sql))
 
     def lint_style(self) -> None:
         """The generated files pass the ruff part of ``make lint`` as written."""
@@ -251,25 +266,31 @@ class Deployment:
         assert code == 0, f"{change.message}: make check on SQLite, with schema/ current, found drift"
 
 
-@pytest.mark.parametrize("chain", sorted(CHAINS))
-@pytest.mark.slow
+# About a second per change: the longest tests of the suite.
+@pytest.mark.parametrize(
+    "chain",
+    [pytest.param(name, marks=pytest.mark.slow(seconds=len(CHAINS[name]))) for name in sorted(CHAINS)],
+)
 def test_every_model_change_migrates_on_both_backends(chain: str, tmp_path: Path, pg_admin_url: URL) -> None:
     project = Project.copy_to(tmp_path / "project")
     with pgserver.fresh_database(pg_admin_url) as pg_url:
         deployment = Deployment(
             project, {"sqlite": URL.create("sqlite", database=str(tmp_path / "app.db")), "postgresql": pg_url}
         )
-        for url in deployment.urls.values():
-            project.migrate(url)
-            insert_users(url, 6)
-        for change in CHAINS[chain]:
-            deployment.edit_models(change)
-            deployment.autogenerate(change)
-            for backend in deployment.urls:
-                deployment.deploy(change, backend)
-            deployment.refresh_snapshot()
-            deployment.check_sqlite_with_snapshot(change)
-            deployment.application_writes(change)
+        try:
+            for url in deployment.urls.values():
+                project.migrate(url)
+                insert_users(url, 6)
+            for change in CHAINS[chain]:
+                deployment.edit_models(change)
+                deployment.autogenerate(change)
+                for backend in deployment.urls:
+                    deployment.deploy(change, backend)
+                deployment.refresh_snapshot()
+                deployment.check_sqlite_with_snapshot(change)
+                deployment.application_writes(change)
+        finally:
+            deployment.close()  # before the database is dropped
         deployment.lint_style()
 
 
@@ -286,7 +307,7 @@ def test_check_on_postgresql_catches_a_sequence_narrower_than_its_key(
     with pgserver.fresh_database(pg_admin_url) as url:
         project_copy.migrate(url)
         execute(url, "ALTER TABLE users ALTER COLUMN id TYPE bigint")
-        line = failed_line(project_copy.make("check", url=url))
+        line = failed_line(project_copy.cli("check", url=url))
         assert "modify_sequence_type', 'users', 'id', 'integer', 'bigint'" in line
         execute(url, "ALTER SEQUENCE users_id_seq AS bigint")
-        assert project_copy.make("check", url=url).returncode == 0
+        assert project_copy.cli("check", url=url).returncode == 0

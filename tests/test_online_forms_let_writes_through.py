@@ -8,10 +8,8 @@ lint tells a table rewrite from a type change that only touches the catalog.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import sqlalchemy as sa
 from alembic.config import Config
@@ -21,7 +19,7 @@ from dbtools import pgserver
 from dbtools.autogenerate.nonblocking import REWRITE_RECIPE
 from dbtools.commands import migration
 from tests import workers
-from tests.helpers import VENV, Project, engine_for, insert_users
+from tests.helpers import Project, engine_for, insert_users
 
 # 50 ms a row, so the build and the validation last long enough to write during them.
 SLOW_KEY = (
@@ -132,14 +130,7 @@ def test_a_table_rewrite_carries_its_recipe_and_needs_an_acknowledgement_a_widen
     assert REWRITE_RECIPE[0] not in upgrade  # a longer varchar: PostgreSQL changes its catalog only
     assert REWRITE_RECIPE[0] in downgrade  # a shorter one: every row is checked again
 
-    result = subprocess.run(
-        [str(VENV / "bin" / "python"), "-m", "dbtools", "lint"],
-        cwd=Path(project_copy.root),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = project_copy.cli("lint")
     assert result.returncode == 1
     assert "big_score.py: changing-column-type" in result.stderr
     assert "longer_emails.py: changing-column-type" not in result.stderr  # varchar widening: catalog only

@@ -160,7 +160,7 @@ def wait_for_build(url: URL) -> int:
     raise AssertionError("the concurrent index build never started waiting")
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=3)
 def test_concurrent_runs_apply_a_non_transactional_step_once_with_lock_and_timeouts_held(
     project_copy: Project, history: list[str], url: URL
 ) -> None:

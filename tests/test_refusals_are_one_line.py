@@ -112,7 +112,7 @@ def test_ddl_blocked_past_every_retry_fails_and_names_both_settings(
         reader = engine_for(url)
         with reader.connect() as conn:
             conn.exec_driver_sql("SELECT count(*) FROM users")  # a long read holds its lock
-            result = project_copy.alembic(
+            result = project_copy.forked_alembic(
                 "upgrade",
                 "head",
                 url=url,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from sqlalchemy.engine import URL
 
 from dbtools import pgserver
 from dbtools.runtime import snapshot
-from tests.helpers import ROOT, VENV, Project, base_env, url_string
+from tests.helpers import ROOT, Project, url_string
 
 SCRIPT = ScriptDirectory.from_config(Config(str(ROOT / "alembic.ini")))
 
@@ -40,15 +39,7 @@ def test_a_new_migration_makes_the_snapshot_stale_until_make_schema(
     project_copy: Project, pg_admin_url: URL
 ) -> None:
     project_copy.add_migration('op.add_column("users", sa.Column("nickname", sa.String(32)))')
-    env = base_env(TEST_DATABASE_URL=url_string(pg_admin_url))
-    check = subprocess.run(
-        [str(VENV / "bin" / "python"), "-m", "dbtools", "schema", "--check"],
-        cwd=project_copy.root,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    check = project_copy.cli("schema", "--check", env={"TEST_DATABASE_URL": url_string(pg_admin_url)})
     assert check.returncode == 1
     assert "+\tnickname VARCHAR(32),\n" in check.stdout
     assert "+    nickname character varying(32)" in check.stdout
