@@ -269,6 +269,16 @@ def insert_users(url: URL, count: int, prefix: str = "user") -> None:
         engine.dispose()
 
 
+def query(url: URL, sql: str) -> list[tuple[object, ...]]:
+    """The rows ``sql`` returns, as tuples, on a connection of its own."""
+    engine = engine_for(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.exec_driver_sql(sql)]
+    finally:
+        engine.dispose()
+
+
 def execute(url: URL, *statements: str) -> None:
     """Run raw SQL in one committed transaction, as another client would."""
     engine = engine_for(url)

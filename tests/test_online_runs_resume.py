@@ -35,6 +35,7 @@ from tests.helpers import (
     execute,
     failed_line,
     insert_users,
+    query,
 )
 
 CHANGE = (
@@ -65,15 +66,6 @@ SCHEMA = (
 )
 SNAPSHOT = "SELECT count(*) FROM pg_class"  # any statement: a REPEATABLE READ transaction keeps its snapshot
 BUILDS = ("ix_users_nickname", "uq_users_email_created_at", "uq_users_username_created_at")
-
-
-def query(url: URL, sql: str) -> list[tuple[object, ...]]:
-    engine = engine_for(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(row) for row in conn.exec_driver_sql(sql)]
-    finally:
-        engine.dispose()
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from tests.helpers import (
     execute,
     failed_line,
     insert_users,
+    query,
     rendered,
 )
 from tests.test_lint_refuses_data_loss import GUEST, NO_ROLE, ROLE
@@ -87,15 +88,6 @@ def history(project_copy: Project) -> list[str]:
 def url(pg_admin_url: URL) -> Iterator[URL]:
     with pgserver.fresh_database(pg_admin_url) as fresh:
         yield fresh
-
-
-def query(url: URL, sql: str) -> list[tuple[object, ...]]:
-    engine = engine_for(url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(row) for row in conn.exec_driver_sql(sql)]
-    finally:
-        engine.dispose()
 
 
 def index_validity(url: URL) -> list[bool]:
