@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import importlib
 import json
 import os
 import signal
@@ -31,7 +32,7 @@ import tomllib
 import traceback
 from collections.abc import Callable, Sequence
 from contextlib import closing, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ MAX_PARALLEL = 256
 ON_ERROR = ("stop", "continue")
 GROUP_KEYS = {"name", "parallel", "on_error", "targets"}
 TABLE_KEYS = {"url", "password_env", "schemas"}
-GLOB_CHARS = "*?["
+GLOB_CHARS = "*["  # and not ?, which would start a URL's parameters
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,6 @@ class _Running:
     started: float
     log: Path
     facts: Path
-    stopping: list[str] = field(default_factory=list)
 
 
 # --- reading the fleet file ----------------------------------------------------------------
@@ -187,7 +187,8 @@ def _sqlite_targets(base: Path, where: str, group: str, url: str) -> list[Target
         )
     absolute = Path(spelled) if Path(spelled).is_absolute() else base / spelled
     if any(char in spelled for char in GLOB_CHARS):
-        paths = sorted(Path(found) for found in glob.glob(str(absolute)) if Path(found).is_file())
+        pattern = spelled if Path(spelled).is_absolute() else os.path.join(glob.escape(str(base)), spelled)
+        paths = sorted(Path(found) for found in glob.glob(pattern) if Path(found).is_file())
         if not paths:
             raise CommandError(f"{where}: {url!r} matches no file (relative to {base})")
     else:
@@ -327,6 +328,9 @@ def upgrade(
     """
     out = out or sys.stdout
     groups = load(fleet)
+    if any(target.sqlite_path is None for group in groups for target in group.targets):
+        for module in ("psycopg", "sqlalchemy.dialects.postgresql.psycopg"):
+            importlib.import_module(module)  # once here, not in every forked run
     outcomes = [Outcome(target) for group in groups for target in group.targets]
     by_target = {id(o.target): o for o in outcomes}
     total = len(outcomes)

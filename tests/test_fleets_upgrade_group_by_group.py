@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
+import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -22,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from dbtools import pgserver
-from tests.helpers import Project, engine_for, failed_line, url_string
+from tests.helpers import VENV, Project, as_from_a_terminal, engine_for, failed_line, url_string
 
 CORRUPT = b"this is not a database, and no migration may touch it\n"
 
@@ -221,3 +224,57 @@ def test_make_passes_fleet_and_report_as_typed(project: Project, tmp_path: Path)
     (row,) = json.loads(report.read_text())["targets"]
     assert (row["target"], row["result"]) == ("sqlite:///tenants/one.db", "upgraded")
     assert _revision(folder / "tenants" / "one.db") == project.recorded_head()
+
+
+def _has_a_child(pid: int) -> bool | None:
+    """Whether ``pid`` has started a process; None where the kernel does not say."""
+    try:
+        return bool(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+    except OSError:
+        return None
+
+
+def test_ctrl_c_starts_nothing_more_and_lets_the_running_target_finish(
+    project: Project, tmp_path: Path
+) -> None:
+    """A real process and a real SIGINT: the run in progress (waiting for a lock) ends at head."""
+    fleet = _fleet(
+        tmp_path,
+        '[[group]]\nname = "all"\nparallel = 1\n'
+        'targets = ["sqlite:///tenants/a.db", "sqlite:///tenants/b.db"]\n',
+    )
+    (tmp_path / "tenants" / "a.db").touch()
+    report = tmp_path / "report.json"
+    holder = sqlite3.connect(tmp_path / "tenants" / "a.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # a.db's run waits for this write lock
+    fleet_process = subprocess.Popen(
+        [str(VENV / "bin" / "python"), "-m", "dbtools", "upgrade", f"--fleet={fleet}", f"--report={report}"],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=as_from_a_terminal,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while (started := _has_a_child(fleet_process.pid)) is False and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if started is None:
+            time.sleep(1.5)  # the imports, then the fork
+        time.sleep(0.2)  # a.db's run is past its imports-free start, queued on the lock
+        fleet_process.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        holder.execute("ROLLBACK")
+        out, err = fleet_process.communicate(timeout=60)
+    finally:
+        holder.close()
+        if fleet_process.poll() is None:
+            fleet_process.kill()
+    assert "interrupted, 1 not started" in failed_line(subprocess.CompletedProcess([], 1, out, err))
+    rows = json.loads(report.read_text())["targets"]
+    assert [(row["result"], row["reason"]) for row in rows] == [
+        ("upgraded", ""),
+        ("not started", "not started: the fleet was interrupted (Ctrl-C)"),
+    ]
+    assert _revision(tmp_path / "tenants" / "a.db") == project.recorded_head()
+    assert not (tmp_path / "tenants" / "b.db").exists()
