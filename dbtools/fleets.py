@@ -327,6 +327,13 @@ def upgrade(
     or the fleet was interrupted.
     """
     out = out or sys.stdout
+    if os.environ.get(SCHEMA_VAR):
+        raise CommandError(
+            f"{SCHEMA_VAR} is set, and a fleet names its tenant schemas itself; nothing was run. "
+            "Unset it, and give them with schemas = ... in the fleet file"
+        )
+    if report is not None and not report.resolve().parent.is_dir():
+        raise CommandError(f"report={report}: its folder does not exist; nothing was run")
     groups = load(fleet)
     if any(target.sqlite_path is None for group in groups for target in group.targets):
         for module in ("psycopg", "sqlalchemy.dialects.postgresql.psycopg"):

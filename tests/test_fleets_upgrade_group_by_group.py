@@ -164,6 +164,15 @@ def test_report_without_a_fleet_is_refused(project: Project, tmp_path: Path) -> 
     assert "report= goes with fleet=" in failed_line(result)
 
 
+def test_a_fleet_refuses_migration_schema_and_a_report_nowhere(project: Project, tmp_path: Path) -> None:
+    fleet = _fleet(tmp_path, '[[group]]\nname = "g"\ntargets = ["sqlite:///tenants/x.db"]\n')
+    result = project.cli("upgrade", f"--fleet={fleet}", env={"MIGRATION_SCHEMA": "tenant_a"})
+    assert "MIGRATION_SCHEMA is set, and a fleet names its tenant schemas itself" in failed_line(result)
+    result = project.cli("upgrade", f"--fleet={fleet}", f"--report={tmp_path / 'no' / 'r.json'}")
+    assert "its folder does not exist; nothing was run" in failed_line(result)
+    assert not (tmp_path / "tenants" / "x.db").exists()
+
+
 @pytest.fixture
 def pg_url(pg_admin_url: URL) -> Iterator[URL]:
     with pgserver.fresh_database(pg_admin_url) as url:
