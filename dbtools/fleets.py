@@ -19,6 +19,7 @@ the running ones finish; a second Ctrl-C interrupts them (each rolls back).
 from __future__ import annotations
 
 import fnmatch
+import gc
 import glob
 import importlib
 import json
@@ -340,6 +341,7 @@ def upgrade(
             importlib.import_module(module)  # once here, not in every forked run
     outcomes = [Outcome(target) for group in groups for target in group.targets]
     by_target = {id(o.target): o for o in outcomes}
+    number = {id(o): str(index) for index, o in enumerate(outcomes)}  # each run's log file
     total = len(outcomes)
     running: dict[int, _Running] = {}
     interrupts = 0
@@ -364,8 +366,7 @@ def upgrade(
                         stopped = "not started: the fleet was interrupted (Ctrl-C)"
                     while pending and not stopped and len(running) < group.parallel:
                         outcome = pending.pop(0)
-                        stem = Path(scratch) / str(outcomes.index(outcome))
-                        pid, started = _start(outcome, stem, argv, run_one)
+                        pid, started = _start(outcome, Path(scratch) / number[id(outcome)], argv, run_one)
                         running[pid] = started
                     if not running:
                         break
@@ -419,6 +420,7 @@ def _child(
 ) -> None:
     code = 1
     try:
+        gc.freeze()  # what the fleet imported stays shared with it, never scanned here
         signal.signal(signal.SIGINT, signal.default_int_handler)  # a run's own Ctrl-C handling, as alone
         os.setpgid(0, 0)  # a Ctrl-C on the terminal reaches the fleet, which decides
         fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
