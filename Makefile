@@ -60,7 +60,7 @@ check: $(RUNTIME)
 	@$(CLI) check
 
 status: $(RUNTIME)
-	@$(CLI) status
+	@$(CLI) status $${DBTOOLS_FLEET:+--fleet="$$DBTOOLS_FLEET"} $${DBTOOLS_REPORT:+--report="$$DBTOOLS_REPORT"}
 
 verify: $(RUNTIME)
 	@$(CLI) verify

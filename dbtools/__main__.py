@@ -37,12 +37,6 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="{0,1}",
         help="1: first run the migrations this database skipped (a branch re-pointed after it ran)",
     )
-    upgrade.add_argument(
-        "--fleet", default=None, metavar="FILE", help="a fleet file (TOML): upgrade every database it lists"
-    )
-    upgrade.add_argument(
-        "--report", default=None, metavar="PATH", help="with --fleet: also write the report as JSON here"
-    )
     add("downgrade").add_argument(
         "revision", nargs="?", default="-1", help="the revision to reach (default: -1, one step back)"
     )
@@ -54,8 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("rebase").add_argument(
         "--onto", default=None, help="the other branch's head, when no git merge or rebase is in progress"
     )
-    for name in ("check", "current", "status", "verify", "repair", "stamp"):
+    for name in ("check", "current", "verify", "repair", "stamp"):
         add(name)
+    for command in (upgrade, add("status")):
+        command.add_argument(
+            "--fleet", default=None, metavar="FILE", help="a fleet file (TOML): every database it lists"
+        )
+        command.add_argument(
+            "--report", default=None, metavar="PATH", help="with --fleet: also write the report as JSON here"
+        )
     add("rehearse").add_argument(
         "revision", nargs="?", default="head", help="the revision to reach (default: head)"
     )
@@ -95,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     command = getattr(importlib.import_module(f"dbtools.commands.{name}"), name)
     try:
         settings.check_all()  # a malformed MIGRATION_* variable fails every command, not only env.py's
-        if name == "upgrade":
+        if name in ("upgrade", "status"):
             fleet, report = options.pop("fleet"), options.pop("report")
             if fleet or report:
-                return _fleet(fleet, report, options["revision"], options["out_of_order"])
+                return _fleet(name, fleet, report, options)
         command(paths.alembic_config(), **options)
     except CommandError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
@@ -118,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
 ENV_ROOMS = ("backup", "checksums", "locking", "options", "outoforder", "rebuilds", "refusals", "resume")
 
 
-def _fleet(fleet: str | None, report: str | None, revision: str, out_of_order: str) -> int:
-    """``make upgrade fleet=<file>``: this command, forked once per target after the imports."""
+def _fleet(name: str, fleet: str | None, report: str | None, options: dict[str, str]) -> int:
+    """``make upgrade fleet=<file>``, ``make status fleet=<file>``: this command, forked per target."""
     import importlib
     from pathlib import Path
 
@@ -129,13 +130,16 @@ def _fleet(fleet: str | None, report: str | None, revision: str, out_of_order: s
 
     if not fleet:
         raise CommandError("report= goes with fleet=<file>; a single database's run has no report")
-    if out_of_order not in ("0", "1"):
-        raise CommandError(f"out_of_order={out_of_order!r}: give 1 (or 0); nothing was changed")
+    argv = [name]
+    if name == "upgrade":
+        revision, out_of_order = options["revision"], options["out_of_order"]
+        if out_of_order not in ("0", "1"):
+            raise CommandError(f"out_of_order={out_of_order!r}: give 1 (or 0); nothing was changed")
+        argv += [revision] + ([f"--out-of-order={out_of_order}"] if out_of_order != "0" else [])
     # What every target's run imports (Alembic's command, env.py's rooms), imported once, here.
-    for module in ("logging.config", "alembic.command", *(f"dbtools.runtime.{name}" for name in ENV_ROOMS)):
+    for module in ("logging.config", "alembic.command", *(f"dbtools.runtime.{room}" for room in ENV_ROOMS)):
         importlib.import_module(module)
-    argv = ["upgrade", revision] + ([f"--out-of-order={out_of_order}"] if out_of_order != "0" else [])
-    fleets.upgrade(Path(fleet), argv, main, Path(report) if report else None)
+    fleets.run(Path(fleet), argv, main, Path(report) if report else None)
     return 0
 
 

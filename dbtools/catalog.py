@@ -42,7 +42,11 @@ ENTRIES = (
         "after a conflict in migrations/head.txt; onto=<rev> otherwise",
     ),
     Entry("check", "Fail if the models differ from the migrated database"),
-    Entry("status", "Every migration, applied or pending, its checksum, and model drift"),
+    Entry(
+        "status",
+        "Every migration, applied or pending, its checksum, and model drift",
+        "fleet=<file> [report=<path>]",
+    ),
     Entry("verify", "Fail if an applied migration was edited, deleted or never recorded"),
     Entry("repair", "Show how applied migrations differ from their files, then re-record them"),
     Entry("rehearse", "Run the pending migrations for real, time each, roll back", "rev=<target>"),

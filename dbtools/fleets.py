@@ -1,4 +1,4 @@
-"""``make upgrade fleet=<file>``: one history, many databases, run group by group.
+"""``make upgrade fleet=<file>`` (and ``make status fleet=``): one history, many databases, group by group.
 
 The fleet file (TOML) lists groups, run in file order; each holds targets:
 SQLite files (a URL or a glob, relative to the fleet file) and PostgreSQL
@@ -14,6 +14,7 @@ lock, transaction, checksums, backups and retries as a single run, and the
 same one-line failure. At most ``parallel`` run at once. A failure in a
 group with ``on_error = "stop"``, or Ctrl-C, starts nothing more and lets
 the running ones finish; a second Ctrl-C interrupts them (each rolls back).
+``status`` runs the same way, looking only, and stops at nothing.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class Group:
 @dataclass
 class Outcome:
     target: Target
-    result: str = "not started"  # upgraded | current | failed | not started
+    result: str = "not started"  # upgraded | current | failed | not started; status: pending
     before: str | None = None
     after: str | None = None
     seconds: float | None = None
@@ -315,19 +316,21 @@ def _schemas(where: str, url: str, shown: str) -> list[str]:
 # --- running ----------------------------------------------------------------------------------
 
 
-def upgrade(
+def run(
     fleet: Path,
     argv: Sequence[str],
     run_one: Callable[[list[str]], int],
     report: Path | None = None,
     out: Any = None,
 ) -> list[Outcome]:
-    """Run ``argv`` (an ``upgrade`` command line) on every target, group by group; the outcomes.
+    """Run ``argv`` (an ``upgrade`` or ``status`` command line) on every target, group by group.
 
     Raises a CommandError (after printing the table and writing the report) if any target failed
-    or the fleet was interrupted.
+    or the fleet was interrupted. ``status`` only looks, so a failure stops nothing, and each
+    target is ``current`` or ``pending`` against the history's heads.
     """
     out = out or sys.stdout
+    looking = argv[0] == "status"
     if os.environ.get(SCHEMA_VAR):
         raise CommandError(
             f"{SCHEMA_VAR} is set, and a fleet names its tenant schemas itself; nothing was run. "
@@ -339,6 +342,7 @@ def upgrade(
     if any(target.sqlite_path is None for group in groups for target in group.targets):
         for module in ("psycopg", "sqlalchemy.dialects.postgresql.psycopg"):
             importlib.import_module(module)  # once here, not in every forked run
+    heads = _heads() if looking else None
     outcomes = [Outcome(target) for group in groups for target in group.targets]
     by_target = {id(o.target): o for o in outcomes}
     number = {id(o): str(index) for index, o in enumerate(outcomes)}  # each run's log file
@@ -374,8 +378,13 @@ def upgrade(
                     ended = running.pop(pid, None)
                     if ended is None:
                         continue  # not one of ours
-                    outcome = _finish(ended, os.waitstatus_to_exitcode(status))
-                    if outcome.result == "failed" and group.on_error == "stop" and not stopped:
+                    outcome = _finish(ended, os.waitstatus_to_exitcode(status), heads)
+                    if (
+                        outcome.result == "failed"
+                        and group.on_error == "stop"
+                        and not looking
+                        and not stopped
+                    ):
                         stopped = (
                             f"not started: {outcome.target.shown} failed in group {group.name!r} "
                             '(on_error = "stop")'
@@ -474,7 +483,17 @@ def revision(target: Target) -> str | None:
     return ",".join(sorted(str(row[0]) for row in rows)) or None
 
 
-def _finish(job: _Running, code: int) -> Outcome:
+def _heads() -> str:
+    """The history's head revisions, as ``revision`` joins a database's."""
+    from alembic.script import ScriptDirectory
+
+    from dbtools.paths import alembic_config
+
+    return ",".join(sorted(ScriptDirectory.from_config(alembic_config()).get_heads()))
+
+
+def _finish(job: _Running, code: int, heads: str | None) -> Outcome:
+    """What the run said: ``heads`` given (``status``), whether the target is at them."""
     outcome = job.outcome
     outcome.seconds = time.monotonic() - job.started
     try:
@@ -482,12 +501,20 @@ def _finish(job: _Running, code: int) -> Outcome:
         outcome.before, outcome.after = facts["from"], facts["to"]
     except (OSError, ValueError, KeyError):
         outcome.before = outcome.after = revision(outcome.target)
+    lines: list[str] = []
+    with suppress(OSError):
+        lines = job.log.read_text(encoding="utf-8", errors="replace").splitlines()
+    if code == 0 and heads is not None:
+        outcome.after = heads
+        outcome.result = "current" if outcome.before == heads else "pending"
+        # make status's summary: "1 applied, 0 pending; current: ...; checksums: ...; models: ..."
+        outcome.reason = next((line for line in reversed(lines) if " applied, " in line), "")
+        return outcome
     if code == 0:
         outcome.result = "current" if outcome.before == outcome.after else "upgraded"
         return outcome
     outcome.result = "failed"
-    with suppress(OSError):
-        lines = job.log.read_text(encoding="utf-8", errors="replace").splitlines()
+    if lines:
         said = [line.partition(":")[2].strip() for line in lines if line.startswith("FAILED:")]
         # main's one FAILED line; else (a crash) the last line of the traceback
         outcome.reason = said[-1] if said else next((line for line in reversed(lines) if line.strip()), "")
@@ -496,7 +523,7 @@ def _finish(job: _Running, code: int) -> Outcome:
 
 
 def _progress(outcome: Outcome, outcomes: list[Outcome], running: int, total: int) -> None:
-    done = sum(o.result in ("upgraded", "current") for o in outcomes)
+    done = sum(o.result in ("upgraded", "current", "pending") for o in outcomes)
     failed = sum(o.result == "failed" for o in outcomes)
     left = total - done - failed - running
     what = outcome.result + (f": {outcome.reason}" if outcome.reason else "")

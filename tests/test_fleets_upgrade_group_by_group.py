@@ -164,6 +164,32 @@ def test_report_without_a_fleet_is_refused(project: Project, tmp_path: Path) -> 
     assert "report= goes with fleet=" in failed_line(result)
 
 
+def test_status_of_a_fleet_says_which_are_at_head_and_stops_at_nothing(
+    project: Project, tmp_path: Path
+) -> None:
+    head = project.recorded_head()
+    fleet = _fleet(
+        tmp_path,
+        '[[group]]\nname = "canary"\ntargets = ["sqlite:///tenants/bad.db"]\n\n'
+        '[[group]]\nname = "rest"\ntargets = ["sqlite:///tenants/new.db", "sqlite:///tenants/done.db"]\n',
+    )
+    tenants = tmp_path / "tenants"
+    (tenants / "bad.db").write_bytes(CORRUPT)
+    (tenants / "new.db").touch()
+    project.migrate(URL.create("sqlite", database=str(tenants / "done.db")))
+    report = tmp_path / "status.json"
+    result = project.cli("status", f"--fleet={fleet}", f"--report={report}")
+    assert "1 of 3 targets failed, 0 not started" in failed_line(result)  # on_error stops upgrades only
+    rows = {row["target"].split("/")[-1]: row for row in json.loads(report.read_text())["targets"]}
+    assert rows["bad.db"]["result"] == "failed"
+    assert "is not a SQLite database" in rows["bad.db"]["reason"]
+    assert (rows["new.db"]["from"], rows["new.db"]["to"], rows["new.db"]["result"]) == (None, head, "pending")
+    assert rows["new.db"]["reason"].startswith("0 applied, 1 pending; current: none")
+    assert (rows["done.db"]["from"], rows["done.db"]["result"]) == (head, "current")
+    assert (tenants / "new.db").stat().st_size == 0  # looking only
+    assert (tenants / "bad.db").read_bytes() == CORRUPT
+
+
 def test_a_fleet_refuses_migration_schema_and_a_report_nowhere(project: Project, tmp_path: Path) -> None:
     fleet = _fleet(tmp_path, '[[group]]\nname = "g"\ntargets = ["sqlite:///tenants/x.db"]\n')
     result = project.cli("upgrade", f"--fleet={fleet}", env={"MIGRATION_SCHEMA": "tenant_a"})
