@@ -401,6 +401,8 @@ def run(
     if failed or interrupts:
         left = sum(o.result == "not started" for o in outcomes)
         what = f"{len(failed)} of {total} targets failed" if failed else "interrupted"
+        if looking:
+            raise CommandError(f"fleet {fleet}: {what}, {left} not looked at (see the table)")
         raise CommandError(
             f"fleet {fleet}: {what}, {left} not started; each target is at its old revision or its new "
             "one (see the table). Run it again to pick up the rest"

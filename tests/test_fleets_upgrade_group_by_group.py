@@ -179,7 +179,7 @@ def test_status_of_a_fleet_says_which_are_at_head_and_stops_at_nothing(
     project.migrate(URL.create("sqlite", database=str(tenants / "done.db")))
     report = tmp_path / "status.json"
     result = project.cli("status", f"--fleet={fleet}", f"--report={report}")
-    assert "1 of 3 targets failed, 0 not started" in failed_line(result)  # on_error stops upgrades only
+    assert "1 of 3 targets failed, 0 not looked at" in failed_line(result)  # on_error stops upgrades only
     rows = {row["target"].split("/")[-1]: row for row in json.loads(report.read_text())["targets"]}
     assert rows["bad.db"]["result"] == "failed"
     assert "is not a SQLite database" in rows["bad.db"]["reason"]
