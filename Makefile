@@ -20,8 +20,8 @@ CLI := $(PY) -m dbtools
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 BENCH := $(VENV)/.bench-installed
-# What is typed after a target (rev=, msg=, renames=, file=, onto=, out_of_order=) reaches the
-# command as one argument, exactly as typed: $5, quotes, `;` and newlines included. It goes
+# What is typed after a target (rev=, msg=, renames=, file=, onto=, out_of_order=, fleet=, report=)
+# reaches the command as one argument, exactly as typed: $5, quotes, `;` and newlines included. It goes
 # through the environment, which the shell never parses; exporting expands $(value x) once.
 export DBTOOLS_REV = $(value rev)
 export DBTOOLS_MSG = $(value msg)
@@ -29,6 +29,8 @@ export DBTOOLS_RENAMES = $(value renames)
 export DBTOOLS_FILE = $(value file)
 export DBTOOLS_ONTO = $(value onto)
 export DBTOOLS_OUT_OF_ORDER = $(value out_of_order)
+export DBTOOLS_FLEET = $(value fleet)
+export DBTOOLS_REPORT = $(value report)
 
 .DEFAULT_GOAL := help
 .PHONY: help install upgrade downgrade migration rebase check status verify repair rehearse restore current history sql stamp schema test lint bench bench-online bench-autogenerate clean
@@ -40,7 +42,8 @@ help:
 install: $(DEV)
 
 upgrade: $(RUNTIME)
-	@$(CLI) upgrade "$${DBTOOLS_REV:-head}" $${DBTOOLS_OUT_OF_ORDER:+--out-of-order="$$DBTOOLS_OUT_OF_ORDER"}
+	@$(CLI) upgrade "$${DBTOOLS_REV:-head}" $${DBTOOLS_OUT_OF_ORDER:+--out-of-order="$$DBTOOLS_OUT_OF_ORDER"} \
+		$${DBTOOLS_FLEET:+--fleet="$$DBTOOLS_FLEET"} $${DBTOOLS_REPORT:+--report="$$DBTOOLS_REPORT"}
 
 downgrade: $(RUNTIME)
 	@$(CLI) downgrade "$${DBTOOLS_REV:--1}"
@@ -57,7 +60,7 @@ check: $(RUNTIME)
 	@$(CLI) check
 
 status: $(RUNTIME)
-	@$(CLI) status
+	@$(CLI) status $${DBTOOLS_FLEET:+--fleet="$$DBTOOLS_FLEET"} $${DBTOOLS_REPORT:+--report="$$DBTOOLS_REPORT"}
 
 verify: $(RUNTIME)
 	@$(CLI) verify

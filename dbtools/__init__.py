@@ -11,7 +11,8 @@
 
 Below them all, shared: ``paths``, ``settings``, ``target`` (the database,
 resolved once), ``errors``, ``run`` (what whoever starts a run decides),
-``pgserver`` and ``catalog``. ``tests/test_layout_stays_in_its_rooms.py``
+``pgserver``, ``catalog`` and ``fleets`` (``make upgrade fleet=``: the fleet file,
+and the single-target run forked once per target). ``tests/test_layout_stays_in_its_rooms.py``
 holds the import rules. Standard library only at this level: the fast path
 imports through it.
 """

@@ -48,8 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("rebase").add_argument(
         "--onto", default=None, help="the other branch's head, when no git merge or rebase is in progress"
     )
-    for name in ("check", "current", "status", "verify", "repair", "stamp"):
+    for name in ("check", "current", "verify", "repair", "stamp"):
         add(name)
+    for command in (upgrade, add("status")):
+        command.add_argument(
+            "--fleet", default=None, metavar="FILE", help="a fleet file (TOML): every database it lists"
+        )
+        command.add_argument(
+            "--report", default=None, metavar="PATH", help="with --fleet: also write the report as JSON here"
+        )
     add("rehearse").add_argument(
         "revision", nargs="?", default="head", help="the revision to reach (default: head)"
     )
@@ -89,6 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     command = getattr(importlib.import_module(f"dbtools.commands.{name}"), name)
     try:
         settings.check_all()  # a malformed MIGRATION_* variable fails every command, not only env.py's
+        if name in ("upgrade", "status"):
+            fleet, report = options.pop("fleet"), options.pop("report")
+            if fleet or report:
+                return _fleet(name, fleet, report, options)
         command(paths.alembic_config(), **options)
     except CommandError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
@@ -101,6 +112,34 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"FAILED: interrupted; {said}", file=sys.stderr)
         return 130
+    return 0
+
+
+# The runtime modules migrations/env.py imports: a fleet imports them before it forks a run per target.
+ENV_ROOMS = ("backup", "checksums", "locking", "options", "outoforder", "rebuilds", "refusals", "resume")
+
+
+def _fleet(name: str, fleet: str | None, report: str | None, options: dict[str, str]) -> int:
+    """``make upgrade fleet=<file>``, ``make status fleet=<file>``: this command, forked per target."""
+    import importlib
+    from pathlib import Path
+
+    from alembic.util import CommandError
+
+    from dbtools import fleets
+
+    if not fleet:
+        raise CommandError("report= goes with fleet=<file>; a single database's run has no report")
+    argv = [name]
+    if name == "upgrade":
+        revision, out_of_order = options["revision"], options["out_of_order"]
+        if out_of_order not in ("0", "1"):
+            raise CommandError(f"out_of_order={out_of_order!r}: give 1 (or 0); nothing was changed")
+        argv += [revision] + ([f"--out-of-order={out_of_order}"] if out_of_order != "0" else [])
+    # What every target's run imports (Alembic's command, env.py's rooms), imported once, here.
+    for module in ("logging.config", "alembic.command", *(f"dbtools.runtime.{room}" for room in ENV_ROOMS)):
+        importlib.import_module(module)
+    fleets.run(Path(fleet), argv, main, Path(report) if report else None)
     return 0
 
 

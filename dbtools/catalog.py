@@ -28,7 +28,7 @@ ENTRIES = (
     Entry(
         "upgrade",
         "Apply pending migrations; creates a missing SQLite database",
-        "rev=<target>, default head; out_of_order=1",
+        "rev=<target>, default head; out_of_order=1; fleet=<file> [report=<path>]",
     ),
     Entry("downgrade", "Revert migrations, one by default", "rev=<target> for any other, e.g. rev=base"),
     Entry(
@@ -42,7 +42,11 @@ ENTRIES = (
         "after a conflict in migrations/head.txt; onto=<rev> otherwise",
     ),
     Entry("check", "Fail if the models differ from the migrated database"),
-    Entry("status", "Every migration, applied or pending, its checksum, and model drift"),
+    Entry(
+        "status",
+        "Every migration, applied or pending, its checksum, and model drift",
+        "fleet=<file> [report=<path>]",
+    ),
     Entry("verify", "Fail if an applied migration was edited, deleted or never recorded"),
     Entry("repair", "Show how applied migrations differ from their files, then re-record them"),
     Entry("rehearse", "Run the pending migrations for real, time each, roll back", "rev=<target>"),

@@ -1,0 +1,315 @@
+"""``make upgrade fleet=<file>``: every database of a fleet, canary first, with a report.
+
+Each target's run is the single-target ``upgrade`` itself, forked by the fleet
+command (itself forked from the test process: ``project.cli``), so the cost is
+the few real runs. A corrupt file fails with its reason while the others
+succeed under ``continue``; ``stop`` stops its group and every later one; a
+re-run touches only what is not at head; a bad fleet file runs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import URL
+
+from dbtools import pgserver
+from tests.helpers import VENV, Project, as_from_a_terminal, engine_for, failed_line, url_string
+
+CORRUPT = b"this is not a database, and no migration may touch it\n"
+
+
+def _fleet(folder: Path, text: str) -> Path:
+    (folder / "tenants").mkdir(exist_ok=True)
+    fleet = folder / "fleet.toml"
+    fleet.write_text(text)
+    return fleet
+
+
+def _run(project: Project, fleet: Path, report: Path, **env: str) -> tuple[Any, dict[str, dict[str, Any]]]:
+    result = project.cli("upgrade", f"--fleet={fleet}", f"--report={report}", env=env)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert report.exists(), result.stderr
+    rows = json.loads(report.read_text())["targets"]
+    return result, {row["target"]: row for row in rows}
+
+
+def _revision(path: Path) -> str:
+    with closing(sqlite3.connect(path)) as db:
+        return str(db.execute("SELECT version_num FROM alembic_version").fetchone()[0])
+
+
+def test_a_fleet_runs_canary_first_reports_a_corrupt_file_and_reruns_only_it(
+    project_copy: Project, tmp_path: Path
+) -> None:
+    head = project_copy.recorded_head()
+    tenants = tmp_path / "tenants"
+    fleet = _fleet(
+        tmp_path,
+        '[[group]]\nname = "canary"\nparallel = 1\ntargets = ["sqlite:///tenants/acme.db"]\n\n'
+        '[[group]]\nname = "rest"\nparallel = 3\non_error = "continue"\n'
+        'targets = ["sqlite:///tenants/*.db"]\n',
+    )
+    for name in ("acme", "b", "c", "d", "e"):
+        (tenants / f"{name}.db").touch()  # new, empty databases: the glob finds them
+    (tenants / "bad.db").write_bytes(CORRUPT)
+    report = tmp_path / "report.json"
+
+    result, rows = _run(project_copy, fleet, report)
+    assert "1 of 6 targets failed" in failed_line(result)
+    assert list(rows) == [f"sqlite:///tenants/{n}.db" for n in ("acme", "b", "bad", "c", "d", "e")]
+    for row in rows.values():
+        assert set(row) == {"target", "group", "from", "to", "seconds", "result", "reason"}
+        assert isinstance(row["seconds"], float)
+    assert rows["sqlite:///tenants/acme.db"]["group"] == "canary"  # named first; the glob skips it
+    bad = rows.pop("sqlite:///tenants/bad.db")
+    assert (bad["group"], bad["result"], bad["from"], bad["to"]) == ("rest", "failed", None, None)
+    assert "is not a SQLite database" in bad["reason"]
+    assert (tenants / "bad.db").read_bytes() == CORRUPT
+    for target, row in rows.items():
+        assert (row["from"], row["to"], row["result"], row["reason"]) == (None, head, "upgraded", ""), target
+        assert _revision(tmp_path / target.removeprefix("sqlite:///")) == head
+    assert "is not a SQLite database" in result.stdout  # the table
+
+    # The re-run picks up only the failed one: the others are current, their files untouched.
+    (tenants / "bad.db").unlink()
+    (tenants / "bad.db").touch()
+    times = {path.name: path.stat().st_mtime_ns for path in tenants.glob("*.db") if path.name != "bad.db"}
+    result, rows = _run(project_copy, fleet, report)
+    assert result.returncode == 0, result.stderr
+    assert rows.pop("sqlite:///tenants/bad.db")["result"] == "upgraded"
+    assert {row["result"] for row in rows.values()} == {"current"}
+    assert {row["from"] for row in rows.values()} == {head}
+    assert times == {
+        path.name: path.stat().st_mtime_ns for path in tenants.glob("*.db") if path.name != "bad.db"
+    }
+
+
+def test_stop_ends_the_group_and_every_later_one(project_copy: Project, tmp_path: Path) -> None:
+    fleet = _fleet(
+        tmp_path,
+        '[[group]]\nname = "canary"\nparallel = 1\non_error = "stop"\n'
+        'targets = ["sqlite:///tenants/a.db", "sqlite:///tenants/bad.db", "sqlite:///tenants/c.db"]\n\n'
+        '[[group]]\nname = "rest"\ntargets = ["sqlite:///tenants/d.db"]\n',
+    )
+    (tmp_path / "tenants" / "bad.db").write_bytes(CORRUPT)
+    report = tmp_path / "report.json"
+    result, rows = _run(project_copy, fleet, report)
+    assert "1 of 4 targets failed, 2 not started" in failed_line(result)
+    assert [row["result"] for row in rows.values()] == ["upgraded", "failed", "not started", "not started"]
+    for target in ("sqlite:///tenants/c.db", "sqlite:///tenants/d.db"):
+        assert rows[target]["reason"] == (
+            "not started: sqlite:///tenants/bad.db failed in group 'canary' (on_error = \"stop\")"
+        )
+        assert (rows[target]["from"], rows[target]["to"], rows[target]["seconds"]) == (None, None, None)
+    assert not (tmp_path / "tenants" / "c.db").exists()
+    assert not (tmp_path / "tenants" / "d.db").exists()
+
+
+GROUP = '[[group]]\nname = "g"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (GROUP + 'targets = [{ url = "postgresql://app:s3cr3t@127.0.0.1/db" }]\n', "url holds a password"),
+        (GROUP + 'targets = ["postgresql://app:s3cr3t@127.0.0.1/db"]\n', "url holds a password"),
+        (
+            GROUP
+            + 'targets = [{ url = "postgresql://app@127.0.0.1/db", password_env = "NO_SUCH_VAR_27" }]\n',
+            "password_env names NO_SUCH_VAR_27, which is not set",
+        ),
+        (GROUP + 'on_error = "ignore"\ntargets = ["sqlite:///tenants/x.db"]\n', "on_error = 'ignore'"),
+        (GROUP + 'parallel = 0\ntargets = ["sqlite:///tenants/x.db"]\n', "parallel = 0"),
+        (GROUP + 'targets = ["sqlite:///tenants/x.db"]\nretries = 3\n', "unknown key 'retries'"),
+        (GROUP + 'targets = ["sqlite:///nowhere/*.db"]\n', "matches no file"),
+        (
+            GROUP + 'targets = [{ url = "postgresql://app@h/db", schemas = "tenant-*" }]\n',
+            "schemas 'tenant-*' is not a schema name",
+        ),
+        (
+            '[[group]]\nname = g\ntargets = ["sqlite:///tenants/x.db"]\n',
+            "is not valid TOML: Invalid value (at line 6",
+        ),
+        ('[[group]]\ntargets = ["sqlite:///tenants/x.db"]\n', "group 2: name is missing"),
+    ],
+)
+def test_a_fleet_file_is_checked_before_anything_runs(
+    project: Project, tmp_path: Path, text: str, expected: str
+) -> None:
+    # A valid first group: a mistake anywhere in the file means it does not run either.
+    fleet = _fleet(tmp_path, '[[group]]\nname = "first"\ntargets = ["sqlite:///tenants/first.db"]\n\n' + text)
+    result = project.cli("upgrade", f"--fleet={fleet}", f"--report={tmp_path / 'report.json'}")
+    line = failed_line(result)
+    assert expected in line
+    assert "group 2" in line or "(at line 6" in line
+    assert "s3cr3t" not in result.stdout + result.stderr
+    assert not (tmp_path / "tenants" / "first.db").exists()
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_report_without_a_fleet_is_refused(project: Project, tmp_path: Path) -> None:
+    result = project.cli("upgrade", f"--report={tmp_path / 'r.json'}", url=URL.create("sqlite", database="x"))
+    assert "report= goes with fleet=" in failed_line(result)
+
+
+def test_status_of_a_fleet_says_which_are_at_head_and_stops_at_nothing(
+    project: Project, tmp_path: Path
+) -> None:
+    head = project.recorded_head()
+    fleet = _fleet(
+        tmp_path,
+        '[[group]]\nname = "canary"\ntargets = ["sqlite:///tenants/bad.db"]\n\n'
+        '[[group]]\nname = "rest"\ntargets = ["sqlite:///tenants/new.db", "sqlite:///tenants/done.db"]\n',
+    )
+    tenants = tmp_path / "tenants"
+    (tenants / "bad.db").write_bytes(CORRUPT)
+    (tenants / "new.db").touch()
+    project.migrate(URL.create("sqlite", database=str(tenants / "done.db")))
+    report = tmp_path / "status.json"
+    result = project.cli("status", f"--fleet={fleet}", f"--report={report}")
+    assert "1 of 3 targets failed, 0 not looked at" in failed_line(result)  # on_error stops upgrades only
+    rows = {row["target"].split("/")[-1]: row for row in json.loads(report.read_text())["targets"]}
+    assert rows["bad.db"]["result"] == "failed"
+    assert "is not a SQLite database" in rows["bad.db"]["reason"]
+    assert (rows["new.db"]["from"], rows["new.db"]["to"], rows["new.db"]["result"]) == (None, head, "pending")
+    assert rows["new.db"]["reason"].startswith("0 applied, 1 pending; current: none")
+    assert (rows["done.db"]["from"], rows["done.db"]["result"]) == (head, "current")
+    assert (tenants / "new.db").stat().st_size == 0  # looking only
+    assert (tenants / "bad.db").read_bytes() == CORRUPT
+
+
+def test_a_fleet_refuses_migration_schema_and_a_report_nowhere(project: Project, tmp_path: Path) -> None:
+    fleet = _fleet(tmp_path, '[[group]]\nname = "g"\ntargets = ["sqlite:///tenants/x.db"]\n')
+    result = project.cli("upgrade", f"--fleet={fleet}", env={"MIGRATION_SCHEMA": "tenant_a"})
+    assert "MIGRATION_SCHEMA is set, and a fleet names its tenant schemas itself" in failed_line(result)
+    result = project.cli("upgrade", f"--fleet={fleet}", f"--report={tmp_path / 'no' / 'r.json'}")
+    assert "its folder does not exist; nothing was run" in failed_line(result)
+    assert not (tmp_path / "tenants" / "x.db").exists()
+
+
+@pytest.fixture
+def pg_url(pg_admin_url: URL) -> Iterator[URL]:
+    with pgserver.fresh_database(pg_admin_url) as url:
+        yield url
+
+
+def test_tenant_schemas_matched_by_a_pattern_each_migrate(
+    project: Project, pg_url: URL, tmp_path: Path
+) -> None:
+    head = project.recorded_head()
+    engine = engine_for(pg_url)
+    try:
+        with engine.begin() as conn:
+            for name in ("tenant_a", "tenant_b", "tenant_c", "other"):
+                conn.execute(sa.text(f"CREATE SCHEMA {name}"))
+            conn.execute(sa.text("CREATE TABLE tenant_c.users (id int)"))  # conflicts with the migration
+    finally:
+        engine.dispose()
+    bare = url_string(pg_url._replace(password=None))
+    fleet = _fleet(
+        tmp_path,
+        f'[[group]]\nname = "tenants"\nparallel = 2\non_error = "continue"\n'
+        f'targets = [{{ url = "{bare}", password_env = "FLEET_PG_PASSWORD", schemas = "tenant_*" }}]\n',
+    )
+    report = tmp_path / "report.json"
+    env = {"FLEET_PG_PASSWORD": str(pg_url.password)}
+    result, rows = _run(project, fleet, report, **env)
+    assert "1 of 3 targets failed" in failed_line(result)
+    assert str(pg_url.password) not in result.stdout + result.stderr + report.read_text()
+    shown = pg_url.render_as_string(hide_password=True)
+    assert list(rows) == [f"{shown}#tenant_{n}" for n in "abc"]
+    assert [row["result"] for row in rows.values()] == ["upgraded", "upgraded", "failed"]
+    assert "users" in rows[f"{shown}#tenant_c"]["reason"]
+    engine = engine_for(pg_url)
+    try:
+        with engine.connect() as conn:
+            versions = {
+                schema: conn.execute(sa.text(f"SELECT version_num FROM {schema}.alembic_version")).scalar()
+                for schema in ("tenant_a", "tenant_b")
+            }
+            unversioned = conn.execute(
+                sa.text("SELECT to_regclass('tenant_c.alembic_version'), to_regclass('other.users')")
+            ).one()
+    finally:
+        engine.dispose()
+    assert versions == {"tenant_a": head, "tenant_b": head}
+    assert tuple(unversioned) == (None, None)  # the failed tenant rolled back; "other" never matched
+    assert os.environ.get("FLEET_PG_PASSWORD") is None
+
+
+def test_make_passes_fleet_and_report_as_typed(project: Project, tmp_path: Path) -> None:
+    folder = tmp_path / "my $fleet"
+    folder.mkdir()
+    fleet = _fleet(folder, '[[group]]\nname = "only"\ntargets = ["sqlite:///tenants/one.db"]\n')
+    report = folder / "report $1.json"
+    result = project.make("upgrade", f"fleet={fleet}", f"report={report}")
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(report.read_text())["targets"]
+    assert (row["target"], row["result"]) == ("sqlite:///tenants/one.db", "upgraded")
+    assert _revision(folder / "tenants" / "one.db") == project.recorded_head()
+
+
+def _has_a_child(pid: int) -> bool | None:
+    """Whether ``pid`` has started a process; None where the kernel does not say."""
+    try:
+        return bool(Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
+    except OSError:
+        return None
+
+
+def test_ctrl_c_starts_nothing_more_and_lets_the_running_target_finish(
+    project: Project, tmp_path: Path
+) -> None:
+    """A real process and a real SIGINT: the run in progress (waiting for a lock) ends at head."""
+    fleet = _fleet(
+        tmp_path,
+        '[[group]]\nname = "all"\nparallel = 1\n'
+        'targets = ["sqlite:///tenants/a.db", "sqlite:///tenants/b.db"]\n',
+    )
+    (tmp_path / "tenants" / "a.db").touch()
+    report = tmp_path / "report.json"
+    holder = sqlite3.connect(tmp_path / "tenants" / "a.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # a.db's run waits for this write lock
+    fleet_process = subprocess.Popen(
+        [str(VENV / "bin" / "python"), "-m", "dbtools", "upgrade", f"--fleet={fleet}", f"--report={report}"],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=as_from_a_terminal,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while (started := _has_a_child(fleet_process.pid)) is False and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if started is None:
+            time.sleep(1.5)  # the imports, then the fork
+        time.sleep(0.2)  # a.db's run is past its imports-free start, queued on the lock
+        fleet_process.send_signal(signal.SIGINT)
+        time.sleep(0.2)
+        holder.execute("ROLLBACK")
+        out, err = fleet_process.communicate(timeout=60)
+    finally:
+        holder.close()
+        if fleet_process.poll() is None:
+            fleet_process.kill()
+    assert "interrupted, 1 not started" in failed_line(subprocess.CompletedProcess([], 1, out, err))
+    rows = json.loads(report.read_text())["targets"]
+    assert [(row["result"], row["reason"]) for row in rows] == [
+        ("upgraded", ""),
+        ("not started", "not started: the fleet was interrupted (Ctrl-C)"),
+    ]
+    assert _revision(tmp_path / "tenants" / "a.db") == project.recorded_head()
+    assert not (tmp_path / "tenants" / "b.db").exists()
