@@ -7,6 +7,7 @@ reads these before SQLAlchemy or Alembic is imported.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +29,17 @@ CHECKSUM_TABLE = "alembic_checksums"
 PROGRESS_TABLE = "alembic_progress"
 # The first 16 bytes of every SQLite database file.
 SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def write_private(path: Path, text: str) -> None:
+    """A file only its owner reads, in a folder only its owner enters (made so if new).
+
+    For what holds a secret or says where one is: the throwaway server's
+    password and URL, the fast path's records.
+    """
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+        handle.write(text)
 
 
 def alembic_config() -> Config:

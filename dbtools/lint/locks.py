@@ -34,10 +34,10 @@ from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import make_url
 
+from dbtools import settings
 from dbtools.lint.sqltext import statements
 from dbtools.paths import root_of
 from dbtools.run import Run
-from dbtools.settings import MAX_SECONDS
 from dbtools.target import Target
 
 SQUAWK_VAR = "SQUAWK"
@@ -92,20 +92,12 @@ def squawk_binary() -> str:
 
 
 def squawk_timeout() -> float:
-    """``SQUAWK_TIMEOUT`` in seconds: a positive number, as PostgreSQL's timeouts are; 60 when unset."""
-    raw = os.environ.get(SQUAWK_TIMEOUT_VAR, "").strip()
-    if not raw:
-        return SQUAWK_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        value = 0.0
-    if not 0 < value <= MAX_SECONDS:  # also refuses nan and inf
-        raise CommandError(
-            f"{SQUAWK_TIMEOUT_VAR}={raw!r} is not a positive number of seconds (at most {MAX_SECONDS:,}); "
-            "fix or unset it"
-        )
-    return value
+    """``SQUAWK_TIMEOUT`` in seconds, validated as every timeout setting is; 60 when unset.
+
+    Read here, not listed in ``settings.NAMES``: only ``make lint`` reads it, and
+    a migration run's answer (the fast path's key) never depends on it.
+    """
+    return settings.seconds(SQUAWK_TIMEOUT_VAR, SQUAWK_TIMEOUT)
 
 
 def review(config: Config, paths: Iterable[Path]) -> tuple[list[Hazard], set[Path]]:

@@ -38,6 +38,7 @@ from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from dbtools import paths
 from dbtools.paths import CACHE, ENV, INI, ROOT, SQLITE_HEADER, VERSIONS
 from dbtools.runtime.digest import matches, read_script
 from dbtools.settings import NAMES
@@ -100,7 +101,7 @@ def remember(database: Path, heads: Sequence[str], files: Mapping[str, str], see
     target = _cache_file(os.environ)
     partial = target.with_suffix(f".{os.getpid()}.partial")
     try:
-        write_private(partial, json.dumps(record, indent=1))
+        paths.write_private(partial, json.dumps(record, indent=1))
         os.replace(partial, target)
     except OSError:
         # A read-only checkout, or something not ours at the record's path (a directory):
@@ -139,13 +140,6 @@ def key(environ: Mapping[str, str]) -> str:
     # Per checkout too: a copied project keeps its files' times, not its database.
     settings = json.dumps([str(ROOT), *(environ.get(name) for name in NAMES)])
     return hashlib.sha256(settings.encode()).hexdigest()
-
-
-def write_private(path: Path, text: str) -> None:
-    """A record only its owner reads, in a folder only its owner enters (made so if new)."""
-    path.parent.mkdir(mode=0o700, exist_ok=True)
-    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-        handle.write(text)
 
 
 def _cache_file(environ: Mapping[str, str]) -> Path:

@@ -35,6 +35,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing, suppress
 from pathlib import Path
 
+from dbtools import paths
 from dbtools.paths import CACHE, ROOT, SCHEMA, SQLITE_HEADER
 from dbtools.runtime import fastpath
 
@@ -92,7 +93,7 @@ def remember(database: Path | None, seen: str, environ: Mapping[str, str] = os.e
         target = _record_file(environ)
         partial = target.with_suffix(f".{os.getpid()}.partial")
         try:
-            fastpath.write_private(partial, json.dumps(record))
+            paths.write_private(partial, json.dumps(record))
             os.replace(partial, target)
         except OSError:
             with suppress(OSError):
