@@ -126,7 +126,7 @@ def _fleet(name: str, fleet: str | None, report: str | None, options: dict[str, 
 
     from alembic.util import CommandError
 
-    from dbtools import fleets
+    from dbtools.fleet import runner
 
     if not fleet:
         raise CommandError("report= goes with fleet=<file>; a single database's run has no report")
@@ -139,7 +139,7 @@ def _fleet(name: str, fleet: str | None, report: str | None, options: dict[str, 
     # What every target's run imports (Alembic's command, env.py's rooms), imported once, here.
     for module in ("logging.config", "alembic.command", *(f"dbtools.runtime.{room}" for room in ENV_ROOMS)):
         importlib.import_module(module)
-    fleets.run(Path(fleet), argv, main, Path(report) if report else None)
+    runner.run(Path(fleet), argv, main, Path(report) if report else None)
     return 0
 
 

@@ -4,7 +4,7 @@ These read the source with ``ast``; they cost milliseconds and catch a helper
 dropped beside env.py, an import of test code, a room reaching into another,
 or a cycle, before review does. The rooms (``dbtools/__init__.py``): shared
 modules at the top, below ``runtime/``, ``autogenerate/`` and ``lint/``, with
-``commands/`` above them all.
+``commands/`` above them all, and ``fleet/`` beside ``commands/``, over ``runtime/``.
 """
 
 from __future__ import annotations
@@ -20,12 +20,16 @@ import pytest
 from tests.helpers import ROOT
 
 TOOLING = ROOT / "dbtools"
-ROOMS = ("dbtools.runtime", "dbtools.autogenerate", "dbtools.lint", "dbtools.commands")
+ROOMS = ("dbtools.runtime", "dbtools.autogenerate", "dbtools.lint", "dbtools.commands", "dbtools.fleet")
 # Which rooms a room must never import: each phase stands on the shared modules alone.
+# The fleet runs many single-target runs: it may use runtime/ (what a run executes), and reaches
+# a command only through the ``main`` __main__ hands it; only __main__ imports the fleet.
 FORBIDDEN = {
-    "dbtools.runtime": ("dbtools.autogenerate", "dbtools.lint", "dbtools.commands"),
-    "dbtools.autogenerate": ("dbtools.runtime", "dbtools.lint", "dbtools.commands"),
-    "dbtools.lint": ("dbtools.runtime", "dbtools.commands"),
+    "dbtools.runtime": ("dbtools.autogenerate", "dbtools.lint", "dbtools.commands", "dbtools.fleet"),
+    "dbtools.autogenerate": ("dbtools.runtime", "dbtools.lint", "dbtools.commands", "dbtools.fleet"),
+    "dbtools.lint": ("dbtools.runtime", "dbtools.commands", "dbtools.fleet"),
+    "dbtools.commands": ("dbtools.fleet",),
+    "dbtools.fleet": ("dbtools.autogenerate", "dbtools.lint", "dbtools.commands"),
 }
 SHIPPED = [ROOT / "dbtools", ROOT / "models", ROOT / "migrations", ROOT / "bench"]
 
@@ -110,6 +114,9 @@ def test_each_room_imports_only_what_lies_below_it() -> None:
         ("dbtools.target", "dbtools.runtime.locking"),  # a shared module reaching up
         ("dbtools.commands.check", "dbtools.commands.upgrade"),  # a command calling a command
         ("dbtools.runtime.status", "dbtools.commands.status"),  # a room calling a command
+        ("dbtools.fleet.runner", "dbtools.commands.upgrade"),  # the fleet calling a command, not main
+        ("dbtools.commands.upgrade", "dbtools.fleet.runner"),  # a command reaching into the fleet
+        ("dbtools.runtime.locking", "dbtools.fleet.runner"),  # a run depending on the fleet around it
     ],
 )
 def test_a_planted_crossing_is_caught(importer: str, imported: str) -> None:
@@ -120,7 +127,7 @@ def test_a_planted_crossing_is_caught(importer: str, imported: str) -> None:
 
 def test_dbtools_has_its_rooms_and_few_modules_at_the_top() -> None:
     rooms = {path.name for path in TOOLING.iterdir() if (path / "__init__.py").exists()}
-    assert rooms == {"runtime", "autogenerate", "lint", "commands"}
+    assert rooms == {"runtime", "autogenerate", "lint", "commands", "fleet"}
     assert len(list(TOOLING.glob("*.py"))) <= 10
 
 
