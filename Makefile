@@ -57,13 +57,13 @@ rebase: $(DEV)
 	@$(CLI) rebase $${DBTOOLS_ONTO:+--onto="$$DBTOOLS_ONTO"}
 
 check: $(RUNTIME)
-	@$(CLI) check
+	@$(CLI) check $${DBTOOLS_FLEET:+--fleet="$$DBTOOLS_FLEET"} $${DBTOOLS_REPORT:+--report="$$DBTOOLS_REPORT"}
 
 status: $(RUNTIME)
 	@$(CLI) status $${DBTOOLS_FLEET:+--fleet="$$DBTOOLS_FLEET"} $${DBTOOLS_REPORT:+--report="$$DBTOOLS_REPORT"}
 
 verify: $(RUNTIME)
-	@$(CLI) verify
+	@$(CLI) verify $${DBTOOLS_FLEET:+--fleet="$$DBTOOLS_FLEET"} $${DBTOOLS_REPORT:+--report="$$DBTOOLS_REPORT"}
 
 repair: $(RUNTIME)
 	@$(CLI) repair

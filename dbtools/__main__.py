@@ -48,9 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("rebase").add_argument(
         "--onto", default=None, help="the other branch's head, when no git merge or rebase is in progress"
     )
-    for name in ("check", "current", "verify", "repair", "stamp"):
+    for name in ("current", "repair", "stamp"):
         add(name)
-    for command in (upgrade, add("status")):
+    for command in (upgrade, add("status"), add("check"), add("verify")):
         command.add_argument(
             "--fleet", default=None, metavar="FILE", help="a fleet file (TOML): every database it lists"
         )
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     command = getattr(importlib.import_module(f"dbtools.commands.{name}"), name)
     try:
         settings.check_all()  # a malformed MIGRATION_* variable fails every command, not only env.py's
-        if name in ("upgrade", "status"):
+        if name in FLEET_COMMANDS:
             fleet, report = options.pop("fleet"), options.pop("report")
             if fleet or report:
                 return _fleet(name, fleet, report, options)
@@ -115,12 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# The runtime modules migrations/env.py imports: a fleet imports them before it forks a run per target.
+# The commands a fleet runs on each of its targets (fleet=<file>).
+FLEET_COMMANDS = ("upgrade", "status", "check", "verify")
+# What a run imports on top of its command: a fleet imports it once, before it forks a run per
+# target. The runtime modules migrations/env.py imports, and for check what it compares with.
 ENV_ROOMS = ("backup", "checksums", "locking", "options", "outoforder", "rebuilds", "refusals", "resume")
+ENV_IMPORTS = ("logging.config", "alembic.command", *(f"dbtools.runtime.{room}" for room in ENV_ROOMS))
+COMPARE_IMPORTS = ("alembic.autogenerate", "dbtools.autogenerate.hooks", "models")
 
 
 def _fleet(name: str, fleet: str | None, report: str | None, options: dict[str, str]) -> int:
-    """``make upgrade fleet=<file>``, ``make status fleet=<file>``: this command, forked per target."""
+    """``make <upgrade|status|check|verify> fleet=<file>``: this command, forked per target."""
     import importlib
     from pathlib import Path
 
@@ -137,7 +142,7 @@ def _fleet(name: str, fleet: str | None, report: str | None, options: dict[str, 
             raise CommandError(f"out_of_order={out_of_order!r}: give 1 (or 0); nothing was changed")
         argv += [revision] + ([f"--out-of-order={out_of_order}"] if out_of_order != "0" else [])
     # What every target's run imports (Alembic's command, env.py's rooms), imported once, here.
-    for module in ("logging.config", "alembic.command", *(f"dbtools.runtime.{room}" for room in ENV_ROOMS)):
+    for module in (*ENV_IMPORTS, *(COMPARE_IMPORTS if name == "check" else ())):
         importlib.import_module(module)
     runner.run(Path(fleet), argv, main, Path(report) if report else None)
     return 0

@@ -164,9 +164,7 @@ def test_report_without_a_fleet_is_refused(project: Project, tmp_path: Path) -> 
     assert "report= goes with fleet=" in failed_line(result)
 
 
-def test_status_of_a_fleet_says_which_are_at_head_and_stops_at_nothing(
-    project: Project, tmp_path: Path
-) -> None:
+def test_status_check_and_verify_of_a_fleet_look_and_stop_at_nothing(project: Project, tmp_path: Path) -> None:
     head = project.recorded_head()
     fleet = _fleet(
         tmp_path,
@@ -186,6 +184,21 @@ def test_status_of_a_fleet_says_which_are_at_head_and_stops_at_nothing(
     assert (rows["new.db"]["from"], rows["new.db"]["to"], rows["new.db"]["result"]) == (None, head, "pending")
     assert rows["new.db"]["reason"].startswith("0 applied, 1 pending; current: none")
     assert (rows["done.db"]["from"], rows["done.db"]["result"]) == (head, "current")
+
+    # check and verify: the same groups and report; each target's own answer is its reason.
+    for command, new, done in (
+        ("check", ("failed", "run `make upgrade` first"), ("ok", "No new upgrade operations detected.")),
+        ("verify", ("ok", "all 0 applied migration(s)"), ("ok", "all 1 applied migration(s)")),
+    ):
+        result = project.cli(command, f"--fleet={fleet}", f"--report={report}")
+        failed = 2 if command == "check" else 1
+        assert f"{failed} of 3 targets failed, 0 not looked at" in failed_line(result), command
+        rows = {row["target"].split("/")[-1]: row for row in json.loads(report.read_text())["targets"]}
+        assert (rows["bad.db"]["result"], rows["done.db"]["from"]) == ("failed", head)
+        assert "is not a SQLite database" in rows["bad.db"]["reason"]
+        for name, (outcome, said) in (("new.db", new), ("done.db", done)):
+            assert rows[name]["result"] == outcome, (command, rows[name])
+            assert said in rows[name]["reason"], (command, rows[name])
     assert (tenants / "new.db").stat().st_size == 0  # looking only
     assert (tenants / "bad.db").read_bytes() == CORRUPT
 

@@ -1,0 +1,188 @@
+"""A fleet file's target entries expanded into targets: SQLite files and globs, PostgreSQL URLs and schemas.
+
+A SQLite glob is matched against the files there now, relative to the fleet
+file; a ``schemas`` pattern against the database's schemas, listed in one
+query. A password never comes from the file: only from the environment
+variable ``password_env`` names. Every mistake is one ``CommandError``
+naming where in the file it is (``where``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic.util import CommandError
+
+from dbtools.settings import MAX_IDENTIFIER_BYTES
+
+TABLE_KEYS = {"url", "password_env", "schemas"}
+GLOB_CHARS = "*["  # and not ?, which would start a URL's parameters
+
+
+@dataclass(frozen=True)
+class Target:
+    """One database (or one tenant schema of one) to bring to the revision asked for."""
+
+    group: str
+    shown: str  # masked: no password, a SQLite file as the fleet file names it, #schema for a tenant
+    url: str  # what DATABASE_URL gets: may hold the password, never printed
+    schema: str | None = None
+    sqlite_path: Path | None = None
+
+    @property
+    def database(self) -> str:
+        """The server database this target lives in (its masked URL); a SQLite file is its own."""
+        return self.shown.partition("#")[0]
+
+
+def expand(base: Path, where: str, group: str, entry: object) -> list[Target]:
+    """The targets one entry of a group's ``targets`` names, in sorted order for a pattern."""
+    if isinstance(entry, str):
+        if entry.startswith("sqlite:"):
+            return _sqlite_targets(base, where, group, entry)
+        return _server_targets(where, group, {"url": entry})
+    if isinstance(entry, dict):
+        return _server_targets(where, group, entry)
+    raise CommandError(
+        f"{where}: {type(entry).__name__} is not a target; give a URL or a {{url = ...}} table"
+    )
+
+
+def _sqlite_targets(base: Path, where: str, group: str, url: str) -> list[Target]:
+    if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
+        raise CommandError(f"{where}: {url!r} is not a SQLite file URL; write sqlite:///path/to/file.db")
+    spelled = url[len("sqlite:///") :]
+    if "?" in spelled or spelled.startswith("file:"):
+        raise CommandError(
+            f"{where}: {url!r}: a fleet's SQLite target is a file path or a glob, without parameters"
+        )
+    absolute = Path(spelled) if Path(spelled).is_absolute() else base / spelled
+    if any(char in spelled for char in GLOB_CHARS):
+        pattern = spelled if Path(spelled).is_absolute() else os.path.join(glob.escape(str(base)), spelled)
+        paths = sorted(Path(found) for found in glob.glob(pattern) if Path(found).is_file())
+        if not paths:
+            raise CommandError(f"{where}: {url!r} matches no file (relative to {base})")
+    else:
+        paths = [absolute]
+    return [
+        Target(
+            group, "sqlite:///" + _shown_path(path, base), f"sqlite:///{path.resolve()}", None, path.resolve()
+        )
+        for path in paths
+    ]
+
+
+def _shown_path(path: Path, base: Path) -> str:
+    """A file as the fleet file would name it: relative to the fleet file when it is beneath it."""
+    with suppress(ValueError):
+        return str(path.resolve().relative_to(base.resolve()))
+    return str(path.resolve())
+
+
+def _server_targets(where: str, group: str, entry: dict[str, Any]) -> list[Target]:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    unknown = sorted(set(entry) - TABLE_KEYS)
+    if unknown:
+        raise CommandError(
+            f"{where}: unknown key {unknown[0]!r}; a target table takes url, password_env, schemas"
+        )
+    raw = entry.get("url")
+    if not isinstance(raw, str) or not raw:
+        raise CommandError(f"{where}: url is missing; give the database URL without its password")
+    try:
+        url = make_url(raw)
+    except (ArgumentError, ValueError):
+        url = None
+    if url is None or "@" in (url.host or ""):  # never echoed: it may hold a password
+        raise CommandError(f"{where}: url is not a valid database URL")
+    if url.password is not None:
+        raise CommandError(
+            f"{where}: url holds a password, which a fleet file must not; nothing was run. "
+            "Remove it and name an environment variable holding it with password_env"
+        )
+    if url.drivername in ("postgres", "postgresql"):
+        url = url.set(drivername="postgresql+psycopg")
+    if url.get_backend_name() != "postgresql":
+        raise CommandError(
+            f"{where}: {url.render_as_string(hide_password=True)!r} is neither a SQLite file nor PostgreSQL"
+        )
+    password_env = entry.get("password_env")
+    if password_env is not None:
+        if not isinstance(password_env, str) or not password_env:
+            raise CommandError(f"{where}: password_env is not the name of an environment variable")
+        if password_env not in os.environ:
+            raise CommandError(
+                f"{where}: password_env names {password_env}, which is not set; nothing was run"
+            )
+        url = url.set(password=os.environ[password_env])
+    shown = url.render_as_string(hide_password=True)
+    full = url.render_as_string(hide_password=False)
+    schemas = entry.get("schemas")
+    if schemas is None:
+        return [Target(group, shown, full)]
+    patterns = [schemas] if isinstance(schemas, str) else schemas
+    if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) for p in patterns):
+        raise CommandError(f"{where}: schemas is neither a schema name, a list of them, nor a * pattern")
+    for pattern in patterns:
+        _check_pattern(where, pattern)
+    names: list[str] = []
+    existing = _schemas(where, full, shown) if any("*" in p for p in patterns) else []
+    for pattern in patterns:
+        matched = (
+            sorted(n for n in existing if fnmatch.fnmatchcase(n, pattern)) if "*" in pattern else [pattern]
+        )
+        if not matched:
+            raise CommandError(f"{where}: schemas {pattern!r} matches no schema in {shown}")
+        names.extend(n for n in matched if n not in names)
+    return [Target(group, f"{shown}#{name}", full, name) for name in names]
+
+
+def _check_pattern(where: str, pattern: str) -> None:
+    name = pattern.replace("*", "")
+    if (
+        not pattern
+        or not pattern.isascii()
+        or not all(c.isalnum() or c == "_" for c in name)
+        or pattern[0].isdigit()
+        or len(pattern.encode()) > MAX_IDENTIFIER_BYTES
+        or ("*" not in pattern and pattern.lower().startswith("pg_"))
+    ):
+        raise CommandError(
+            f"{where}: schemas {pattern!r} is not a schema name (ASCII letters, digits and _, "
+            "not first a digit, not pg_*) nor such a name with * in it"
+        )
+
+
+def _schemas(where: str, url: str, shown: str) -> list[str]:
+    """The database's own schemas (PostgreSQL's aside), in one query on one connection."""
+    from sqlalchemy import create_engine, pool, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT nspname FROM pg_namespace "
+                    "WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'"
+                )
+            ).all()
+    except SQLAlchemyError as exc:
+        password = engine.url.password
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        if password:
+            reason = reason.replace(str(password), "***")
+        raise CommandError(
+            f"{where}: cannot list the schemas of {shown}: {reason}; nothing was run"
+        ) from None
+    finally:
+        engine.dispose()
+    return [name for (name,) in rows]
