@@ -87,7 +87,7 @@ def run_migrations_offline() -> None:
     locking.offline_blocks(script)  # no statement timeout inside autocommit_block(), as online
     with context.begin_transaction():
         context.run_migrations()
-    for statement in locking.offline_epilogue() if postgresql else []:
+    for statement in locking.offline_epilogue(database.schema) if postgresql else []:
         context.execute(statement)
 
 
@@ -112,7 +112,7 @@ def run_migrations_online() -> None:
     with (
         friendly_errors(database),
         nullcontext(given) if isinstance(given, Connection) else given.connect() as connection,
-        locking.held(connection) as migration_lock,  # PostgreSQL; SQLite locks in BEGIN IMMEDIATE
+        locking.held(connection, database.schema) as migration_lock,  # PostgreSQL; SQLite: BEGIN IMMEDIATE
         rebuilds.keep_expression_indexes(connection),  # SQLite's batch rebuilds cannot see them
     ):
         context.configure(

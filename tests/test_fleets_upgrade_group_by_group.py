@@ -164,7 +164,9 @@ def test_report_without_a_fleet_is_refused(project: Project, tmp_path: Path) -> 
     assert "report= goes with fleet=" in failed_line(result)
 
 
-def test_status_check_and_verify_of_a_fleet_look_and_stop_at_nothing(project: Project, tmp_path: Path) -> None:
+def test_status_check_and_verify_of_a_fleet_look_and_stop_at_nothing(
+    project: Project, tmp_path: Path
+) -> None:
     head = project.recorded_head()
     fleet = _fleet(
         tmp_path,

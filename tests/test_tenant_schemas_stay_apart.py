@@ -7,6 +7,7 @@ schema, and one tenant never sees another's tables, nor those in ``public``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from dbtools import pgserver
-from tests.helpers import Project, engine_for, execute, failed_line
+from dbtools.runtime.locking import lock_key
+from tests.helpers import Project, engine_for, execute, failed_line, query
 
 BOOKKEEPING = {"alembic_version", "alembic_checksums"}
 
@@ -44,6 +46,11 @@ def _tables(url: URL) -> dict[str, set[str]]:
     for schema, table in rows:
         found.setdefault(schema, set()).add(table)
     return found
+
+
+def current_revision_of(url: URL, schema: str) -> object:
+    (row,) = query(url, f"SELECT version_num FROM {schema}.alembic_version")
+    return row[0]
 
 
 def _columns(url: URL, schema: str) -> set[str]:
@@ -128,3 +135,33 @@ def test_a_schema_on_sqlite_is_one_failed_line(project: Project, tmp_path: Path)
         result = project.cli(command, url=url, env={"MIGRATION_SCHEMA": "tenant_a"})
         assert "MIGRATION_SCHEMA is for PostgreSQL" in failed_line(result)
     assert not (tmp_path / "app.db").exists()
+
+
+def test_tenants_of_one_database_migrate_side_by_side_and_one_tenant_still_queues(
+    project: Project, pg_url: URL
+) -> None:
+    """Each schema's run takes its own advisory key: another tenant's run, or the default schema's, is
+    no reason to wait; a second run on the same schema waits its turn, as on a database."""
+    # Fixed forever, as the default key: runs of every version of the project must exclude each other.
+    assert (lock_key(None), lock_key("tenant_a")) == (7362410518202611, 1887711756884156399)
+    holder = engine_for(pg_url)
+    try:
+        with holder.connect() as conn:
+            # A run in progress on tenant a, and one on the default schema, each holding its lock.
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({lock_key('tenant_a')})")
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({lock_key(None)})")
+            started = time.monotonic()
+            tenant_b = project.cli(
+                "upgrade", url=pg_url, env={"MIGRATION_SCHEMA": "tenant_b", "MIGRATION_LOCK_TIMEOUT": "5"}
+            )
+            assert tenant_b.returncode == 0, tenant_b.stderr
+            assert time.monotonic() - started < 4  # it never queued behind tenant a
+            tenant_a = project.cli(
+                "upgrade", url=pg_url, env={"MIGRATION_SCHEMA": "tenant_a", "MIGRATION_LOCK_TIMEOUT": "0.3"}
+            )
+            conn.rollback()
+    finally:
+        holder.dispose()
+    assert "another migration run held the migration lock" in failed_line(tenant_a)
+    assert current_revision_of(pg_url, "tenant_b") == project.recorded_head()
+    assert "tenant_a" not in _tables(pg_url)  # queued, then gave up: no table of its own was created

@@ -1,4 +1,4 @@
-"""One migration run at a time, per database, with bounded waits on PostgreSQL.
+"""One migration run at a time, per database (per tenant schema), with bounded waits on PostgreSQL.
 
 SQLite: the engine opens every transaction with ``BEGIN IMMEDIATE`` (see
 ``Target.engine``), which takes the database's write lock and waits up
@@ -6,7 +6,10 @@ to ``MIGRATION_LOCK_TIMEOUT`` for it.
 
 PostgreSQL: a *session-level* advisory lock, taken before the current revision
 is read and released when the run ends (or by the server when the connection
-dies). A transaction-level lock would not do: the COMMIT inside an
+dies). Its key is the database's for the default schema, and one per tenant
+schema (``MIGRATION_SCHEMA``, ``lock_key``): each schema holds its own
+``alembic_version``, so tenants of one database migrate side by side, and two
+runs on one schema still queue. A transaction-level lock would not do: the COMMIT inside an
 ``autocommit_block()`` releases it, and the ``SET LOCAL`` timeouts with it, so
 a second run could start halfway through the first. Every transaction the run
 begins, including the one after such a block, gets its timeouts set again:
@@ -25,6 +28,7 @@ begins, including the one after such a block, gets its timeouts set again:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import re
@@ -61,9 +65,11 @@ from dbtools.settings import (
 )
 from dbtools.target import Target
 
-# pg_advisory_lock key shared by every migration run on a database.
+# pg_advisory_lock key shared by every migration run on a database's default schema.
 # Fixed forever: runs of different versions of this project must exclude each other.
 ADVISORY_LOCK_KEY = 7_362_410_518_202_611
+# What a tenant schema's key is derived from (lock_key); as fixed as the key above.
+SCHEMA_KEY_PREFIX = b"dbtools migration lock\0"
 COMMITTED_MIDWAY = (
     "a non-transactional step (autocommit_block) had already committed, so what ran before it stays "
     "applied: `make current` shows the revision reached, and `make upgrade` resumes from there"
@@ -74,6 +80,19 @@ FIRST_DELAY, MAX_DELAY = 1.0, 30.0
 SLICE = 0.1
 
 log = logging.getLogger(__name__)
+
+
+def lock_key(schema: str | None) -> int:
+    """The advisory lock key of a run on ``schema`` (None: the database's default schema).
+
+    A tenant schema's is the first 8 bytes of a SHA-256 of its name, as a signed
+    bigint: the same in every process and every version, and apart from every
+    other schema's (a collision would only make two tenants queue, as before).
+    """
+    if schema is None:
+        return ADVISORY_LOCK_KEY
+    digest = hashlib.sha256(SCHEMA_KEY_PREFIX + schema.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def timeouts(*, online_step: bool) -> dict[str, str]:
@@ -99,7 +118,7 @@ def offline_prelude(starting: tuple[str, ...], version_table: str, schema: str |
     """
     return [
         f"SET lock_timeout = '{milliseconds(lock_timeout())}ms'",
-        f"SELECT pg_advisory_lock({ADVISORY_LOCK_KEY})",
+        f"SELECT pg_advisory_lock({lock_key(schema)})",
         _starts_at(starting, version_table, schema),
         *(f"SET {name} = '{value}'" for name, value in timeouts(online_step=False).items()),
     ]
@@ -187,9 +206,9 @@ def _escaped(value: str) -> str:
     return value.replace("'", "''").replace("%", "%%")
 
 
-def offline_epilogue() -> list[str]:
+def offline_epilogue(schema: str | None = None) -> list[str]:
     return [
-        f"SELECT pg_advisory_unlock({ADVISORY_LOCK_KEY})",
+        f"SELECT pg_advisory_unlock({lock_key(schema)})",
         "RESET lock_timeout",
         "RESET statement_timeout",
     ]
@@ -347,8 +366,8 @@ def _apply(connection: Connection, settings: dict[str, str], *, local: bool) -> 
 
 
 @contextmanager
-def held(connection: Connection) -> Iterator[Session]:
-    """Hold the migration lock on ``connection`` until the block ends.
+def held(connection: Connection, schema: str | None = None) -> Iterator[Session]:
+    """Hold the migration lock of ``schema`` (None: the default one) on ``connection`` until the block ends.
 
     A connection already in a transaction takes the lock inside it; otherwise
     the lock is taken in a short transaction of its own, so the run's own
@@ -359,7 +378,8 @@ def held(connection: Connection) -> Iterator[Session]:
     if not postgresql:
         yield session
         return
-    _acquire(connection)
+    key = lock_key(schema)
+    _acquire(connection, key)
     if not session.owns_transactions:
         _apply(connection, timeouts(online_step=False), local=True)
     event.listen(connection, "begin", session._on_begin)
@@ -371,10 +391,10 @@ def held(connection: Connection) -> Iterator[Session]:
         event.remove(connection, "begin", session._on_begin)
         event.remove(connection, "commit", session._on_commit)
         event.remove(connection.engine, "handle_error", session._on_error)
-        _release(connection)
+        _release(connection, schema)
 
 
-def _acquire(connection: Connection) -> None:
+def _acquire(connection: Connection, key: int) -> None:
     """Queue for the lock in slices of at most ``SLICE`` seconds, each its own transaction.
 
     A session blocked in ``pg_advisory_lock`` holds a snapshot while it waits,
@@ -389,10 +409,10 @@ def _acquire(connection: Connection) -> None:
         left = deadline - time.monotonic()
         try:
             if connection.in_transaction():  # its owner's transaction: wait inside it
-                _try_lock(connection, left)
+                _try_lock(connection, key, left)
             else:
                 with connection.begin():
-                    _try_lock(connection, min(SLICE, left))
+                    _try_lock(connection, key, min(SLICE, left))
             return
         except OperationalError as exc:
             if sqlstate(exc) != LOCK_NOT_AVAILABLE:
@@ -405,21 +425,21 @@ def _acquire(connection: Connection) -> None:
                 ) from None
 
 
-def _try_lock(connection: Connection, seconds: float) -> None:
+def _try_lock(connection: Connection, key: int, seconds: float) -> None:
     _apply(connection, {"lock_timeout": f"{milliseconds(seconds)}ms"}, local=True)
-    connection.exec_driver_sql(f"SELECT pg_advisory_lock({ADVISORY_LOCK_KEY})")
+    connection.exec_driver_sql(f"SELECT pg_advisory_lock({key})")
 
 
-def _release(connection: Connection) -> None:
+def _release(connection: Connection, schema: str | None) -> None:
     """Unlock, and undo session settings an autocommit_block() made; a dead connection unlocked already."""
     if connection.closed or connection.invalidated:
         return
     try:
         if connection.in_transaction():  # its owner's transaction, whose SET LOCALs end with it
-            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({ADVISORY_LOCK_KEY})")
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({lock_key(schema)})")
             return
         with connection.begin():
-            for statement in offline_epilogue():
+            for statement in offline_epilogue(schema):
                 connection.exec_driver_sql(statement)
     except DBAPIError:
         log.debug("could not release the migration lock; the server releases it with the connection")
@@ -435,7 +455,7 @@ def locked(target: Target, *, commit: bool = True, writes: bool = True) -> Itera
     """
     engine = target.engine(writes=writes)
     try:
-        with friendly_errors(target), engine.connect() as connection, held(connection):
+        with friendly_errors(target), engine.connect() as connection, held(connection, target.schema):
             transaction = connection.begin()
             try:
                 yield connection
