@@ -141,10 +141,13 @@ def _fleet(name: str, fleet: str | None, report: str | None, options: dict[str, 
         if out_of_order not in ("0", "1"):
             raise CommandError(f"out_of_order={out_of_order!r}: give 1 (or 0); nothing was changed")
         argv += [revision] + ([f"--out-of-order={out_of_order}"] if out_of_order != "0" else [])
-    # What every target's run imports (Alembic's command, env.py's rooms), imported once, here.
-    for module in (*ENV_IMPORTS, *(COMPARE_IMPORTS if name == "check" else ())):
-        importlib.import_module(module)
-    runner.run(Path(fleet), argv, main, Path(report) if report else None)
+
+    def warm() -> None:
+        """What every target's run imports (Alembic's command, env.py's rooms), imported once, here."""
+        for module in (*ENV_IMPORTS, *(COMPARE_IMPORTS if name == "check" else ())):
+            importlib.import_module(module)
+
+    runner.run(Path(fleet), argv, main, Path(report) if report else None, warm=warm)
     return 0
 
 

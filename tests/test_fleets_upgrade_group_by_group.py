@@ -10,7 +10,6 @@ re-run touches only what is not at head; a bad fleet file runs nothing.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -21,11 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from dbtools import pgserver
-from tests.helpers import VENV, Project, as_from_a_terminal, engine_for, failed_line, url_string
+from dbtools.runtime.locking import lock_key
+from tests.helpers import (
+    VENV,
+    Project,
+    as_from_a_terminal,
+    engine_for,
+    execute,
+    failed_line,
+    query,
+    url_string,
+)
 
 CORRUPT = b"this is not a database, and no migration may touch it\n"
 
@@ -50,50 +58,165 @@ def _revision(path: Path) -> str:
         return str(db.execute("SELECT version_num FROM alembic_version").fetchone()[0])
 
 
-def test_a_fleet_runs_canary_first_reports_a_corrupt_file_and_reruns_only_it(
-    project_copy: Project, tmp_path: Path
+@pytest.fixture
+def pg_url(pg_admin_url: URL) -> Iterator[URL]:
+    with pgserver.fresh_database(pg_admin_url) as url:
+        yield url
+
+
+def _pg_entry(url: URL, password_env: str, schemas: str = "") -> str:
+    """A fleet file's table for a PostgreSQL target: its URL without the password, which the env holds.
+
+    ``schemas`` is the TOML of its value, as written in the file.
+    """
+    bare = url_string(url._replace(password=None))
+    return f'{{ url = "{bare}", password_env = "{password_env}"' + (
+        f", schemas = {schemas} }}" if schemas else " }"
+    )
+
+
+TENANTS = [f"tenant_{n:02d}" for n in range(10)]
+
+
+@pytest.mark.slow(seconds=4)
+def test_a_fleet_of_20_files_10_schemas_and_a_database_upgrades_reports_and_reruns_only_the_failed(
+    project_copy: Project, pg_url: URL, pg_admin_url: URL, tmp_path: Path
 ) -> None:
+    """The issue's fleet: a canary file, then 19 more files (one corrupt), 10 tenant schemas of one
+    database (one holding a conflicting table) and a second database, under on_error = "continue"."""
     head = project_copy.recorded_head()
     tenants = tmp_path / "tenants"
+    with pgserver.fresh_database(pg_admin_url) as second:
+        saas_entry = _pg_entry(pg_url, "SAAS_PASSWORD", '"tenant_*"')
+        fleet = _fleet(
+            tmp_path,
+            '[[group]]\nname = "canary"\nparallel = 1\ntargets = ["sqlite:///tenants/t00.db"]\n\n'
+            '[[group]]\nname = "rest"\nparallel = 4\non_error = "continue"\ntargets = [\n'
+            '  "sqlite:///tenants/*.db",\n'
+            f"  {saas_entry},\n"
+            f"  {_pg_entry(second, 'EU_PASSWORD')},\n]\n",
+        )
+        for number in range(19):
+            (tenants / f"t{number:02d}.db").touch()  # new, empty databases: the glob finds them
+        (tenants / "bad.db").write_bytes(CORRUPT)
+        execute(
+            pg_url,
+            *(f"CREATE SCHEMA {name}" for name in [*TENANTS, "other"]),
+            "CREATE TABLE tenant_09.users (id int)",  # conflicts with the migration
+        )
+        env = {"SAAS_PASSWORD": str(pg_url.password), "EU_PASSWORD": str(second.password)}
+        report = tmp_path / "report.json"
+        saas, eu = (u.render_as_string(hide_password=True) for u in (pg_url, second))
+
+        result, rows = _run(project_copy, fleet, report, **env)
+        assert "2 of 31 targets failed, 0 not started" in failed_line(result)
+        for secret in env.values():
+            assert secret not in result.stdout + result.stderr + report.read_text()
+        files = [f"sqlite:///tenants/t{n:02d}.db" for n in range(19)]
+        schemas = [f"{saas}#{name}" for name in TENANTS]
+        assert list(rows) == [files[0], "sqlite:///tenants/bad.db", *files[1:], *schemas, eu]
+        for row in rows.values():
+            assert set(row) == {"target", "group", "from", "to", "seconds", "result", "reason"}
+            assert isinstance(row["seconds"], float)
+        assert rows[files[0]]["group"] == "canary"  # named first; the glob skips it
+        bad = rows.pop("sqlite:///tenants/bad.db")
+        assert (bad["group"], bad["result"], bad["from"], bad["to"]) == ("rest", "failed", None, None)
+        assert "is not a SQLite database" in bad["reason"]
+        assert (tenants / "bad.db").read_bytes() == CORRUPT
+        conflict = rows.pop(f"{saas}#tenant_09")
+        assert (conflict["result"], conflict["from"], conflict["to"]) == ("failed", None, None)
+        assert "users" in conflict["reason"]
+        for target, row in rows.items():
+            assert (row["from"], row["to"], row["result"], row["reason"]) == (None, head, "upgraded", ""), (
+                target
+            )
+        assert "is not a SQLite database" in result.stdout  # the table
+        assert {_revision(tenants / f"t{n:02d}.db") for n in range(19)} == {head}
+        assert _versions(pg_url, TENANTS) == {**dict.fromkeys(TENANTS[:9], head), "tenant_09": None}
+        assert query(pg_url, "SELECT to_regclass('public.alembic_version'), to_regclass('other.users')") == [
+            (None, None)  # each tenant's alembic_version is its own; "other" never matched
+        ]
+        assert query(second, "SELECT version_num FROM public.alembic_version") == [(head,)]
+
+        # The re-run touches only the failed two: the others are answered at head without a run.
+        (tenants / "bad.db").unlink()
+        (tenants / "bad.db").touch()
+        execute(pg_url, "DROP TABLE tenant_09.users")
+        times = {path.name: path.stat().st_mtime_ns for path in tenants.glob("t*.db")}
+        result, rows = _run(project_copy, fleet, report, **env)
+        assert result.returncode == 0, result.stderr
+        for target in ("sqlite:///tenants/bad.db", f"{saas}#tenant_09"):
+            assert (rows.pop(target)["result"], _revision_of(target, tenants, pg_url)) == ("upgraded", head)
+        assert {(row["from"], row["to"], row["result"]) for row in rows.values()} == {(head, head, "current")}
+        assert {row["reason"] for row in rows.values() if row["target"].startswith("sqlite")} == {
+            "at head: the no-op fast path answered, no run"
+        }
+        assert {row["reason"] for row in rows.values() if not row["target"].startswith("sqlite")} == {
+            "at head: one look at the database answered, no run"
+        }
+        assert times == {path.name: path.stat().st_mtime_ns for path in tenants.glob("t*.db")}
+
+        # Every target at head matches the models: make check over the same fleet is clean.
+        result = project_copy.cli("check", f"--fleet={fleet}", f"--report={report}", env=env)
+        assert result.returncode == 0, result.stderr
+        rows = {row["target"]: row for row in json.loads(report.read_text())["targets"]}
+        assert len(rows) == 31
+        assert {(row["result"], row["reason"]) for row in rows.values()} == {
+            ("ok", "No new upgrade operations detected.")
+        }
+
+
+def test_a_target_is_answered_at_head_only_on_the_runs_own_terms(
+    project_copy: Project, pg_url: URL, tmp_path: Path
+) -> None:
+    """The fleet's look never says "at head" where the run would wait or refuse: a tenant whose
+    migration lock is held goes to its run, which queues; an edited migration goes to each run,
+    which refuses it."""
+    entry = _pg_entry(pg_url, "SAAS_PASSWORD", '["tenant_a", "tenant_b"]')
     fleet = _fleet(
         tmp_path,
-        '[[group]]\nname = "canary"\nparallel = 1\ntargets = ["sqlite:///tenants/acme.db"]\n\n'
-        '[[group]]\nname = "rest"\nparallel = 3\non_error = "continue"\n'
-        'targets = ["sqlite:///tenants/*.db"]\n',
+        f'[[group]]\nname = "all"\nparallel = 2\non_error = "continue"\ntargets = [{entry}]\n',
     )
-    for name in ("acme", "b", "c", "d", "e"):
-        (tenants / f"{name}.db").touch()  # new, empty databases: the glob finds them
-    (tenants / "bad.db").write_bytes(CORRUPT)
+    env = {"SAAS_PASSWORD": str(pg_url.password), "MIGRATION_LOCK_TIMEOUT": "0.2"}
     report = tmp_path / "report.json"
+    result, rows = _run(project_copy, fleet, report, **env)  # named outright: both schemas created
+    assert [row["result"] for row in rows.values()] == ["upgraded", "upgraded"], result.stderr
+    engine = engine_for(pg_url)
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({lock_key('tenant_a')})")  # a run on tenant a
+            result, rows = _run(project_copy, fleet, report, **env)
+            conn.rollback()
+    finally:
+        engine.dispose()
+    a, b = rows.values()
+    assert (a["result"], b["result"]) == ("failed", "current")
+    assert "another migration run held the migration lock" in a["reason"]
+    assert b["reason"] == "at head: one look at the database answered, no run"
 
-    result, rows = _run(project_copy, fleet, report)
-    assert "1 of 6 targets failed" in failed_line(result)
-    assert list(rows) == [f"sqlite:///tenants/{n}.db" for n in ("acme", "b", "bad", "c", "d", "e")]
+    (script,) = project_copy.versions.glob("*.py")
+    script.write_text(script.read_text() + "\n# edited after it was applied\n")
+    result, rows = _run(project_copy, fleet, report, **env)
+    assert "2 of 2 targets failed" in failed_line(result)
     for row in rows.values():
-        assert set(row) == {"target", "group", "from", "to", "seconds", "result", "reason"}
-        assert isinstance(row["seconds"], float)
-    assert rows["sqlite:///tenants/acme.db"]["group"] == "canary"  # named first; the glob skips it
-    bad = rows.pop("sqlite:///tenants/bad.db")
-    assert (bad["group"], bad["result"], bad["from"], bad["to"]) == ("rest", "failed", None, None)
-    assert "is not a SQLite database" in bad["reason"]
-    assert (tenants / "bad.db").read_bytes() == CORRUPT
-    for target, row in rows.items():
-        assert (row["from"], row["to"], row["result"], row["reason"]) == (None, head, "upgraded", ""), target
-        assert _revision(tmp_path / target.removeprefix("sqlite:///")) == head
-    assert "is not a SQLite database" in result.stdout  # the table
+        assert "was edited after it was applied (checksum differs)" in row["reason"], row
 
-    # The re-run picks up only the failed one: the others are current, their files untouched.
-    (tenants / "bad.db").unlink()
-    (tenants / "bad.db").touch()
-    times = {path.name: path.stat().st_mtime_ns for path in tenants.glob("*.db") if path.name != "bad.db"}
-    result, rows = _run(project_copy, fleet, report)
-    assert result.returncode == 0, result.stderr
-    assert rows.pop("sqlite:///tenants/bad.db")["result"] == "upgraded"
-    assert {row["result"] for row in rows.values()} == {"current"}
-    assert {row["from"] for row in rows.values()} == {head}
-    assert times == {
-        path.name: path.stat().st_mtime_ns for path in tenants.glob("*.db") if path.name != "bad.db"
-    }
+
+def _versions(url: URL, schemas: list[str]) -> dict[str, object]:
+    """Each schema's revision (None without an alembic_version), in one query."""
+    union = " UNION ALL ".join(
+        f"SELECT '{name}', (SELECT version_num FROM {name}.alembic_version)"
+        if query(url, f"SELECT to_regclass('{name}.alembic_version')") != [(None,)]
+        else f"SELECT '{name}', NULL"
+        for name in schemas
+    )
+    return dict(query(url, union))  # type: ignore[arg-type]
+
+
+def _revision_of(target: str, tenants: Path, pg_url: URL) -> object:
+    if target.startswith("sqlite:///tenants/"):
+        return _revision(tenants / target.removeprefix("sqlite:///tenants/"))
+    return _versions(pg_url, [target.rpartition("#")[2]])[target.rpartition("#")[2]]
 
 
 def test_stop_ends_the_group_and_every_later_one(project_copy: Project, tmp_path: Path) -> None:
@@ -212,56 +335,6 @@ def test_a_fleet_refuses_migration_schema_and_a_report_nowhere(project: Project,
     result = project.cli("upgrade", f"--fleet={fleet}", f"--report={tmp_path / 'no' / 'r.json'}")
     assert "its folder does not exist; nothing was run" in failed_line(result)
     assert not (tmp_path / "tenants" / "x.db").exists()
-
-
-@pytest.fixture
-def pg_url(pg_admin_url: URL) -> Iterator[URL]:
-    with pgserver.fresh_database(pg_admin_url) as url:
-        yield url
-
-
-def test_tenant_schemas_matched_by_a_pattern_each_migrate(
-    project: Project, pg_url: URL, tmp_path: Path
-) -> None:
-    head = project.recorded_head()
-    engine = engine_for(pg_url)
-    try:
-        with engine.begin() as conn:
-            for name in ("tenant_a", "tenant_b", "tenant_c", "other"):
-                conn.execute(sa.text(f"CREATE SCHEMA {name}"))
-            conn.execute(sa.text("CREATE TABLE tenant_c.users (id int)"))  # conflicts with the migration
-    finally:
-        engine.dispose()
-    bare = url_string(pg_url._replace(password=None))
-    fleet = _fleet(
-        tmp_path,
-        f'[[group]]\nname = "tenants"\nparallel = 2\non_error = "continue"\n'
-        f'targets = [{{ url = "{bare}", password_env = "FLEET_PG_PASSWORD", schemas = "tenant_*" }}]\n',
-    )
-    report = tmp_path / "report.json"
-    env = {"FLEET_PG_PASSWORD": str(pg_url.password)}
-    result, rows = _run(project, fleet, report, **env)
-    assert "1 of 3 targets failed" in failed_line(result)
-    assert str(pg_url.password) not in result.stdout + result.stderr + report.read_text()
-    shown = pg_url.render_as_string(hide_password=True)
-    assert list(rows) == [f"{shown}#tenant_{n}" for n in "abc"]
-    assert [row["result"] for row in rows.values()] == ["upgraded", "upgraded", "failed"]
-    assert "users" in rows[f"{shown}#tenant_c"]["reason"]
-    engine = engine_for(pg_url)
-    try:
-        with engine.connect() as conn:
-            versions = {
-                schema: conn.execute(sa.text(f"SELECT version_num FROM {schema}.alembic_version")).scalar()
-                for schema in ("tenant_a", "tenant_b")
-            }
-            unversioned = conn.execute(
-                sa.text("SELECT to_regclass('tenant_c.alembic_version'), to_regclass('other.users')")
-            ).one()
-    finally:
-        engine.dispose()
-    assert versions == {"tenant_a": head, "tenant_b": head}
-    assert tuple(unversioned) == (None, None)  # the failed tenant rolled back; "other" never matched
-    assert os.environ.get("FLEET_PG_PASSWORD") is None
 
 
 def test_make_passes_fleet_and_report_as_typed(project: Project, tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from typing import TextIO
 
 from alembic.util import CommandError
 
-from dbtools.fleet import progress
+from dbtools.fleet import current, progress
 from dbtools.fleet.fleetfile import OnError, load
 from dbtools.fleet.report import Outcome, Result, table, write_report
 from dbtools.fleet.targets import Target
@@ -66,12 +66,14 @@ def run(
     run_one: Callable[[list[str]], int],
     report: Path | None = None,
     out: TextIO | None = None,
+    warm: Callable[[], object] = lambda: None,
 ) -> list[Outcome]:
     """Run ``argv`` (an ``upgrade``, ``status``, ``check`` or ``verify`` command line) on every target.
 
     Raises a CommandError (after printing the table and writing the report) if any target failed
     or the fleet was interrupted. Only ``upgrade`` stops on a failure (``on_error``); ``status``
-    reports each target ``current`` or ``pending`` against the history's heads.
+    reports each target ``current`` or ``pending`` against the history's heads. ``warm``
+    imports what each run would, once, before the first run is forked.
     """
     out = out or sys.stdout
     kind = Kind(argv[0])
@@ -87,6 +89,9 @@ def run(
         for module in ("psycopg", "sqlalchemy.dialects.postgresql.psycopg"):
             importlib.import_module(module)  # once here, not in every forked run
     heads = _heads() if kind is Kind.STATUS else None
+    # An upgrade to head may find targets there already, without a run each (fleet.current).
+    looks_first = kind is Kind.UPGRADE and list(argv[1:]) in ([], ["head"])
+    warmed = False
     outcomes = [Outcome(target) for group in groups for target in group.targets]
     by_target = {id(o.target): o for o in outcomes}
     number = {id(o): str(index) for index, o in enumerate(outcomes)}  # each run's log file
@@ -110,10 +115,15 @@ def run(
             stopped = ""  # why nothing more starts
             for group in groups:
                 pending = [by_target[id(t)] for t in group.targets]
+                if looks_first and pending and not stopped and not interrupts:
+                    pending = _answered(pending, outcomes, shown)
                 while True:
                     if interrupts and not stopped:
                         stopped = "not started: the fleet was interrupted (Ctrl-C)"
                     while pending and not stopped and len(running) < group.parallel:
+                        if not warmed:
+                            warm()
+                            warmed = True
                         outcome = pending.pop(0)
                         pid, started = _start(outcome, Path(scratch) / number[id(outcome)], argv, run_one)
                         running[pid] = started
@@ -153,6 +163,21 @@ def run(
             "one (see the table). Run it again to pick up the rest"
         )
     return outcomes
+
+
+def _answered(pending: list[Outcome], outcomes: list[Outcome], shown: progress.Lines) -> list[Outcome]:
+    """Mark the targets already at head ``current``, as their no-op runs would; the rest still to run."""
+    started = time.monotonic()
+    found, heads = current.at_head(o.target for o in pending)
+    seconds = time.monotonic() - started  # one look answered them together
+    for outcome in pending:
+        if outcome.target in found:
+            outcome.result, outcome.before, outcome.after = Result.CURRENT, heads, heads
+            outcome.seconds = seconds
+            sqlite = outcome.target.sqlite_path is not None
+            outcome.reason = current.SQLITE_REASON if sqlite else current.POSTGRESQL_REASON
+            shown.finished(outcome, progress.Counts.of(outcomes, 0))
+    return [o for o in pending if o.target not in found]
 
 
 def _start(

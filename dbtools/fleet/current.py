@@ -1,0 +1,207 @@
+"""A fleet's targets already at head, recognised in the fleet's own process, without a run each.
+
+Most fleet upgrades have nothing to do for most targets, and a run per target
+(a fork, a connection, the lock, Alembic's context) is most of their cost. So
+before a group of ``make upgrade fleet=`` (to head) starts, the fleet asks:
+
+- for each SQLite file, the single run's own no-op fast path
+  (``dbtools.runtime.fastpath``), with the settings that file's run would have;
+- for each PostgreSQL database, on one connection, which of its target schemas
+  hold ``alembic_version`` and ``alembic_checksums`` (one catalog query), then
+  every such schema's rows (one ``UNION ALL`` query), and which migration locks
+  are held (``pg_locks``).
+
+A target is at head only on the fast path's terms: its ``alembic_version`` is
+the history's heads, ``alembic_checksums`` records exactly the history's
+revisions and each checksum matches its file, and no run holds or waits for its
+lock (that run goes first). The heads and each revision's file come from a
+record keyed by the fast path's fingerprint of the checkout, so Alembic's script
+directory is loaded only when a migration file (or env.py, or this package)
+changed. Anything else, or any error, and the target's own run decides, as it
+always did: this may say "at head", never "failed".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dbtools import paths
+from dbtools.fleet.targets import Target
+from dbtools.paths import CACHE, CHECKSUM_TABLE, VERSION_TABLE, VERSIONS
+from dbtools.runtime import fastpath
+from dbtools.runtime.digest import checksum_of, legacy_checksum_of, read_script
+from dbtools.runtime.locking import lock_key
+from dbtools.settings import DATABASE_URL_VAR, SCHEMA_VAR, quoted_schema
+
+FORMAT = 1
+RECORD = "fleet-history.json"
+# The reason a target answered here has in the report: no run of its own was started.
+SQLITE_REASON = "at head: the no-op fast path answered, no run"
+POSTGRESQL_REASON = "at head: one look at the database answered, no run"
+# One look at a database: its default schema, which of the target schemas (or the default one)
+# hold the version and checksum tables, and every advisory lock held or waited for.
+LOOK = """
+SELECT current_schema(),
+    coalesce((SELECT array_agg(n.nspname || '.' || c.relname)
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relname IN (:version, :checksums) AND c.relkind IN ('r', 'p')
+        AND (n.nspname = ANY(CAST(:schemas AS text[])) OR n.nspname = current_schema())), '{}'),
+    coalesce((SELECT array_agg(ARRAY[l.classid::bigint, l.objid::bigint])
+        FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1), '{}')
+"""
+
+
+@dataclass(frozen=True)
+class History:
+    """What "at head" means for this checkout: the heads, and every revision's accepted checksums."""
+
+    heads: list[str]
+    checksums: dict[str, frozenset[str]]  # revision -> the checksums a run may have recorded for it
+
+    @property
+    def joined(self) -> str:
+        """The heads as the report shows a revision: sorted, comma-joined."""
+        return ",".join(self.heads)
+
+
+def at_head(targets: Iterable[Target]) -> tuple[set[Target], str]:
+    """Those of ``targets`` already at head (see the module's docstring), and the heads, comma-joined.
+
+    The others need their run; so do all of them when the history cannot be read here.
+    """
+    history = None
+    with suppress(Exception):  # a history Alembic cannot read: each run says why
+        history = load_history()
+    if history is None:
+        return set(), ""
+    targets = list(targets)
+    found = {t for t in targets if t.sqlite_path is not None and _sqlite_at_head(t)}
+    servers: dict[str, list[Target]] = {}
+    for target in targets:
+        if target.sqlite_path is None:
+            servers.setdefault(target.url, []).append(target)
+    for url, on_it in servers.items():
+        with suppress(Exception):  # unreachable, no rights, ...: each run says why
+            found.update(_postgresql_at_head(url, on_it, history))
+    return found, history.joined
+
+
+def _sqlite_at_head(target: Target) -> bool:
+    """The single run's fast path, with the settings the target's run gets."""
+    environ = {**os.environ, DATABASE_URL_VAR: target.url}
+    environ.pop(SCHEMA_VAR, None)
+    return fastpath.nothing_to_do(["upgrade"], environ) is not None
+
+
+def _postgresql_at_head(url: str, targets: list[Target], history: History) -> set[Target]:
+    from sqlalchemy import create_engine, pool, text
+
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            default, tables, locks = conn.execute(
+                text(LOOK),
+                {
+                    "version": VERSION_TABLE,
+                    "checksums": CHECKSUM_TABLE,
+                    "schemas": [t.schema for t in targets if t.schema],
+                },
+            ).one()
+            held = {(int(a), int(b)) for a, b in locks}
+            schema_of = {t: t.schema or default for t in targets}
+            ready = [
+                t
+                for t in targets
+                if f"{schema_of[t]}.{VERSION_TABLE}" in tables
+                and f"{schema_of[t]}.{CHECKSUM_TABLE}" in tables
+                and _lock_parts(lock_key(t.schema)) not in held
+            ]
+            if not ready:
+                return set()
+            schemas = sorted({schema_of[t] for t in ready})
+            rows = conn.execute(text(_union(schemas))).all()
+    finally:
+        engine.dispose()
+    versions: dict[str, list[str]] = {s: [] for s in schemas}
+    recorded: dict[str, dict[str, str]] = {s: {} for s in schemas}
+    for index, kind, first, second in rows:
+        if kind == "v":
+            versions[schemas[index]].append(first)
+        else:
+            recorded[schemas[index]][first] = second
+    return {t for t in ready if _matches(sorted(versions[schema_of[t]]), recorded[schema_of[t]], history)}
+
+
+def _lock_parts(key: int) -> tuple[int, int]:
+    """A bigint advisory key as pg_locks shows it: its high and low 32 bits, unsigned (classid, objid)."""
+    unsigned = key & 0xFFFF_FFFF_FFFF_FFFF
+    return unsigned >> 32, unsigned & 0xFFFF_FFFF
+
+
+def _union(schemas: list[str]) -> str:
+    """One query for every schema's revisions and checksums, each row tagged with its schema's index."""
+    parts = []
+    for index, schema in enumerate(schemas):
+        quoted = quoted_schema(schema)
+        parts.append(f"SELECT {index}, 'v', CAST(version_num AS text), NULL FROM {quoted}.{VERSION_TABLE}")
+        parts.append(f"SELECT {index}, 'c', revision, checksum FROM {quoted}.{CHECKSUM_TABLE}")
+    return "\nUNION ALL ".join(parts)
+
+
+def _matches(heads: list[str], recorded: Mapping[str, str], history: History) -> bool:
+    if heads != history.heads or recorded.keys() != history.checksums.keys():
+        return False
+    return all(checksum in history.checksums[revision] for revision, checksum in recorded.items())
+
+
+# --- the history's heads and checksums, recorded per checkout -------------------------------------
+
+
+def load_history() -> History | None:
+    """The heads and checksums for the migration files as they are now; None if they cannot be known.
+
+    From the record when the fast path's fingerprint is unchanged; else from
+    Alembic's script directory (the graph), recorded for the next fleet.
+    """
+    seen = fastpath.fingerprint()  # before anything is read: an edit meanwhile never matches
+    record = CACHE / RECORD
+    with suppress(Exception):
+        raw = json.loads(record.read_text())
+        if raw.get("format") == FORMAT and raw.get("fingerprint") == seen:
+            return _history(raw["heads"], raw["files"])
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(paths.alembic_config())
+    files = {rev.revision: Path(str(rev.path)) for rev in script.walk_revisions()}
+    if any(file.parent != VERSIONS for file in files.values()):
+        return None  # a file elsewhere (a second versions folder): each run decides
+    heads = sorted(script.get_heads())
+    names = {revision: file.name for revision, file in sorted(files.items())}
+    partial = record.with_suffix(f".{os.getpid()}.partial")
+    try:
+        paths.write_private(
+            partial, json.dumps({"format": FORMAT, "fingerprint": seen, "heads": heads, "files": names})
+        )
+        os.replace(partial, record)
+    except OSError:  # a read-only checkout: the next fleet reads the graph again
+        with suppress(OSError):
+            partial.unlink()
+    return _history(heads, names)
+
+
+def _history(heads: Any, files: Any) -> History:
+    if not (isinstance(heads, list) and isinstance(files, dict)):
+        raise ValueError("not a history record")
+    checksums = {}
+    for revision, name in files.items():
+        if not isinstance(name, str) or "/" in name or name in ("", ".", ".."):
+            raise ValueError("not a migration file's name")
+        source = read_script(VERSIONS / name)
+        checksums[str(revision)] = frozenset((checksum_of(source), legacy_checksum_of(source)))
+    return History(sorted(str(head) for head in heads), checksums)
