@@ -9,13 +9,19 @@ re-run touches only what is not at head; a bad fleet file runs nothing.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import re
 import signal
 import sqlite3
+import struct
 import subprocess
+import termios
 import time
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 from typing import Any
 
@@ -401,3 +407,45 @@ def test_ctrl_c_starts_nothing_more_and_lets_the_running_target_finish(
     ]
     assert _revision(tmp_path / "tenants" / "a.db") == project.recorded_head()
     assert not (tmp_path / "tenants" / "b.db").exists()
+
+
+def test_on_a_terminal_the_fleet_shows_a_live_view_then_draws_its_table(
+    project: Project, tmp_path: Path
+) -> None:
+    """A real process on a real pseudo-terminal: rich's live counts and its table, not the plain lines."""
+    fleet = _fleet(
+        tmp_path,
+        '[[group]]\nname = "all"\non_error = "continue"\n'
+        'targets = ["sqlite:///tenants/new.db", "sqlite:///tenants/bad.db"]\n',
+    )
+    (tmp_path / "tenants" / "bad.db").write_bytes(CORRUPT)
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))  # rows, columns
+    # The terminal's own size and kind, as a user's shell has them (pytest may set COLUMNS).
+    settings = ("TTY_", "NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(settings)}
+    try:
+        process = subprocess.Popen(
+            [str(VENV / "bin" / "python"), "-m", "dbtools", "upgrade", f"--fleet={fleet}"],
+            cwd=project.root,
+            stdin=terminal,
+            stdout=terminal,
+            stderr=terminal,
+            env={**env, "TERM": "xterm-256color"},
+        )
+        os.close(terminal)
+        chunks = []
+        with suppress(OSError):  # EIO: the process closed the terminal
+            while chunk := os.read(controller, 65536):
+                chunks.append(chunk)
+        assert process.wait(timeout=60) == 1
+    finally:
+        os.close(controller)
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode())
+    assert "1 done, 0 running, 1 failed, 0 left" in shown  # the live counts, redrawn in place
+    assert "2/2" in shown
+    assert "failed sqlite:///tenants/bad.db: " in shown  # printed above the bar as it failed
+    assert re.search(r"target +from +to +seconds +result +reason", shown)  # the table, drawn
+    assert re.search(r"sqlite:///tenants/new\.db +- +[0-9a-f]{12} +[0-9.]+ +upgraded", shown)
+    assert "[1 done," not in shown  # no plain lines on a terminal
+    assert "FAILED: fleet" in shown

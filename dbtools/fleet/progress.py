@@ -1,7 +1,10 @@
-"""What a fleet shows while it runs: a line per finished target on stderr, with the counts.
+"""What a fleet shows while it runs: done, running, failed and left.
 
-Done, running, failed and left: enough to see a fleet is moving and what went
-wrong, in a log as on a terminal.
+On a terminal, a live view drawn by rich: a bar with the counts, and a line
+for each target that failed, as it fails. Anywhere else (a CI log, a pipe), a
+plain line per finished target, which a log keeps. rich is imported only for a
+terminal, and draws only when told (no refresh thread): the fleet forks a run
+per target, and a fork must not happen while another thread holds a lock.
 """
 
 from __future__ import annotations
@@ -9,9 +12,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TextIO
+from types import TracebackType
+from typing import TYPE_CHECKING, TextIO
 
 from dbtools.fleet.report import Outcome, Result
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 
 @dataclass(frozen=True)
@@ -34,8 +41,17 @@ class Counts:
 class Lines:
     """A plain line per finished target."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self.stream = stream or sys.stderr
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def __enter__(self) -> Lines:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        return None
+
+    def changed(self, counts: Counts) -> None:
+        """A run started: nothing to say until it ends."""
 
     def finished(self, outcome: Outcome, counts: Counts) -> None:
         what = outcome.result.value + (f": {outcome.reason}" if outcome.reason else "")
@@ -44,3 +60,54 @@ class Lines:
             file=self.stream,
             flush=True,
         )
+
+
+class Live:
+    """rich's progress bar with the counts, redrawn at each start and end; each failure printed above it."""
+
+    def __init__(self, stream: TextIO, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress: Progress = Progress(
+            TextColumn("fleet"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(),
+            console=Console(file=stream, highlight=False),
+            auto_refresh=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self.task: TaskID = self.progress.add_task("fleet", total=total, counts=str(Counts(0, 0, 0, total)))
+
+    def __enter__(self) -> Live:
+        self.progress.start()
+        self.progress.refresh()
+        return self
+
+    def __exit__(
+        self, _kind: type[BaseException] | None, _exc: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        self.progress.refresh()
+        self.progress.stop()
+
+    def changed(self, counts: Counts) -> None:
+        self.progress.update(self.task, completed=counts.done + counts.failed, counts=str(counts))
+        self.progress.refresh()
+
+    def finished(self, outcome: Outcome, counts: Counts) -> None:
+        if outcome.result is Result.FAILED:
+            from rich.markup import escape
+
+            self.progress.console.print(
+                f"[bold red]failed[/] {escape(outcome.target.shown)}: {escape(outcome.reason)}"
+            )
+        self.changed(counts)
+
+
+def view(total: int, stream: TextIO | None = None) -> Lines | Live:
+    """The live view on a terminal, plain lines elsewhere."""
+    stream = stream or sys.stderr
+    return Live(stream, total) if stream.isatty() else Lines(stream)

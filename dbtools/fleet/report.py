@@ -13,7 +13,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from alembic.util import CommandError
 
@@ -77,6 +77,35 @@ def table(outcomes: list[Outcome]) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
         for row in rows
     ).rstrip()
+
+
+RESULT_STYLE = {Result.FAILED: "bold red", Result.NOT_STARTED: "yellow", Result.PENDING: "yellow"}
+
+
+def show(outcomes: list[Outcome], out: TextIO) -> None:
+    """The table at the end: drawn by rich on a terminal, plain text (``table``) anywhere else."""
+    if not out.isatty():
+        print(table(outcomes), file=out)
+        return
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    # The group is in the JSON report: on a terminal the width goes to the target and the reason.
+    shown = [name for name in COLUMNS if name != "group"]
+    drawn = Table(*shown, box=box.SIMPLE_HEAD)
+    rows = [dict(zip(COLUMNS, outcome.cells(), strict=True)) for outcome in outcomes]
+    for name, column in zip(shown, drawn.columns, strict=True):
+        column.overflow = "fold"  # a narrow terminal wraps a target or a reason, never cuts it
+        if name not in ("target", "reason"):  # a revision, a time or a result stays on one line
+            column.min_width = max(len(cell) for cell in [name, *(row[name] for row in rows)])
+    for outcome, row in zip(outcomes, rows, strict=True):
+        # Text, never markup: a reason or a file name may hold [brackets].
+        cells = {name: Text(row[name]) for name in shown}
+        cells["result"].stylize(RESULT_STYLE.get(outcome.result, "green"))
+        drawn.add_row(*cells.values())
+    Console(file=out, highlight=False).print(drawn)
 
 
 def write_report(path: Path, outcomes: list[Outcome]) -> None:

@@ -35,7 +35,7 @@ from alembic.util import CommandError
 
 from dbtools.fleet import current, progress
 from dbtools.fleet.fleetfile import OnError, load
-from dbtools.fleet.report import Outcome, Result, table, write_report
+from dbtools.fleet.report import Outcome, Result, show, write_report
 from dbtools.fleet.targets import Target
 from dbtools.settings import DATABASE_URL_VAR, SCHEMA_VAR, quoted_schema
 
@@ -96,7 +96,6 @@ def run(
     by_target = {id(o.target): o for o in outcomes}
     number = {id(o): str(index) for index, o in enumerate(outcomes)}  # each run's log file
     total = len(outcomes)
-    shown = progress.Lines()
     running: dict[int, _Running] = {}
     interrupts = 0
 
@@ -111,7 +110,7 @@ def run(
 
     previous = signal.signal(signal.SIGINT, interrupted)
     try:
-        with tempfile.TemporaryDirectory(prefix="dbtools-fleet-") as scratch:
+        with tempfile.TemporaryDirectory(prefix="dbtools-fleet-") as scratch, progress.view(total) as shown:
             stopped = ""  # why nothing more starts
             for group in groups:
                 pending = [by_target[id(t)] for t in group.targets]
@@ -127,6 +126,7 @@ def run(
                         outcome = pending.pop(0)
                         pid, started = _start(outcome, Path(scratch) / number[id(outcome)], argv, run_one)
                         running[pid] = started
+                        shown.changed(progress.Counts.of(outcomes, len(running)))
                     if not running:
                         break
                     pid, status = os.waitpid(-1, 0)  # retried after the handler above (PEP 475)
@@ -149,7 +149,7 @@ def run(
                     outcome.reason = stopped
     finally:
         signal.signal(signal.SIGINT, previous)
-    print(table(outcomes), file=out)
+    show(outcomes, out)
     if report is not None:
         write_report(report, outcomes)
     failed = [o for o in outcomes if o.result is Result.FAILED]
@@ -165,7 +165,9 @@ def run(
     return outcomes
 
 
-def _answered(pending: list[Outcome], outcomes: list[Outcome], shown: progress.Lines) -> list[Outcome]:
+def _answered(
+    pending: list[Outcome], outcomes: list[Outcome], shown: progress.Lines | progress.Live
+) -> list[Outcome]:
     """Mark the targets already at head ``current``, as their no-op runs would; the rest still to run."""
     started = time.monotonic()
     found, heads = current.at_head(o.target for o in pending)
