@@ -84,7 +84,7 @@ def _pg_entry(url: URL, password_env: str, schemas: str = "") -> str:
 TENANTS = [f"tenant_{n:02d}" for n in range(10)]
 
 
-@pytest.mark.slow(seconds=4)
+@pytest.mark.slow(seconds=5)
 def test_a_fleet_of_20_files_10_schemas_and_a_database_upgrades_reports_and_reruns_only_the_failed(
     project_copy: Project, pg_url: URL, pg_admin_url: URL, tmp_path: Path
 ) -> None:
@@ -225,25 +225,40 @@ def _revision_of(target: str, tenants: Path, pg_url: URL) -> object:
     return _versions(pg_url, [target.rpartition("#")[2]])[target.rpartition("#")[2]]
 
 
-def test_stop_ends_the_group_and_every_later_one(project_copy: Project, tmp_path: Path) -> None:
+def test_stop_ends_the_group_and_every_later_one(project_copy: Project, pg_url: URL, tmp_path: Path) -> None:
+    """A tenant schema failing in the canary group: nothing more starts there, nor in the next group."""
+    canary = _pg_entry(pg_url, "SAAS_PASSWORD", '"tenant_bad"')
+    later = _pg_entry(pg_url, "SAAS_PASSWORD", '"tenant_later"')
     fleet = _fleet(
         tmp_path,
         '[[group]]\nname = "canary"\nparallel = 1\non_error = "stop"\n'
-        'targets = ["sqlite:///tenants/a.db", "sqlite:///tenants/bad.db", "sqlite:///tenants/c.db"]\n\n'
-        '[[group]]\nname = "rest"\ntargets = ["sqlite:///tenants/d.db"]\n',
+        f'targets = ["sqlite:///tenants/a.db", {canary}, "sqlite:///tenants/c.db"]\n\n'
+        f'[[group]]\nname = "rest"\ntargets = ["sqlite:///tenants/d.db", {later}]\n',
     )
-    (tmp_path / "tenants" / "bad.db").write_bytes(CORRUPT)
+    execute(pg_url, "CREATE SCHEMA tenant_bad", "CREATE TABLE tenant_bad.users (id int)")
     report = tmp_path / "report.json"
-    result, rows = _run(project_copy, fleet, report)
-    assert "1 of 4 targets failed, 2 not started" in failed_line(result)
-    assert [row["result"] for row in rows.values()] == ["upgraded", "failed", "not started", "not started"]
-    for target in ("sqlite:///tenants/c.db", "sqlite:///tenants/d.db"):
+    result, rows = _run(project_copy, fleet, report, SAAS_PASSWORD=str(pg_url.password))
+    assert "1 of 5 targets failed, 3 not started" in failed_line(result)
+    shown = pg_url.render_as_string(hide_password=True)
+    assert [(row["group"], row["result"]) for row in rows.values()] == [
+        ("canary", "upgraded"),
+        ("canary", "failed"),
+        ("canary", "not started"),
+        ("rest", "not started"),
+        ("rest", "not started"),
+    ]
+    for target in ("sqlite:///tenants/c.db", "sqlite:///tenants/d.db", f"{shown}#tenant_later"):
         assert rows[target]["reason"] == (
-            "not started: sqlite:///tenants/bad.db failed in group 'canary' (on_error = \"stop\")"
+            f"not started: {shown}#tenant_bad failed in group 'canary' (on_error = \"stop\")"
         )
         assert (rows[target]["from"], rows[target]["to"], rows[target]["seconds"]) == (None, None, None)
     assert not (tmp_path / "tenants" / "c.db").exists()
     assert not (tmp_path / "tenants" / "d.db").exists()
+    assert query(
+        pg_url, "SELECT to_regnamespace('tenant_later'), to_regclass('tenant_bad.alembic_version')"
+    ) == [
+        (None, None)  # never created; the failed canary rolled back whole
+    ]
 
 
 GROUP = '[[group]]\nname = "g"\n'
@@ -401,9 +416,10 @@ def test_ctrl_c_starts_nothing_more_and_lets_the_running_target_finish(
             fleet_process.kill()
     assert "interrupted, 1 not started" in failed_line(subprocess.CompletedProcess([], 1, out, err))
     rows = json.loads(report.read_text())["targets"]
-    assert [(row["result"], row["reason"]) for row in rows] == [
-        ("upgraded", ""),
-        ("not started", "not started: the fleet was interrupted (Ctrl-C)"),
+    head = project.recorded_head()
+    assert [(row["result"], row["from"], row["to"], row["reason"]) for row in rows] == [
+        ("upgraded", None, head, ""),  # finished: at its new revision
+        ("not started", None, None, "not started: the fleet was interrupted (Ctrl-C)"),  # at its old one
     ]
     assert _revision(tmp_path / "tenants" / "a.db") == project.recorded_head()
     assert not (tmp_path / "tenants" / "b.db").exists()
