@@ -107,7 +107,10 @@ class Live:
         self.changed(counts)
 
 
-def view(total: int, stream: TextIO | None = None) -> Lines | Live:
+View = Lines | Live
+
+
+def view(total: int, stream: TextIO | None = None) -> View:
     """The live view on a terminal, plain lines elsewhere."""
     stream = stream or sys.stderr
     return Live(stream, total) if stream.isatty() else Lines(stream)

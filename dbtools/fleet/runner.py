@@ -165,9 +165,7 @@ def run(
     return outcomes
 
 
-def _answered(
-    pending: list[Outcome], outcomes: list[Outcome], shown: progress.Lines | progress.Live
-) -> list[Outcome]:
+def _answered(pending: list[Outcome], outcomes: list[Outcome], shown: progress.View) -> list[Outcome]:
     """Mark the targets already at head ``current``, as their no-op runs would; the rest still to run."""
     started = time.monotonic()
     found, heads = current.at_head(o.target for o in pending)
