@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import tempfile
@@ -48,7 +49,9 @@ def main() -> None:
                 deployment.edit_models(change)
                 message, answers = change.message, change.answers
                 call = workers.call(
-                    str(project.root), urls["sqlite"], lambda c: migration.migration(c, message, answers)
+                    str(project.root),
+                    urls["sqlite"],
+                    functools.partial(migration.migration, message=message, renames=answers),
                 )
                 assert call == 0, message
                 (path,) = project.versions.glob(f"*_{message.replace(' ', '_')}.py")
@@ -68,7 +71,9 @@ def main() -> None:
         for position, path in enumerate(names):
             slug = re.sub(r"^[^-]*-", "", path.name)
             (HERE / "versions" / f"r{position:02d}-{slug}").write_text(path.read_text())
-        shutil.copytree(project.root / "models", HERE / "models", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(
+            project.root / "models", HERE / "models", ignore=shutil.ignore_patterns("__pycache__")
+        )
         shutil.copy(project.root / "schema" / "postgresql.sql", HERE / "postgresql.sql")
 
 

@@ -13,7 +13,11 @@ from models.types import UTCDateTime
 
 class Post(Base):
     __tablename__ = "posts"
-    __table_args__ = (sa.UniqueConstraint("user_id", "title"), sa.UniqueConstraint("user_id"), sa.UniqueConstraint("editor_id", "title"))
+    __table_args__ = (
+        sa.UniqueConstraint("user_id", "title"),
+        sa.UniqueConstraint("user_id"),
+        sa.UniqueConstraint("editor_id", "title"),
+    )
 
     id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
     user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -21,6 +25,4 @@ class Post(Base):
     editor_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     body: Mapped[Any] = mapped_column(sa.JSON, nullable=True)
     rank: Mapped[int | None] = mapped_column()
-    status: Mapped[str | None] = mapped_column(
-        sa.Enum("draft", "published", name="post_status")
-    )
+    status: Mapped[str | None] = mapped_column(sa.Enum("draft", "published", name="post_status"))

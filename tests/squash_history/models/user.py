@@ -29,7 +29,9 @@ class User(Base):
 
     is_admin: Mapped[bool] = mapped_column(server_default=sa.false())
 
-    role: Mapped[str] = mapped_column(sa.Enum("member", "admin", "guest", name="user_role"), server_default="guest")
+    role: Mapped[str] = mapped_column(
+        sa.Enum("member", "admin", "guest", name="user_role"), server_default="guest"
+    )
 
     display_name: Mapped[str] = mapped_column(String(64), server_default="")
 
@@ -45,7 +47,12 @@ class User(Base):
         return f"User(id={self.id!r}, username={self.username!r})"
 
 
-sa.Index("ix_users_positive_balance", User.balance, postgresql_where=sa.text("balance > 100"), sqlite_where=sa.text("balance > 100"))
+sa.Index(
+    "ix_users_positive_balance",
+    User.balance,
+    postgresql_where=sa.text("balance > 100"),
+    sqlite_where=sa.text("balance > 100"),
+)
 
 
 sa.Index("uq_users_lower_email", sa.func.lower(User.email), unique=True)

@@ -1,0 +1,112 @@
+"""A database's schema and rows at one revision, as statements that build them again (``make squash``).
+
+The squash is not rendered from the models or from reflection, which lose
+what the database knows and SQLAlchemy does not (SQLite's DDL as written,
+expression indexes, PostgreSQL's enum types, sequence widths and values,
+comments). It is what the databases themselves say after the old migrations
+ran on empty scratch databases: SQLite's ``iterdump`` (its stored DDL, then
+the rows), and ``pg_dump`` with the rows as INSERTs and each sequence's
+``setval``. Replaying that on an empty database builds the same thing, which
+``prove`` then checks by dumping a second scratch database built by the squash.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy.engine import URL, Connection
+
+from dbtools import pgserver
+from dbtools.runtime import scratch, snapshot
+from dbtools.target import Target
+
+_BOOKKEEPING = re.compile(
+    r'^(?:CREATE TABLE|INSERT INTO|CREATE (?:UNIQUE )?INDEX \S+ ON) "?(?:{})"?\b'.format(
+        "|".join(snapshot.BOOKKEEPING)
+    )
+)
+_NOT_SCHEMA = ("BEGIN TRANSACTION;", "COMMIT;", "PRAGMA ")
+# pg_dump qualifies every name with its schema; the squash builds in whichever schema the run's
+# search_path names (MIGRATION_SCHEMA's tenant too), as the migrations it replaces did.
+_PUBLIC = re.compile(r"\bpublic\.(?=[\"\w])")
+
+
+@dataclass(frozen=True)
+class Dump:
+    """What a database holds at a revision: SQLite's statements, and PostgreSQL's dump."""
+
+    sqlite: tuple[str, ...]
+    postgresql: str
+
+    @property
+    def postgresql_script(self) -> str:
+        """The dump as the squash runs it: names left to the search_path."""
+        return _PUBLIC.sub("", self.postgresql)
+
+
+def sqlite_statements(connection: Connection) -> tuple[str, ...]:
+    """Every table's DDL and rows, then the indexes, triggers and views, as SQLite stored them."""
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    return tuple(
+        statement
+        for statement in raw.iterdump()
+        if not statement.startswith(_NOT_SCHEMA) and not _BOOKKEEPING.match(statement)
+    )
+
+
+@contextmanager
+def scratch_server() -> Iterator[URL]:
+    """A superuser URL of a server nobody uses (TEST_DATABASE_URL's, or a throwaway one)."""
+    try:
+        with pgserver.server() as admin:
+            yield admin
+    except pgserver.NoServer as exc:
+        raise CommandError(
+            f"{exc}; make squash renders and proves the PostgreSQL side on a scratch server: set "
+            "TEST_DATABASE_URL to a PostgreSQL superuser URL; nothing was written"
+        ) from None
+
+
+def dump_at(script: ScriptDirectory, revision: str, admin: URL) -> Dump:
+    """Migrate an empty SQLite database and an empty PostgreSQL one to ``revision``; dump both."""
+    with scratch.memory_engine().connect() as connection:
+        scratch.upgrade(connection, script, revision)
+        sqlite = sqlite_statements(connection)
+    with pgserver.fresh_database(admin) as url:
+        engine = Target.of(url).engine()
+        try:
+            with engine.connect() as connection:
+                scratch.upgrade(connection, script, revision)
+        finally:
+            engine.dispose()
+        postgresql = snapshot.pg_dump(url, "--column-inserts")
+    return Dump(sqlite, postgresql)
+
+
+def differences(old: Dump, new: Dump) -> list[str]:
+    """How the database built by the squash differs from the one built by the old files, line by line."""
+    found = []
+    for backend, before, after in (
+        ("SQLite", list(old.sqlite), list(new.sqlite)),
+        ("PostgreSQL", old.postgresql.splitlines(), new.postgresql.splitlines()),
+    ):
+        changed = [
+            line
+            for line in difflib.unified_diff(before, after, lineterm="", n=0)
+            if line[:1] in "+-" and not line.startswith(("+++", "---"))
+        ]
+        if changed:
+            shown = "; ".join(" ".join(line.split())[:160] for line in changed[:4])
+            found.append(f"{backend}: {shown}")
+    return found
+
+
+def describe(found: Sequence[str]) -> str:
+    return " | ".join(found)
