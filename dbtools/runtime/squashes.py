@@ -138,12 +138,39 @@ def adopt(
     heads = tuple(heads)
     refuse_pruned(script, heads)
     squash = pending(script)
-    if squash is None or (heads and not squash.came_through(record())):
-        return None
-    if not heads and squash.inside(destination):
+    if (
+        squash is None
+        or (heads and not squash.came_through(record()))
+        or (not heads and squash.inside(destination))
+    ):
+        for one in pruned(script) if heads and isinstance(destination, str) else []:
+            refuse_downgrade(script, one, heads, destination)
         return None
     follow(script, squash)
+    if heads and isinstance(destination, str):
+        refuse_downgrade(script, squash, heads, destination)
     return squash
+
+
+def refuse_downgrade(
+    script: ScriptDirectory, squash: Squash, heads: tuple[str, ...], destination: str
+) -> None:
+    """A downgrade that would revert the squash, refused before its first step runs.
+
+    A database built by the squash never had the steps below it (and once pruned, nobody has their
+    files); stopping at the squash's own downgrade() would leave the steps above it reverted, and
+    committed where they commit midway.
+    """
+    try:
+        steps = script._downgrade_revs(destination, heads)  # type: ignore[arg-type]
+    except Exception:  # not a downgrade target from here: an upgrade, which Alembic checks itself
+        return
+    if any(step.revision.revision == squash.upto for step in steps):
+        raise CommandError(
+            f"rev={destination} is below {squash.upto}, the squash of {len(squash.replaces)} migrations this "
+            f"database went through: it was built in one step and cannot step below {squash.upto}; nothing "
+            f"was changed. Downgrade to {squash.upto} at most, or restore a backup (make restore)"
+        )
 
 
 def came_through_file(database: Path, squash: Squash) -> bool:
