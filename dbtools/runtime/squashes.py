@@ -143,8 +143,9 @@ def adopt(
         or (heads and not squash.came_through(record()))
         or (not heads and squash.inside(destination))
     ):
-        for one in pruned(script) if heads and isinstance(destination, str) else []:
-            refuse_downgrade(script, one, heads, destination)
+        if heads and isinstance(destination, str):
+            for one in pruned(script):
+                refuse_downgrade(script, one, heads, destination)
         return None
     follow(script, squash)
     if heads and isinstance(destination, str):
