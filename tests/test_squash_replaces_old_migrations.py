@@ -200,7 +200,19 @@ def test_every_database_reaches_the_same_head(
     line = failed_line(pruned.cli("upgrade", url=still_at_7))
     assert f"the database is at {REVISIONS[7]}, inside the 21 migrations squashed into {UPTO}" in line
     assert "Can't locate revision" not in line
-    assert workers.call(str(pruned.root), started[25], verify.verify) == 0  # came through the old files
+    # A database that came through the old files: verified, shown and answered as before the prune.
+    came_through_old_files = started[25]
+    assert workers.call(str(pruned.root), came_through_old_files, verify.verify) == 0
+    shown = pruned.cli("status", url=came_through_old_files)
+    assert "0 pending" in shown.stdout
+    assert "checksums: all match" in shown.stdout
+    assert f"[X] {UPTO}  Squash of the 21 migrations" in shown.stdout
+    if backend == "sqlite":
+        assert (
+            pruned.cli("upgrade", url=came_through_old_files).returncode == 0
+        )  # records the fast path's cache
+        again = pruned.cli("upgrade", url=came_through_old_files)
+        assert "[dbtools.runtime.fastpath]" in again.stderr, again.stderr
 
 
 def test_bad_input_is_refused_with_nothing_written(histories: Histories) -> None:
@@ -218,6 +230,8 @@ def test_bad_input_is_refused_with_nothing_written(histories: Histories) -> None
     }
     for expected, argv in refusals.items():
         assert expected in failed_line(old.cli("squash", *argv))
+    # Through make, as typed: upto= reaches the command as one argument.
+    assert "upto=base is before every migration" in failed_line(old.make("squash", "upto=base"))
     assert "a squash of a squash is not supported" in failed_line(squashed.cli("squash", f"--upto={UPTO}"))
     old.add_migration("pass", down_revision=REVISIONS[5], updates_head_file=False)
     commit(old, "a branch")

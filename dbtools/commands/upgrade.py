@@ -59,4 +59,9 @@ def _remember(config: Config, database: Target, seen: str) -> None:
     files = {rev.revision: Path(str(rev.path)) for rev in script.walk_revisions()}
     if any(file.parent != VERSIONS for file in files.values()):
         return
-    fastpath.remember(path, script.get_heads(), {rev: file.name for rev, file in files.items()}, seen)
+    replaced = {
+        revision: checksum for one in squashes.pruned(script) for revision, checksum in one.replaces.items()
+    }
+    fastpath.remember(
+        path, script.get_heads(), {rev: file.name for rev, file in files.items()}, seen, replaced
+    )
