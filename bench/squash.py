@@ -1,4 +1,4 @@
-"""A fresh ``make upgrade`` with 500 migrations, before and after ``make squash``: ``python -m bench.squash``.
+"""Row g. of ``make bench``: a fresh ``make upgrade`` with 500 migrations, before and after ``make squash``.
 
 Every new database (each CI run, test database, tenant) replays the whole
 history; the squash replaces it with one step. A copy of the project gets 500
@@ -6,7 +6,7 @@ migrations after its first (one table each), is committed to git (make squash
 refuses a dirty migrations/), then a new SQLite database is upgraded by the
 whole CLI, start-up included, before and after ``make squash upto=<the 500th>``.
 The squash needs a PostgreSQL server for its proof: TEST_DATABASE_URL's, or a
-throwaway one.
+throwaway one. ``python -m bench.squash`` measures this row alone.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-from bench.harness import compare, timed_command
+from bench.harness import Series, compare, in_child, timed_command
 from dbtools.paths import ROOT
 
 COUNT = 500
@@ -61,17 +61,20 @@ def build(project: Path) -> str:
     (project / "migrations" / "head.txt").write_text(
         (project / "migrations" / "head.txt").read_text().rsplit("\n", 2)[0] + f"\n{down}\n"
     )
-    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.com"]
-    for argv in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "history"]):
-        subprocess.run([*git, *argv], cwd=project, check=True, capture_output=True)
+    commit(project, "history")
     return down
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeat", type=int, default=3)
-    repeat = parser.parse_args().repeat
-    with tempfile.TemporaryDirectory() as folder:
+def commit(project: Path, message: str) -> None:
+    """make squash refuses uncommitted changes under migrations/, as a user's checkout would have none."""
+    git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.com"]
+    for argv in (["init", "-q"], ["add", "-A"], ["commit", "-qm", message]):
+        subprocess.run([*git, *argv], cwd=project, check=True, capture_output=True)
+
+
+def before_and_after(repeat: int) -> tuple[Series, Series, Series]:
+    """A fresh upgrade's times with the 501 migrations, with the squash beside them, then pruned."""
+    with tempfile.TemporaryDirectory(prefix="bench-squash-") as folder:
         project = Path(folder) / "project"
         last = build(project)
         database = project / "fresh.db"
@@ -86,10 +89,27 @@ def main() -> None:
         squash = [sys.executable, "-m", "dbtools", "squash", f"--upto={last}"]
         subprocess.run(squash, cwd=project, env=env, check=True, capture_output=True)
         after = compare(repeat, {"after": (fresh, upgrade)})["after"]
-    ratio = after.seconds / before.seconds
-    print("| fresh `make upgrade`, new SQLite database | before | after `make squash` | ratio |")
-    print("|---|---:|---:|---:|")
-    print(f"| {COUNT + 1} migrations | {before.seconds:.2f} s | {after.seconds:.2f} s | {ratio:.2f} |")
+        commit(project, "squash")  # the two-step release: the squash ships, then the prune
+        subprocess.run([*squash, "--prune=1"], cwd=project, env=env, check=True, capture_output=True)
+        pruned = compare(repeat, {"pruned": (fresh, upgrade)})["pruned"]
+    return before, after, pruned
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeat", type=int, default=3)
+    from bench.__main__ import warm_imports  # as make bench measures its idle fork
+
+    warm_imports()
+    idle = in_child(lambda: None).peak_rss_mb
+    before, after, pruned = before_and_after(parser.parse_args().repeat)
+    what = f"g. squash: fresh `make upgrade` of {COUNT + 1} migrations, after `make squash`"
+    floor = f"the same before the squash: {before.seconds:.2f} s"
+    for name, series in ((f"{what} (old files kept)", after), (f"{what} and `prune=1`", pruned)):
+        print(
+            f"| {name} | {series.seconds:.2f} s | {floor} | {series.seconds / before.seconds:.2f} |  "
+            f"| {series.peak_rss_mb - idle:+.1f} MB |  |"
+        )
 
 
 if __name__ == "__main__":

@@ -183,6 +183,7 @@ def test_every_database_reaches_the_same_head(
         found = (schema(url), rows(url), workers.call(str(squashed.root), url, check.check))
         assert found == expected, f"the database {name} differs from the unsquashed run"
         assert workers.call(str(squashed.root), url, verify.verify) == 0, f"make verify on {name}"
+    assert "Nothing to repair" in squashed.cli("repair", url=fresh).stdout
 
     # Below the squash: refused on the database it built, in one line, before any step runs.
     line = failed_line(squashed.cli("downgrade", "base", url=fresh))
