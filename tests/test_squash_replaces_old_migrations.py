@@ -27,9 +27,9 @@ from sqlalchemy.engine import URL
 
 from dbtools import pgserver
 from dbtools.commands import check, verify
-from dbtools.runtime import snapshot
+from dbtools.runtime import replay, snapshot
 from tests import workers
-from tests.helpers import Project, engine_for, failed_line
+from tests.helpers import Project, engine_for, failed_line, query
 
 HISTORY = Path(__file__).resolve().parent / "squash_history"
 REVISIONS = [path.name.split("-")[1].split("_")[0] for path in sorted((HISTORY / "versions").glob("*.py"))]
@@ -162,6 +162,7 @@ def test_every_database_reaches_the_same_head(
     databases, source = template
     old, squashed = histories.old, histories.squashed
     fresh = databases.clone(source, "fresh")  # before the old files touch it
+    tenant = databases.clone(source, "tenant") if backend == "postgresql" else None
     started = {}
     for start in STARTS:  # the databases the old files left at each revision
         old.migrate(source, REVISIONS[start])
@@ -184,6 +185,12 @@ def test_every_database_reaches_the_same_head(
         assert found == expected, f"the database {name} differs from the unsquashed run"
         assert workers.call(str(squashed.root), url, verify.verify) == 0, f"make verify on {name}"
     assert "Nothing to repair" in squashed.cli("repair", url=fresh).stdout
+    if tenant is not None:  # the squash builds in a tenant's schema (MIGRATION_SCHEMA), not in public
+        in_tenant = {"MIGRATION_SCHEMA": "tenant_a"}
+        assert squashed.cli("upgrade", url=tenant, env=in_tenant).returncode == 0
+        assert workers.call(str(squashed.root), tenant, check.check, **in_tenant) == 0
+        assert query(tenant, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
+        assert query(tenant, "SELECT count(*) FROM tenant_a.posts") == [(1,)]  # the welcome post
 
     # Below the squash: refused on the database it built, in one line, before any step runs.
     line = failed_line(squashed.cli("downgrade", "base", url=fresh))
@@ -249,3 +256,26 @@ def test_bad_input_is_refused_with_nothing_written(histories: Histories) -> None
     finally:
         (old.versions / "stray.py").unlink()
     assert sorted(path.name for path in old.versions.glob("*.py*")) == before
+
+
+def test_the_postgresql_side_leaves_names_to_the_search_path_and_text_alone() -> None:
+    """pg_dump qualifies names with public, in literals too; a tenant's run builds in its own schema."""
+    dump = replay.Dump(
+        (),
+        "CREATE TABLE public.notes (id integer DEFAULT nextval('public.notes_id_seq'::regclass));\n"
+        "INSERT INTO public.notes (id, body) VALUES (1, 'see public.notes');",
+    )
+    assert dump.postgresql_script == (
+        "CREATE TABLE notes (id integer DEFAULT nextval('notes_id_seq'::regclass));\n"
+        "INSERT INTO notes (id, body) VALUES (1, 'see public.notes');"
+    )
+
+
+def test_a_squash_that_builds_something_else_is_described() -> None:
+    """What the refusal says when the two scratch databases differ: the statements on each side."""
+    old = replay.Dump(("CREATE TABLE t (a TEXT DEFAULT 'x')",), None)
+    new = replay.Dump(("CREATE TABLE t (a TEXT DEFAULT 'y')",), None)
+    assert replay.differences(old, new) == [
+        "SQLite: -CREATE TABLE t (a TEXT DEFAULT 'x'); +CREATE TABLE t (a TEXT DEFAULT 'y')"
+    ]
+    assert replay.differences(old, old) == []

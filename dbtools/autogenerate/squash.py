@@ -218,14 +218,18 @@ def _words(sql: str) -> str:
 
 
 def render(
-    the_plan: Plan, replaces: Mapping[str, str], sqlite: Sequence[str], postgresql: str, root: Path
+    the_plan: Plan, replaces: Mapping[str, str], sqlite: Sequence[str], postgresql: str | None, root: Path
 ) -> str:
     """The squash migration's text, formatted by ruff as ``make migration`` leaves a file."""
     count = len(the_plan.replaced)
     first, last = the_plan.replaced[0].revision, the_plan.upto
     listed = "\n".join(f"    {revision!r}: {checksum!r}," for revision, checksum in replaces.items())
     statements = "\n".join(f"    {statement!r}," for statement in sqlite)
-    pg = postgresql.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    if postgresql is None:  # MIGRATION_BACKENDS=sqlite
+        pg = "None  # written with MIGRATION_BACKENDS=sqlite: SQLite only"
+    else:
+        pg = '"""\n' + postgresql.replace("\\", "\\\\").replace('"""', '\\"\\"\\"') + '"""'
+
     text = f'''"""Squash of the {count} migrations from {first} to {last}: their schema and reference rows.
 
 Revision ID: {last}
@@ -262,13 +266,17 @@ SQLITE: tuple[str, ...] = (
 )
 
 # pg_dump's DDL and rows (INSERTs, each sequence's setval), in the run's search_path.
-POSTGRESQL = """
-{pg}"""
+POSTGRESQL: str | None = {pg}
 
 
 def upgrade() -> None:
     # Colons escaped: the text holds no bind parameters.
     if op.get_context().dialect.name == "postgresql":
+        if POSTGRESQL is None:
+            raise CommandError(
+                "this squash was written with MIGRATION_BACKENDS=sqlite and builds SQLite databases only; "
+                "nothing was changed"
+            )
         op.execute(sa.text(POSTGRESQL.replace(":", "\\\\:")))
         return
     for statement in SQLITE:

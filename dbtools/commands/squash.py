@@ -35,14 +35,14 @@ def squash(config: Config, upto: str = "", prune: str = "0", allow_data_loss: st
     plan = files.plan(config, upto, allow_data_loss=allow_data_loss == "1")
     replaces = {rev.revision: file_checksum(str(rev.path)) for rev in plan.replaced}
     with replay.scratch_server() as admin:
-        old = replay.dump_at(ScriptDirectory.from_config(config), plan.upto, admin)
+        old = replay.dump_at(ScriptDirectory.from_config(config), plan.upto, admin, "the migrations")
         text = files.render(plan, replaces, old.sqlite, old.postgresql_script, paths.root_of(config))
         with tempfile.TemporaryDirectory() as folder:
             candidate = Path(folder) / plan.file_name()
             candidate.write_text(text, encoding="utf-8")
             script = ScriptDirectory.from_config(config)
             squashes.follow(script, squashes.load(candidate))
-            new = replay.dump_at(script, plan.upto, admin)
+            new = replay.dump_at(script, plan.upto, admin, "the squash's statements")
     found = replay.differences(old, new)
     if found:
         raise CommandError(
@@ -53,7 +53,10 @@ def squash(config: Config, upto: str = "", prune: str = "0", allow_data_loss: st
     print(
         f"Wrote {path.relative_to(paths.root_of(config))}: {len(plan.replaced)} migrations up to {plan.upto}."
     )
-    print("Proved: an empty SQLite and an empty PostgreSQL database built by it dump the same as by them.")
+    backends = (
+        "an empty SQLite and an empty PostgreSQL database" if new.postgresql else "an empty SQLite database"
+    )
+    print(f"Proved: {backends} built by it dump the same as by them.")
     if plan.carried:
         print(f"Reference rows carried over from: {', '.join(step.describe() for step in plan.carried)}.")
     if plan.left_out:

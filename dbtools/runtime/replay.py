@@ -22,7 +22,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import URL, Connection
 
-from dbtools import pgserver
+from dbtools import pgserver, settings
 from dbtools.runtime import scratch, snapshot
 from dbtools.target import Target
 
@@ -31,10 +31,13 @@ _BOOKKEEPING = re.compile(
         "|".join(snapshot.BOOKKEEPING)
     )
 )
+UNWRITTEN = "nothing was written"
 _NOT_SCHEMA = ("BEGIN TRANSACTION;", "COMMIT;", "PRAGMA ")
-# pg_dump qualifies every name with its schema; the squash builds in whichever schema the run's
-# search_path names (MIGRATION_SCHEMA's tenant too), as the migrations it replaces did.
-_PUBLIC = re.compile(r"\bpublic\.(?=[\"\w])")
+# pg_dump qualifies every name with its schema, in literals too (nextval('public.users_id_seq')); the
+# squash builds in whichever schema the run's search_path names (MIGRATION_SCHEMA's tenant too), as the
+# migrations it replaces did. Text in a row is left alone: the proof catches a value that is one name.
+_QUOTED_NAME = re.compile(r"'public\.([\w\"]+)'")
+_PUBLIC = re.compile(r"'(?:[^']|'')*'|\bpublic\.(?=[\"\w])")
 
 
 @dataclass(frozen=True)
@@ -42,12 +45,22 @@ class Dump:
     """What a database holds at a revision: SQLite's statements, and PostgreSQL's dump."""
 
     sqlite: tuple[str, ...]
-    postgresql: str
+    postgresql: str | None  # None: MIGRATION_BACKENDS=sqlite, the project never deploys to PostgreSQL
 
     @property
-    def postgresql_script(self) -> str:
-        """The dump as the squash runs it: names left to the search_path."""
-        return _PUBLIC.sub("", self.postgresql)
+    def postgresql_script(self) -> str | None:
+        """The dump as the squash runs it: names left to the search_path (quoted text kept as is)."""
+        if self.postgresql is None:
+            return None
+        return _PUBLIC.sub(_unqualified, self.postgresql)
+
+
+def _unqualified(found: re.Match[str]) -> str:
+    """``public.x`` as ``x``; a literal only when it is one name (``nextval('public.x_seq')``), never text."""
+    if not found[0].startswith("'"):
+        return ""
+    name = _QUOTED_NAME.fullmatch(found[0])
+    return f"'{name[1]}'" if name else found[0]
 
 
 def sqlite_statements(connection: Connection) -> tuple[str, ...]:
@@ -62,41 +75,66 @@ def sqlite_statements(connection: Connection) -> tuple[str, ...]:
 
 
 @contextmanager
-def scratch_server() -> Iterator[URL]:
-    """A superuser URL of a server nobody uses (TEST_DATABASE_URL's, or a throwaway one)."""
+def scratch_server() -> Iterator[URL | None]:
+    """A superuser URL of a server nobody uses (TEST_DATABASE_URL's, or a throwaway one).
+
+    None with ``MIGRATION_BACKENDS=sqlite``: the project never deploys to PostgreSQL.
+    """
+    if settings.sqlite_only():
+        yield None
+        return
     try:
         with pgserver.server() as admin:
             yield admin
     except pgserver.NoServer as exc:
         raise CommandError(
             f"{exc}; make squash renders and proves the PostgreSQL side on a scratch server: set "
-            "TEST_DATABASE_URL to a PostgreSQL superuser URL; nothing was written"
+            f"TEST_DATABASE_URL to a PostgreSQL superuser URL (or MIGRATION_BACKENDS=sqlite); {UNWRITTEN}"
         ) from None
 
 
-def dump_at(script: ScriptDirectory, revision: str, admin: URL) -> Dump:
-    """Migrate an empty SQLite database and an empty PostgreSQL one to ``revision``; dump both."""
-    with scratch.memory_engine().connect() as connection:
-        scratch.upgrade(connection, script, revision)
-        sqlite = sqlite_statements(connection)
+def dump_at(script: ScriptDirectory, revision: str, admin: URL | None, built_by: str) -> Dump:
+    """Migrate an empty SQLite database and an empty PostgreSQL one to ``revision``; dump both.
+
+    ``built_by`` names what ran, for the one line that says it failed.
+    """
+    try:
+        with scratch.memory_engine().connect() as connection:
+            scratch.upgrade(connection, script, revision)
+            sqlite = sqlite_statements(connection)
+    except Exception as exc:  # a migration that does not run here: said in one line, nothing written
+        raise CommandError(
+            f"{built_by} fail on an empty SQLite database ({_reason(exc)}); {UNWRITTEN}"
+        ) from None
+    if admin is None:
+        return Dump(sqlite, None)
     with pgserver.fresh_database(admin) as url:
         engine = Target.of(url).engine()
         try:
             with engine.connect() as connection:
                 scratch.upgrade(connection, script, revision)
+        except Exception as exc:
+            raise CommandError(
+                f"{built_by} fail on an empty PostgreSQL database ({_reason(exc)}); {UNWRITTEN}"
+            ) from None
         finally:
             engine.dispose()
         postgresql = snapshot.pg_dump(url, "--column-inserts")
     return Dump(sqlite, postgresql)
 
 
+def _reason(exc: Exception) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip() or type(exc).__name__
+    return " ".join(text.split())[:200]
+
+
 def differences(old: Dump, new: Dump) -> list[str]:
     """How the database built by the squash differs from the one built by the old files, line by line."""
     found = []
-    for backend, before, after in (
-        ("SQLite", list(old.sqlite), list(new.sqlite)),
-        ("PostgreSQL", old.postgresql.splitlines(), new.postgresql.splitlines()),
-    ):
+    sides = [("SQLite", list(old.sqlite), list(new.sqlite))]
+    if old.postgresql is not None and new.postgresql is not None:
+        sides.append(("PostgreSQL", old.postgresql.splitlines(), new.postgresql.splitlines()))
+    for backend, before, after in sides:
         changed = [
             line
             for line in difflib.unified_diff(before, after, lineterm="", n=0)
