@@ -33,13 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alembic.script import Script, ScriptDirectory
-from alembic.script.revision import RevisionMap
+from alembic.script.revision import ResolutionError, RevisionMap
 from alembic.util import CommandError
 
 from dbtools.paths import CHECKSUM_TABLE, SQUASH_SUFFIX
 from dbtools.runtime.digest import matches, read_script
-
-PENDING_SUFFIX = SQUASH_SUFFIX  # a squash waiting for its old files to be pruned
 
 
 @dataclass(frozen=True)
@@ -92,7 +90,7 @@ def load(path: Path) -> Squash:
 
 def pending(script: ScriptDirectory) -> Squash | None:
     """The squash kept beside the files it replaces, if there is one."""
-    found = sorted(Path(script.versions).glob(f"*{PENDING_SUFFIX}"))
+    found = sorted(Path(script.versions).glob(f"*{SQUASH_SUFFIX}"))
     if len(found) > 1:
         names = ", ".join(path.name for path in found)
         raise CommandError(
@@ -187,12 +185,12 @@ def came_through_file(database: Path, squash: Squash) -> bool:
 
 def refuse_pruned(script: ScriptDirectory, heads: Iterable[str]) -> None:
     """A database at a revision a pruned squash replaced: say what it needs, not "Can't locate revision"."""
-    known = None
     for head in heads:
-        if known is None:
-            known = {rev.revision for rev in script.walk_revisions()}
-        if head in known:
-            continue
+        try:
+            script.revision_map.get_revision(head)
+            continue  # a revision of the history (a partial id too: Alembic's own refusal follows)
+        except ResolutionError:
+            pass
         for squash in pruned(script):
             if head in squash.replaces:
                 order = list(squash.replaces)
