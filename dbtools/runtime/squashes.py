@@ -175,11 +175,14 @@ def refuse_downgrade(
 def came_through_file(database: Path, squash: Squash) -> bool:
     """``came_through`` for a SQLite file read with the standard library (the fast path's record)."""
     uri = f"{database.resolve().as_uri()}?mode=ro"
-    with closing(sqlite3.connect(uri, uri=True)) as conn:
-        rows = conn.execute(
-            f"SELECT revision, checksum FROM {CHECKSUM_TABLE} WHERE revision = ?",
-            (squash.upto,),
-        ).fetchall()
+    try:
+        with closing(sqlite3.connect(uri, uri=True)) as conn:
+            rows = conn.execute(
+                f"SELECT revision, checksum FROM {CHECKSUM_TABLE} WHERE revision = ?",
+                (squash.upto,),
+            ).fetchall()
+    except sqlite3.Error:  # no records (nothing applied): the fast path's record is simply not written
+        return False
     return squash.came_through(dict(rows))
 
 
