@@ -205,6 +205,9 @@ def test_every_database_reaches_the_same_head(
     shutil.copytree(squashed.root, pruned.root, symlinks=True)
     assert pruned.cli("squash", "--prune=1").returncode == 0
     assert len(list(pruned.versions.glob("*.py"))) == 10
+    commit(pruned, "prune")  # the second release
+    line = failed_line(pruned.cli("squash", f"--upto={REVISIONS[25]}", "--allow-data-loss=1"))
+    assert f"would squash {UPTO}, itself a squash: a squash of a squash is not supported" in line
     line = failed_line(pruned.cli("upgrade", url=still_at_7))
     assert f"the database is at {REVISIONS[7]}, inside the 21 migrations squashed into {UPTO}" in line
     assert "Can't locate revision" not in line
@@ -238,14 +241,30 @@ def test_bad_input_is_refused_with_nothing_written(histories: Histories) -> None
     }
     for expected, argv in refusals.items():
         assert expected in failed_line(old.cli("squash", *argv))
+    assert "there is no squash to prune" in failed_line(old.cli("squash", "--prune=1"))
     # Through make, as typed: upto= reaches the command as one argument.
     assert "upto=base is before every migration" in failed_line(old.make("squash", "upto=base"))
     assert "a squash of a squash is not supported" in failed_line(squashed.cli("squash", f"--upto={UPTO}"))
-    old.add_migration("pass", down_revision=REVISIONS[5], updates_head_file=False)
-    commit(old, "a branch")
+    edited = next(squashed.versions.glob("r07-*.py"))
+    edited.write_text(edited.read_text() + "# edited after the squash\n")
+    commit(squashed, "an edit")
+    try:
+        line = failed_line(squashed.cli("squash", "--prune=1"))
+        assert f"{REVISIONS[7]} changed since the squash was written and proved" in line
+    finally:
+        subprocess.run([*GIT, "reset", "-q", "--hard", "HEAD~1"], cwd=squashed.root, check=True)
+    branch = old.add_migration("pass", down_revision=REVISIONS[5], updates_head_file=False)
+    (old.versions / "9999_merge.py").write_text(
+        f'"""merge"""\nrevision = "feed00000001"\ndown_revision = ({REVISIONS[-1]!r}, {branch!r})\n'
+        "branch_labels = None\ndepends_on = None\n\n\ndef upgrade() -> None:\n    pass\n\n\n"
+        "def downgrade() -> None:\n    pass\n"
+    )
+    commit(old, "a branch, merged")
     try:
         line = failed_line(old.cli("squash", f"--upto={REVISIONS[9]}", "--allow-data-loss=1"))
         assert f"is inside a branch: the history splits after {REVISIONS[5]}" in line
+        line = failed_line(old.cli("squash", "--upto=feed00000001", "--allow-data-loss=1"))
+        assert "would squash the merge revision feed00000001" in line
     finally:
         subprocess.run([*GIT, "reset", "-q", "--hard", "HEAD~1"], cwd=old.root, check=True)
     (old.versions / "stray.py").write_text("")

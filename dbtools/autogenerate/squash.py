@@ -1,5 +1,8 @@
 """``make squash``'s files: which migrations a squash replaces, the file it writes, and the prune.
 
+The squash is proved and its old files' checksums compared by the command, with
+the runtime's tools; this module only reads the history and writes files.
+
 Everything that can refuse is read before anything is written (``plan``):
 the range must be one straight line from the first migration (no branch or
 merge in it), hold no earlier squash, and no migration whose data steps would
@@ -98,12 +101,13 @@ def plan(config: Config, upto: str, *, allow_data_loss: bool) -> Plan:
             f"upto={upto} is not a revision of this history; `make history` lists them; {NOTHING}"
         )
     replaced = list(reversed(list(script.walk_revisions("base", found.revision))))
+    merges = [rev.revision for rev in replaced if rev.is_merge_point]
+    if merges:  # looked for first: every merge's range holds the branch point below it
+        raise CommandError(
+            f"upto={found.revision} would squash the merge revision {merges[-1]}: a squash replaces "
+            f"one straight line of migrations; squash up to a revision before the branches; {NOTHING}"
+        )
     for rev in replaced:
-        if rev.is_merge_point:
-            raise CommandError(
-                f"upto={found.revision} would squash the merge revision {rev.revision}: a squash replaces "
-                f"one straight line of migrations; squash up to a revision before it; {NOTHING}"
-            )
         if rev is not found and len(rev.nextrev) > 1:
             raise CommandError(
                 f"upto={found.revision} is inside a branch: the history splits after {rev.revision} "
@@ -314,13 +318,21 @@ def write(config: Config, the_plan: Plan, text: str) -> Path:
 
 
 @dataclass(frozen=True)
-class Pruned:
-    squash: Path  # the squash, now a migration Alembic loads
-    deleted: list[str]  # the old files' names
+class Prune:
+    """What ``make squash prune=1`` will do, read before anything is deleted."""
+
+    squash: Path  # the pending squash
+    replaces: dict[str, str]  # each replaced revision -> its file's checksum when the squash was proved
+    files: dict[str, Path]  # the replaced revisions whose files are still there
+
+    @property
+    def target(self) -> Path:
+        """The squash's name once it is a migration Alembic loads."""
+        return self.squash.with_name(self.squash.name.removesuffix(SQUASH_SUFFIX) + ".py")
 
 
-def prune(config: Config) -> Pruned:
-    """Delete the files a pending squash replaces and make it a migration of its own."""
+def plan_prune(config: Config) -> Prune:
+    """The pending squash and the old files it replaces; a ``CommandError`` when there is none."""
     refuse_dirty(paths.root_of(config))
     script = ScriptDirectory.from_config(config)
     pending = sorted(Path(script.versions).glob(f"*{SQUASH_SUFFIX}"))
@@ -331,18 +343,21 @@ def prune(config: Config) -> Pruned:
         )
     (squash,) = pending[:1]
     replaces = _replaces_in(squash)
-    files = []
+    files = {}
     for revision in replaces:
         with contextlib.suppress(ResolutionError, CommandError):
             rev = script.get_revision(revision)
             if isinstance(rev, Script):
-                files.append(Path(str(rev.path)))
-    target = squash.with_name(squash.name.removesuffix(SQUASH_SUFFIX) + ".py")
-    for path in files:
+                files[revision] = Path(str(rev.path))
+    return Prune(squash, replaces, files)
+
+
+def prune(the_prune: Prune) -> None:
+    """Delete the old files and make the squash a migration of its own (git undoes both)."""
+    for path in the_prune.files.values():
         path.unlink()
         _forget_bytecode(path)
-    squash.rename(target)
-    return Pruned(target, [path.name for path in files])
+    the_prune.squash.rename(the_prune.target)
 
 
 def _replaces_in(path: Path) -> dict[str, str]:

@@ -26,9 +26,16 @@ def squash(config: Config, upto: str = "", prune: str = "0", allow_data_loss: st
         if value not in ("0", "1"):
             raise CommandError(f"{name}={value!r}: give 1 (or 0); nothing was written")
     if prune == "1":
-        done = files.prune(config)
+        pruning = files.plan_prune(config)
+        edited = [rev for rev, path in pruning.files.items() if file_checksum(path) != pruning.replaces[rev]]
+        if edited:  # the squash was proved against the files as they were
+            raise CommandError(
+                f"migration(s) {', '.join(edited)} changed since the squash was written and proved; "
+                "put them back (git checkout), or delete the squash and make it again; nothing was changed"
+            )
+        files.prune(pruning)
         print(
-            f"Pruned: {len(done.deleted)} migration file(s) deleted; {done.squash.name} replaces them. "
+            f"Pruned: {len(pruning.files)} migration file(s) deleted; {pruning.target.name} replaces them. "
             "A database still inside the squashed range is now refused (it needs the old files)."
         )
         return
