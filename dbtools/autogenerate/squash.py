@@ -70,6 +70,31 @@ class Plan:
     def carried(self) -> list[DataStep]:
         return [step for step in self.data_steps if step.inserts]
 
+    def report(self, path: Path, *, proved_on_postgresql: bool) -> list[str]:
+        """What make squash says once it wrote the file."""
+        backends = "an empty SQLite database"
+        if proved_on_postgresql:
+            backends = "an empty SQLite and an empty PostgreSQL database"
+        lines = [
+            f"Wrote {path}: {len(self.replaced)} migrations up to {self.upto}.",
+            f"Proved: {backends} built by it dump the same as by them.",
+        ]
+        if self.carried:
+            lines.append(
+                f"Reference rows carried over from: {', '.join(step.describe() for step in self.carried)}."
+            )
+        if self.left_out:
+            lines.append(
+                f"Left out (allow_data_loss=1): {', '.join(step.describe() for step in self.left_out)}."
+            )
+        if self.commits_midway:
+            lines.append(
+                f"Supported: {', '.join(self.commits_midway)} commit(s) midway (autocommit_block); "
+                "the squash builds an empty database in one transaction, which needs none of that."
+            )
+        lines.append("The old files stay: once every database has passed it, `make squash prune=1`.")
+        return lines
+
     def file_name(self) -> str:
         """Named as the first replaced file, so that once pruned it sorts where the history began."""
         first = Path(str(self.replaced[0].path)).name

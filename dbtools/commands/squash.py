@@ -8,9 +8,6 @@ each database then sees the squash is ``dbtools.runtime.squashes``.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
@@ -27,12 +24,7 @@ def squash(config: Config, upto: str = "", prune: str = "0", allow_data_loss: st
             raise CommandError(f"{name}={value!r}: give 1 (or 0); nothing was written")
     if prune == "1":
         pruning = files.plan_prune(config)
-        edited = [rev for rev, path in pruning.files.items() if file_checksum(path) != pruning.replaces[rev]]
-        if edited:  # the squash was proved against the files as they were
-            raise CommandError(
-                f"migration(s) {', '.join(edited)} changed since the squash was written and proved; "
-                "put them back (git checkout), or delete the squash and make it again; nothing was changed"
-            )
+        squashes.refuse_changed_since(pruning.replaces, pruning.files)  # it was proved against them
         files.prune(pruning)
         print(
             f"Pruned: {len(pruning.files)} migration file(s) deleted; {pruning.target.name} replaces them. "
@@ -44,12 +36,7 @@ def squash(config: Config, upto: str = "", prune: str = "0", allow_data_loss: st
     with replay.scratch_server() as admin:
         old = replay.dump_at(ScriptDirectory.from_config(config), plan.upto, admin, "the migrations")
         text = files.render(plan, replaces, old.sqlite, old.postgresql_script, paths.root_of(config))
-        with tempfile.TemporaryDirectory() as folder:
-            candidate = Path(folder) / plan.file_name()
-            candidate.write_text(text, encoding="utf-8")
-            script = ScriptDirectory.from_config(config)
-            squashes.follow(script, squashes.load(candidate))
-            new = replay.dump_at(script, plan.upto, admin, "the squash's statements")
+        new = replay.through_squash(config, plan.file_name(), text, admin)
     found = replay.differences(old, new)
     if found:
         raise CommandError(
@@ -58,19 +45,7 @@ def squash(config: Config, upto: str = "", prune: str = "0", allow_data_loss: st
         )
     path = files.write(config, plan, text)
     print(
-        f"Wrote {path.relative_to(paths.root_of(config))}: {len(plan.replaced)} migrations up to {plan.upto}."
-    )
-    backends = (
-        "an empty SQLite and an empty PostgreSQL database" if new.postgresql else "an empty SQLite database"
-    )
-    print(f"Proved: {backends} built by it dump the same as by them.")
-    if plan.carried:
-        print(f"Reference rows carried over from: {', '.join(step.describe() for step in plan.carried)}.")
-    if plan.left_out:
-        print(f"Left out (allow_data_loss=1): {', '.join(step.describe() for step in plan.left_out)}.")
-    if plan.commits_midway:
-        print(
-            f"Supported: {', '.join(plan.commits_midway)} commit(s) midway (autocommit_block); "
-            "the squash builds an empty database in one transaction, which needs none of that."
+        "\n".join(
+            plan.report(path.relative_to(paths.root_of(config)), proved_on_postgresql=bool(new.postgresql))
         )
-    print("The old files stay: once every database has passed it, `make squash prune=1`.")
+    )

@@ -14,16 +14,19 @@ from __future__ import annotations
 
 import difflib
 import re
+import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
+from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import URL, Connection
 
 from dbtools import pgserver, settings
-from dbtools.runtime import scratch, snapshot
+from dbtools.runtime import scratch, snapshot, squashes
 from dbtools.target import Target
 
 _BOOKKEEPING = re.compile(
@@ -121,6 +124,17 @@ def dump_at(script: ScriptDirectory, revision: str, admin: URL | None, built_by:
             engine.dispose()
         postgresql = snapshot.pg_dump(url, "--column-inserts")
     return Dump(sqlite, postgresql)
+
+
+def through_squash(config: Config, name: str, text: str, admin: URL | None) -> Dump:
+    """Dump scratch databases built by a squash not yet written (``text``), as a run would load it."""
+    with tempfile.TemporaryDirectory() as folder:
+        candidate = Path(folder) / name
+        candidate.write_text(text, encoding="utf-8")
+        squash = squashes.load(candidate)
+        script = ScriptDirectory.from_config(config)
+        squashes.follow(script, squash)
+        return dump_at(script, squash.upto, admin, "the squash's statements")
 
 
 def _reason(exc: Exception) -> str:

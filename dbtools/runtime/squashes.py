@@ -37,7 +37,7 @@ from alembic.script.revision import ResolutionError, RevisionMap
 from alembic.util import CommandError
 
 from dbtools.paths import CHECKSUM_TABLE, SQUASH_SUFFIX
-from dbtools.runtime.digest import matches, read_script
+from dbtools.runtime.digest import checksum_of, matches, read_script
 
 
 @dataclass(frozen=True)
@@ -205,6 +205,18 @@ def refuse_pruned(script: ScriptDirectory, heads: Iterable[str]) -> None:
                     f"prune (`git log --diff-filter=D -- migrations/versions` finds it; `make upgrade "
                     f"rev={squash.upto}`), then run make upgrade here; nothing was changed"
                 )
+
+
+def refuse_changed_since(replaces: Mapping[str, str], files: Mapping[str, Path]) -> None:
+    """Before a prune: the old files must be those the squash was proved against (``replaces``)."""
+    edited = [
+        revision for revision, path in files.items() if checksum_of(read_script(path)) != replaces[revision]
+    ]
+    if edited:
+        raise CommandError(
+            f"migration(s) {', '.join(edited)} changed since the squash was written and proved; "
+            "put them back (git checkout), or delete the squash and make it again; nothing was changed"
+        )
 
 
 def accepts(rev: Script, recorded: str) -> bool:
