@@ -20,7 +20,8 @@ CLI := $(PY) -m dbtools
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 BENCH := $(VENV)/.bench-installed
-# What is typed after a target (rev=, msg=, renames=, file=, onto=, out_of_order=, fleet=, report=)
+# What is typed after a target (rev=, msg=, renames=, file=, onto=, out_of_order=, fleet=, report=,
+# upto=, prune=, allow_data_loss=)
 # reaches the command as one argument, exactly as typed: $5, quotes, `;` and newlines included. It goes
 # through the environment, which the shell never parses; exporting expands $(value x) once.
 export DBTOOLS_REV = $(value rev)
@@ -31,9 +32,12 @@ export DBTOOLS_ONTO = $(value onto)
 export DBTOOLS_OUT_OF_ORDER = $(value out_of_order)
 export DBTOOLS_FLEET = $(value fleet)
 export DBTOOLS_REPORT = $(value report)
+export DBTOOLS_UPTO = $(value upto)
+export DBTOOLS_PRUNE = $(value prune)
+export DBTOOLS_ALLOW_DATA_LOSS = $(value allow_data_loss)
 
 .DEFAULT_GOAL := help
-.PHONY: help install upgrade downgrade migration rebase check status verify repair rehearse restore current history sql stamp schema test lint bench bench-online bench-autogenerate clean
+.PHONY: help install upgrade downgrade migration rebase squash check status verify repair rehearse restore current history sql stamp schema test lint bench bench-online bench-autogenerate clean
 
 # Each target's summary lives in dbtools/catalog.py, shared with python -m dbtools --help.
 help:
@@ -55,6 +59,10 @@ migration: $(DEV)
 # Needs ruff (DEV): the re-pointed migration is formatted as make migration leaves one.
 rebase: $(DEV)
 	@$(CLI) rebase $${DBTOOLS_ONTO:+--onto="$$DBTOOLS_ONTO"}
+
+# Needs ruff (DEV), as make migration: the squash is formatted as a migration it writes.
+squash: $(DEV)
+	@$(CLI) squash --upto="$$DBTOOLS_UPTO" --prune="$${DBTOOLS_PRUNE:-0}" --allow-data-loss="$${DBTOOLS_ALLOW_DATA_LOSS:-0}"
 
 check: $(RUNTIME)
 	@$(CLI) check $${DBTOOLS_FLEET:+--fleet="$$DBTOOLS_FLEET"} $${DBTOOLS_REPORT:+--report="$$DBTOOLS_REPORT"}

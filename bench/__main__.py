@@ -18,7 +18,10 @@ d. the automatic pre-change backup, against ``cp`` of the same file: in
    mode (SQLite's online backup API);
 e. on PostgreSQL (when a server is available), the additive changes against
    raw SQL;
-f. the peak memory of every step, above a forked process that does nothing.
+f. the peak memory of every step, above a forked process that does nothing;
+g. a fresh ``make upgrade`` of 501 migrations after ``make squash`` (the old
+   files kept, then pruned), against the same before it (``bench/squash.py``;
+   the squash's proof needs a PostgreSQL server).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
+from bench import squash
 from bench.harness import Series, compare, in_child, machine, timed_command
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -638,7 +642,15 @@ def measure(row_count: int, repeat: int, context: dict[str, str]) -> tuple[list[
         rows += backup_rows(base, repeat, Path(base_dir))
         print("d. done", file=sys.stderr)
         pg_rows, context["PostgreSQL"] = postgresql_rows(ws, repeat)
-    return rows + pg_rows, baseline_mb
+        print("e. done", file=sys.stderr)
+    before, after, pruned = squash.before_and_after(min(repeat, 3))  # each run replays 501 migrations
+    floor = "the same before the squash"
+    what = "fresh `make upgrade` of 501 migrations, after `make squash`"
+    squashed = [
+        Row("g. squash", f"{what} (old files kept)", after, before, floor, None),
+        Row("g. squash", f"{what} and `prune=1`", pruned, before, floor, None),
+    ]
+    return [*rows, *pg_rows, *squashed], baseline_mb
 
 
 def _document(table: str, output: Path) -> str:

@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("rebase").add_argument(
         "--onto", default=None, help="the other branch's head, when no git merge or rebase is in progress"
     )
+    squash = add("squash")
+    squash.add_argument("--upto", default="", help="the last revision the squash replaces")
+    squash.add_argument("--prune", default="0", metavar="{0,1}", help="1: delete the files a squash replaced")
+    squash.add_argument(
+        "--allow-data-loss", default="0", metavar="{0,1}", help="1: leave out data steps that change rows"
+    )
     for name in ("current", "repair", "stamp"):
         add(name)
     for command in (upgrade, add("status"), add("check"), add("verify")):

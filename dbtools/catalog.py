@@ -41,6 +41,11 @@ ENTRIES = (
         "Re-point your branch's migrations onto the other branch's, and prove the result",
         "after a conflict in migrations/head.txt; onto=<rev> otherwise",
     ),
+    Entry(
+        "squash",
+        "Replace the oldest migrations with one, proved to build the same; prune them later",
+        "upto=<rev> [allow_data_loss=1]; prune=1 once every database passed it",
+    ),
     Entry("check", "Fail if the models differ from the migrated database", "fleet=<file> [report=<path>]"),
     Entry(
         "status",

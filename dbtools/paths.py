@@ -27,6 +27,9 @@ VERSION_TABLE = "alembic_version"
 CHECKSUM_TABLE = "alembic_checksums"
 # How far a migration that commits midway got (dbtools.runtime.resume); PostgreSQL only.
 PROGRESS_TABLE = "alembic_progress"
+# A squash kept beside the migrations it replaces until they are pruned (make squash): a name
+# Alembic does not load, as it loads only names ending in .py.
+SQUASH_SUFFIX = ".py.squash"
 # The first 16 bytes of every SQLite database file.
 SQLITE_HEADER = b"SQLite format 3\x00"
 

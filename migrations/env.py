@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from dbtools import paths, run, settings, target
 from dbtools.errors import friendly_errors
-from dbtools.runtime import backup, checksums, locking, outoforder, rebuilds, refusals, resume
+from dbtools.runtime import backup, checksums, locking, outoforder, rebuilds, refusals, resume, squashes
 from dbtools.runtime.options import context_options, load_models
 from dbtools.target import Backend
 
@@ -131,6 +131,13 @@ def run_migrations_online() -> None:
         for attempt in migration_lock.attempts():  # PostgreSQL retries a run that hit a lock timeout
             with attempt, context.begin_transaction():
                 migration_context = context.get_context()
+                # A squash (make squash): the history this database follows, before anything reads it.
+                squashes.adopt(
+                    context.script,
+                    migration_context.get_current_heads(),
+                    lambda: checksums.recorded(connection),
+                    getattr(environment, "context_opts", {}).get("destination_rev"),  # None: check, current
+                )
                 refusals.check_database(
                     migration_context,
                     context.script,

@@ -12,7 +12,7 @@ from alembic.script import Script
 from alembic.util import CommandError
 
 from dbtools import target
-from dbtools.runtime import checksums
+from dbtools.runtime import checksums, squashes
 from dbtools.runtime.checksums import Mismatch
 from dbtools.runtime.digest import read_script
 from dbtools.runtime.locking import locked
@@ -25,6 +25,7 @@ def repair(config: Config) -> None:
         raise CommandError(f"{database.masked} does not exist; there is nothing to repair")
     with locked(database) as connection:
         heads = MigrationContext.configure(connection).get_current_heads()
+        squashes.adopt(script, heads, lambda: checksums.recorded(connection))  # the history it follows
         before = {
             problem.revision: checksums.recorded_source(connection, problem.revision)
             for problem in checksums.problems(connection, script, heads)

@@ -16,7 +16,7 @@ from alembic.util import CommandError
 from dbtools import target
 from dbtools.paths import VERSIONS
 from dbtools.run import Run
-from dbtools.runtime import fastpath
+from dbtools.runtime import fastpath, squashes
 from dbtools.target import Target
 
 
@@ -53,7 +53,15 @@ def _remember(config: Config, database: Target, seen: str) -> None:
     if path is None or fastpath.recorded(path, seen):
         return
     script = ScriptDirectory.from_config(config)  # Alembic's graph: the heads and every revision's file
+    squash = squashes.pending(script)
+    if squash is not None and squashes.came_through_file(path, squash):
+        squashes.follow(script, squash)  # as the run did: the squash's file, not the ones it replaces
     files = {rev.revision: Path(str(rev.path)) for rev in script.walk_revisions()}
     if any(file.parent != VERSIONS for file in files.values()):
         return
-    fastpath.remember(path, script.get_heads(), {rev: file.name for rev, file in files.items()}, seen)
+    replaced = {
+        revision: checksum for one in squashes.pruned(script) for revision, checksum in one.replaces.items()
+    }
+    fastpath.remember(
+        path, script.get_heads(), {rev: file.name for rev, file in files.items()}, seen, replaced
+    )

@@ -6,7 +6,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 
 from dbtools import target
-from dbtools.runtime import checksums
+from dbtools.runtime import checksums, squashes
 from dbtools.runtime.locking import locked
 
 
@@ -18,6 +18,7 @@ def verify(config: Config) -> None:
         return
     with locked(database, writes=False) as connection:
         heads = MigrationContext.configure(connection).get_current_heads()
+        squashes.adopt(script, heads, lambda: checksums.recorded(connection))  # the history it follows
         checksums.verify(connection, script, heads)
         count = len(checksums.applied_revisions(script.revision_map, heads))
     print(f"OK: all {count} applied migration(s) of {database.masked} match their files.")

@@ -29,6 +29,7 @@ from sqlalchemy import Column, MetaData, String, Table, Text, delete, insert, in
 from sqlalchemy.engine import Connection
 
 from dbtools.paths import CHECKSUM_TABLE
+from dbtools.runtime import squashes
 from dbtools.runtime.digest import checksum_of, legacy_checksum_of, matches, read_script
 
 TABLE_NAME = CHECKSUM_TABLE
@@ -177,6 +178,7 @@ def problems(connection: Connection, script: ScriptDirectory, heads: Iterable[st
     """How the applied history differs from the files, oldest revision first."""
     revision_map = check_history(script)
     heads = tuple(heads)
+    squashes.refuse_pruned(script, heads)  # inside a pruned squash's range: what it needs, in one line
     found: list[Problem] = [
         Problem(head, Mismatch.MISSING) for head in heads if script_for(revision_map, head) is None
     ]
@@ -192,7 +194,11 @@ def problems(connection: Connection, script: ScriptDirectory, heads: Iterable[st
             found.append(Problem(rev.revision, Mismatch.SKIPPED, actual=actual))
         elif rev.revision not in record:
             found.append(Problem(rev.revision, Mismatch.UNRECORDED, actual=actual))
-        elif not matches(record[rev.revision], source) and not _repointed(connection, rev.revision, actual):
+        elif (
+            not matches(record[rev.revision], source)
+            and not _repointed(connection, rev.revision, actual)
+            and not squashes.accepts(rev, record[rev.revision])  # applied through the file a squash replaced
+        ):
             found.append(Problem(rev.revision, Mismatch.EDITED, record[rev.revision], actual))
     return found
 

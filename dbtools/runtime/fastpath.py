@@ -20,7 +20,10 @@ run answers from the cache only when
   checksum matches its file's, as the full run matches them (``digest.matches``;
   a legacy record of a re-pointed file is left to the full run, which reads
   the text it keeps). A database that skipped a migration (a branch re-pointed
-  after it ran there) has no record for it, so the full run refuses it.
+  after it ran there) has no record for it, so the full run refuses it. Once a
+  squash's old files are pruned, a database that ran them keeps their records:
+  those, and its record of the squash's own revision, must be the checksums
+  the squash's ``replaces`` lists, as the full run accepts them.
 
 Anything else, or any error, and the full run decides, as it always did:
 the fast path may say "nothing to do", never "refused", and never fail.
@@ -43,7 +46,7 @@ from dbtools.paths import CACHE, ENV, INI, ROOT, SQLITE_HEADER, VERSIONS
 from dbtools.runtime.digest import matches, read_script
 from dbtools.settings import NAMES
 
-FORMAT = 3
+FORMAT = 4
 # A record holds a line per migration; one this large was not written by remember().
 MAX_RECORD_BYTES = 1 << 24
 
@@ -57,6 +60,8 @@ class Record:
     database: Path
     heads: list[str]
     revisions: dict[str, str]  # revision -> its file's name in migrations/versions
+    # Revisions pruned squashes replaced -> the checksum their old file had (make squash prune=1).
+    replaced: dict[str, str]
 
 
 def nothing_to_do(argv: Sequence[str], environ: Mapping[str, str] = os.environ) -> str | None:
@@ -67,7 +72,7 @@ def nothing_to_do(argv: Sequence[str], environ: Mapping[str, str] = os.environ) 
         record = _load(environ)
         if record is None or record.fingerprint != fingerprint():
             return None
-        heads = _heads_if_current(record.database, record.revisions)
+        heads = _heads_if_current(record.database, record.revisions, record.replaced)
     except Exception:  # whatever the record or the database holds, the full run decides
         return None
     if heads is None or heads != record.heads:
@@ -84,7 +89,13 @@ def recorded(database: Path, seen: str) -> bool:
     return record is not None and record.fingerprint == seen and record.database == database
 
 
-def remember(database: Path, heads: Sequence[str], files: Mapping[str, str], seen: str) -> None:
+def remember(
+    database: Path,
+    heads: Sequence[str],
+    files: Mapping[str, str],
+    seen: str,
+    replaced: Mapping[str, str] | None = None,
+) -> None:
     """Record, after a full run reached head, what the next no-op run may rely on.
 
     ``seen`` is the fingerprint taken *before* the run read the migration
@@ -97,6 +108,7 @@ def remember(database: Path, heads: Sequence[str], files: Mapping[str, str], see
         "database": str(database),
         "heads": sorted(heads),
         "revisions": dict(sorted(files.items())),
+        "replaced": dict(sorted((replaced or {}).items())),
     }
     target = _cache_file(os.environ)
     partial = target.with_suffix(f".{os.getpid()}.partial")
@@ -167,8 +179,8 @@ def _parse(raw: object, environ: Mapping[str, str]) -> Record | None:
         return None
     if raw.get("key") != key(environ):
         return None  # written for another checkout or other settings, then copied here
-    fingerprint, database, heads, revisions = (
-        raw.get(name) for name in ("fingerprint", "database", "heads", "revisions")
+    fingerprint, database, heads, revisions, replaced = (
+        raw.get(name) for name in ("fingerprint", "database", "heads", "revisions", "replaced")
     )
     if not (isinstance(fingerprint, str) and isinstance(database, str) and Path(database).is_absolute()):
         return None
@@ -179,7 +191,11 @@ def _parse(raw: object, environ: Mapping[str, str]) -> Record | None:
         for revision, name in revisions.items()
     ):
         return None
-    return Record(raw["key"], fingerprint, Path(database), heads, revisions)
+    if not isinstance(replaced, dict) or not all(
+        isinstance(revision, str) and isinstance(checksum, str) for revision, checksum in replaced.items()
+    ):
+        return None
+    return Record(raw["key"], fingerprint, Path(database), heads, revisions, replaced)
 
 
 def _plain_name(name: str) -> bool:
@@ -187,7 +203,9 @@ def _plain_name(name: str) -> bool:
     return name not in ("", ".", "..") and "/" not in name and "\\" not in name and "\0" not in name
 
 
-def _heads_if_current(database: Path, revisions: Mapping[str, str]) -> list[str] | None:
+def _heads_if_current(
+    database: Path, revisions: Mapping[str, str], replaced: Mapping[str, str]
+) -> list[str] | None:
     """The database's revisions, when every applied file still matches its checksum."""
     info = database.stat()
     writable = os.access(database, os.R_OK | os.W_OK) and os.access(database.parent, os.W_OK)
@@ -204,9 +222,11 @@ def _heads_if_current(database: Path, revisions: Mapping[str, str]) -> list[str]
         conn.execute("BEGIN IMMEDIATE")  # and one snapshot for both tables
         heads = sorted(row[0] for row in conn.execute("SELECT version_num FROM alembic_version"))
         checksums = dict(conn.execute("SELECT revision, checksum FROM alembic_checksums").fetchall())
-    if checksums.keys() != revisions.keys():
+    extra = checksums.keys() - revisions.keys()  # only the records of a pruned squash's old files
+    if revisions.keys() - checksums.keys() or any(checksums[rev] != replaced.get(rev) for rev in extra):
         return None
     for revision, name in revisions.items():
-        if not matches(checksums[revision], read_script(VERSIONS / name)):
+        recorded = checksums[revision]
+        if not matches(recorded, read_script(VERSIONS / name)) and recorded != replaced.get(revision):
             return None
     return heads

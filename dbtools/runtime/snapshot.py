@@ -102,9 +102,14 @@ def postgresql_schema(script: ScriptDirectory, url: URL) -> str:
             scratch.upgrade(connection, script)
     finally:
         engine.dispose()
+    return header(script, "PostgreSQL") + pg_dump(url, "--schema-only")
+
+
+def pg_dump(url: URL, *options: str) -> str:
+    """``pg_dump`` of the database at ``url``, its bookkeeping left out, normalised (rows too if asked)."""
     argv = [
         _pg_dump(),
-        "--schema-only",
+        *options,
         "--no-owner",
         "--no-privileges",
         # COMMENT ON stays: autogenerate reads the comments SQLite cannot keep (dbtools.autogenerate.pgfacts).
@@ -119,7 +124,7 @@ def postgresql_schema(script: ScriptDirectory, url: URL) -> str:
     result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
     if result.returncode != 0:
         raise CommandError(f"pg_dump failed: {result.stderr.strip()}")
-    return header(script, "PostgreSQL") + normalise_pg_dump(result.stdout)
+    return normalise_pg_dump(result.stdout)
 
 
 # PostgreSQL 18 names each NOT NULL constraint, and its pg_dump prints a name that is not

@@ -14,7 +14,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
-from dbtools.runtime import checksums, resume, scratch
+from dbtools.runtime import checksums, resume, scratch, squashes
 from dbtools.runtime.checksums import Mismatch
 from dbtools.runtime.locking import locked
 from dbtools.target import Target
@@ -98,8 +98,6 @@ class Status:
 def collect(config: Config, database: Target, compare: Drift) -> Status:
     """The view of ``database``; ``compare`` finds how the models (autogenerate's job, handed in)."""
     script = checksums.whole_history(config)
-    revision_map = script.revision_map
-    revisions = [(rev.revision, rev.doc) for rev in reversed(list(script.walk_revisions()))]
     heads: tuple[str, ...] = ()
     problems: list[checksums.Problem] = []
     record: dict[str, str] = {}
@@ -108,12 +106,17 @@ def collect(config: Config, database: Target, compare: Drift) -> Status:
     if database.exists(writes=False):
         with locked(database, writes=False) as connection:
             heads = tuple(MigrationContext.configure(connection).get_current_heads())
+            squashes.adopt(script, heads, lambda: checksums.recorded(connection))  # the history it follows
             problems = checksums.problems(connection, script, heads)
             record = checksums.recorded(connection)
             half = {item.revision: item for item in resume.half_applied(connection)}
             skips = any(problem.kind is Mismatch.SKIPPED for problem in problems)
             if set(heads) == set(script.get_heads()) and not skips:  # a skip is not "in sync"
                 drift = compare(connection)
+    else:
+        squashes.adopt(script, heads, dict)  # a new database would run the squash
+    revision_map = script.revision_map
+    revisions = [(rev.revision, rev.doc) for rev in reversed(list(script.walk_revisions()))]
     missing = [problem.revision for problem in problems if problem.kind is Mismatch.MISSING]
     unknown_behind = None
     if missing:
