@@ -188,13 +188,16 @@ def test_a_target_is_answered_at_head_only_on_the_runs_own_terms(
     result, rows = _run(project_copy, fleet, report, **env)  # named outright: both schemas created
     assert [row["result"] for row in rows.values()] == ["upgraded", "upgraded"], result.stderr
     engine = engine_for(pg_url)
+    elsewhere = engine_for(pg_url.set(database="postgres"))  # another database: its locks are its own
     try:
-        with engine.connect() as conn:
+        with engine.connect() as conn, elsewhere.connect() as other:
             conn.exec_driver_sql(f"SELECT pg_advisory_lock({lock_key('tenant_a')})")  # a run on tenant a
+            other.exec_driver_sql(f"SELECT pg_advisory_lock({lock_key('tenant_b')})")  # not on this tenant b
             result, rows = _run(project_copy, fleet, report, **env)
             conn.rollback()
     finally:
         engine.dispose()
+        elsewhere.dispose()
     a, b = rows.values()
     assert (a["result"], b["result"]) == ("failed", "current")
     assert "another migration run held the migration lock" in a["reason"]

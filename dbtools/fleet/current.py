@@ -53,7 +53,8 @@ SELECT current_schema(),
         WHERE c.relname IN (:version, :checksums) AND c.relkind IN ('r', 'p')
         AND (n.nspname = ANY(CAST(:schemas AS text[])) OR n.nspname = current_schema())), '{}'),
     coalesce((SELECT array_agg(ARRAY[l.classid::bigint, l.objid::bigint])
-        FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1), '{}')
+        FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())), '{}')
 """
 
 
