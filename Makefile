@@ -20,7 +20,7 @@ CLI := $(PY) -m dbtools
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 BENCH := $(VENV)/.bench-installed
-# What is typed after a target (rev=, msg=, renames=, file=, onto=, out_of_order=, fleet=, report=)
+# What is typed after a target (rev=, msg=, renames=, file=, onto=, out_of_order=, phase=, fleet=, report=)
 # reaches the command as one argument, exactly as typed: $5, quotes, `;` and newlines included. It goes
 # through the environment, which the shell never parses; exporting expands $(value x) once.
 export DBTOOLS_REV = $(value rev)
@@ -29,6 +29,7 @@ export DBTOOLS_RENAMES = $(value renames)
 export DBTOOLS_FILE = $(value file)
 export DBTOOLS_ONTO = $(value onto)
 export DBTOOLS_OUT_OF_ORDER = $(value out_of_order)
+export DBTOOLS_PHASE = $(value phase)
 export DBTOOLS_FLEET = $(value fleet)
 export DBTOOLS_REPORT = $(value report)
 
@@ -43,6 +44,7 @@ install: $(DEV)
 
 upgrade: $(RUNTIME)
 	@$(CLI) upgrade "$${DBTOOLS_REV:-head}" $${DBTOOLS_OUT_OF_ORDER:+--out-of-order="$$DBTOOLS_OUT_OF_ORDER"} \
+		$${DBTOOLS_PHASE:+--phase="$$DBTOOLS_PHASE"} \
 		$${DBTOOLS_FLEET:+--fleet="$$DBTOOLS_FLEET"} $${DBTOOLS_REPORT:+--report="$$DBTOOLS_REPORT"}
 
 downgrade: $(RUNTIME)
