@@ -379,8 +379,9 @@ def _backfill(pair: Pair, target: Column, source: Column) -> str:
     outside a transaction), so a writer waits for one batch at most. Only
     rows not yet filled are touched, so a killed backfill run again skips
     what it did. The batch size and the pause between batches are the
-    session's ``dbtools.backfill_batch`` and ``dbtools.backfill_pause``
-    (``MIGRATION_BACKFILL_BATCH``, ``MIGRATION_BACKFILL_PAUSE``).
+    session's ``dbtools.backfill_batch`` and ``dbtools.backfill_pause``, which
+    a run sets from ``MIGRATION_BACKFILL_BATCH`` and ``MIGRATION_BACKFILL_PAUSE``
+    (``dbtools.runtime.locking``); 1,000 rows and no pause without them.
     """
     table, key = ident(pair.table), ident(pair.key)
     src, dst = ident(source.name), ident(target.name)
