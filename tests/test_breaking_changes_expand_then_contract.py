@@ -130,6 +130,7 @@ class Writers:
         return writes, errors, first
 
 
+@pytest.mark.slow(seconds=2)
 def test_expand_then_contract_under_both_versions_with_downgrades_keeping_rows(
     generated: Generated, postgresql: URL
 ) -> None:
