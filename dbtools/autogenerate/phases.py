@@ -49,8 +49,8 @@ from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
 
 from dbtools import run, settings
-from dbtools.autogenerate.pgsql import AUTOCOMMIT, DIALECT, ON_POSTGRESQL, execute, ident
-from dbtools.autogenerate.renames import NameChange, Named, RenameOp
+from dbtools.autogenerate.pgsql import AUTOCOMMIT, DIALECT, FILL_MARKER, ON_POSTGRESQL, execute, ident
+from dbtools.autogenerate.renames import NameChange, Named, RenameOp, render_rename
 
 
 class Phase(enum.Enum):
@@ -143,30 +143,117 @@ class ContractOp(ops.MigrateOperation):
         return ("contract", self.pair.table, self.pair.old.name)
 
 
+class ViewOp(ops.MigrateOperation):
+    """A renamed table: expand renames it and leaves a view under the old name; contract drops the view."""
+
+    def __init__(self, rename: RenameOp, *, phase: Phase, forward: bool = True) -> None:
+        self.rename, self.phase, self.forward = rename, phase, forward
+
+    def reverse(self) -> ViewOp:
+        rename = self.rename.reverse() if self.phase is Phase.EXPAND else self.rename
+        return ViewOp(rename, phase=self.phase, forward=not self.forward)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return self.rename.to_diff_tuple()
+
+
+class DropLaterOp(ops.MigrateOperation):
+    """A dropped column: expand lets the new version's inserts leave it out; contract drops it.
+
+    ``drop`` is Alembic's own operation (its reverse adds the column back).
+    ``default`` is what expand gives a NOT NULL column without a default, as SQL;
+    None when the new version's inserts need nothing (nullable, or a default).
+    """
+
+    def __init__(
+        self, drop: ops.DropColumnOp, default: str | None, *, phase: Phase, forward: bool = True
+    ) -> None:
+        self.drop, self.default, self.phase, self.forward = drop, default, phase, forward
+
+    def reverse(self) -> DropLaterOp:
+        return DropLaterOp(self.drop, self.default, phase=self.phase, forward=not self.forward)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return self.drop.to_diff_tuple()
+
+
+class NotNullOp(ops.MigrateOperation):
+    """NOT NULL on a nullable column: expand fills NULL writes and proves it; contract sets it.
+
+    ``alter`` is Alembic's operation (the SQLite step, and the rest of the
+    change: a default, a comment); ``fill`` the SQL a NULL becomes, None when
+    unknown (the file then says where to write it, and ``make lint`` refuses it).
+    """
+
+    def __init__(
+        self, alter: ops.AlterColumnOp, keyed: Keyed, fill: str | None, *, phase: Phase, forward: bool = True
+    ) -> None:
+        self.alter, self.keyed, self.fill, self.phase, self.forward = alter, keyed, fill, phase, forward
+
+    def reverse(self) -> NotNullOp:
+        return NotNullOp(self.alter, self.keyed, self.fill, phase=self.phase, forward=not self.forward)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("not_null", self.alter.table_name, self.alter.column_name)
+
+    @property
+    def trigger(self) -> str:
+        return f"{self.alter.table_name}_{self.alter.column_name}_fill"
+
+    @property
+    def check(self) -> str:
+        return f"ck_{self.alter.table_name}_{self.alter.column_name}_not_null"
+
+
+@dataclass
+class Split:
+    """One breaking change: the operation it replaces in the upgrade, and what each phase runs instead."""
+
+    replaced: ops.MigrateOperation
+    container: ops.UpgradeOps | ops.ModifyTableOps
+    expand: ops.MigrateOperation
+    contract: ops.MigrateOperation
+
+
 # --- splitting --------------------------------------------------------------
 
 
 def split(context: MigrationContext, revision: Any, directives: list[MigrationScript]) -> None:
-    """``process_revision_directives``: a column rename becomes an expand revision and a contract one."""
+    """``process_revision_directives``: a breaking change becomes an expand revision and a contract one.
+
+    One breaking change per pair of revisions, so a reviewer reads each
+    window alone; a migration with several is written in one step, and says so.
+    """
     if settings.sqlite_only() or not directives or directives[0].upgrade_ops is None:
         return  # an embedded SQLite file has one application: the one-step form is right
     if run.in_context(context).rename_decisions is None:
         return  # not make migration
     script = directives[0]
     upgrade = script.upgrade_ops
-    assert upgrade is not None
     metadata = context.opts.get("target_metadata")
-    renames = [op for op in upgrade.ops if isinstance(op, RenameOp) and op.table is not None]
-    if len(renames) != 1 or not isinstance(metadata, sa.MetaData):
-        return  # one breaking change per pair of revisions: a reviewer reads each window alone
-    rename = renames[0]
-    pair, why = _pair(metadata, rename)
-    if pair is None:
+    if upgrade is None or not isinstance(metadata, sa.MetaData):
+        return
+    found: list[Split] = []
+    refused: list[str] = []
+    for candidate, container in _breaking(upgrade):
+        made, why = _split_one(metadata, upgrade, candidate, container)
+        if made is None:
+            refused.append(why)
+        else:
+            found.append(made)
+    if refused or len(found) > 1:
+        why = (
+            "; ".join(refused) or f"{len(found)} breaking changes in one migration (make them one at a time)"
+        )
         print(f"Written in one step, not expand/contract: {why}")
         return
-    upgrade.ops[upgrade.ops.index(rename)] = ExpandOp(pair, rename)
+    if not found:
+        return
+    (change,) = found
+    _replace(upgrade, change.container, change.replaced, change.expand)
+    upgrade.ops = [op for op in upgrade.ops if not (isinstance(op, ops.ModifyTableOps) and not op.ops)]
     script.downgrade_ops = upgrade.reverse()
-    contract = ops.UpgradeOps([ContractOp(pair)])
+    contract = ops.UpgradeOps([change.contract])
     directives.append(
         MigrationScript(
             rev_id=util.rev_id(),
@@ -177,6 +264,120 @@ def split(context: MigrationContext, revision: Any, directives: list[MigrationSc
             head=script.rev_id,
         )
     )
+
+
+def _breaking(
+    upgrade: ops.UpgradeOps,
+) -> list[tuple[ops.MigrateOperation, ops.UpgradeOps | ops.ModifyTableOps]]:
+    """The operations that break the old application version, each with the list that holds it."""
+    found: list[tuple[ops.MigrateOperation, ops.UpgradeOps | ops.ModifyTableOps]] = []
+    created = {op.table_name for op in upgrade.ops if isinstance(op, ops.CreateTableOp | ops.DropTableOp)}
+    for op in upgrade.ops:
+        if isinstance(op, RenameOp):
+            found.append((op, upgrade))
+        elif isinstance(op, ops.ModifyTableOps) and op.table_name not in created:
+            found += [(inner, op) for inner in op.ops if isinstance(inner, ops.DropColumnOp)]
+            found += [(inner, op) for inner in op.ops if _sets_not_null(inner)]
+    return found
+
+
+def _split_one(
+    metadata: sa.MetaData,
+    upgrade: ops.UpgradeOps,
+    op: ops.MigrateOperation,
+    container: ops.UpgradeOps | ops.ModifyTableOps,
+) -> tuple[Split | None, str]:
+    if isinstance(op, RenameOp) and op.table is not None:
+        pair, why = _pair(metadata, op)
+        if pair is None:
+            return None, why
+        return Split(op, container, ExpandOp(pair, op), ContractOp(pair)), ""
+    if isinstance(op, RenameOp):
+        return Split(op, container, ViewOp(op, phase=Phase.EXPAND), ViewOp(op, phase=Phase.CONTRACT)), ""
+    if isinstance(op, ops.AlterColumnOp):
+        return _not_null(metadata, op, container)
+    assert isinstance(op, ops.DropColumnOp)
+    return _drop_later(upgrade, op, container)
+
+
+def _sets_not_null(op: ops.MigrateOperation) -> bool:
+    """NOT NULL added to a column that keeps its type and name (as ``nonblocking``'s online form)."""
+    return (
+        isinstance(op, ops.AlterColumnOp)
+        and op.modify_nullable is False
+        and op.existing_nullable is not False
+        and op.modify_type is None
+        and op.modify_name is None
+    )
+
+
+def _not_null(
+    metadata: sa.MetaData, op: ops.AlterColumnOp, container: ops.UpgradeOps | ops.ModifyTableOps
+) -> tuple[Split | None, str]:
+    """The column's NULL writes filled from its default while the old version may still write them."""
+    table = metadata.tables.get(op.table_name)
+    if table is None or op.column_name not in table.c:
+        return None, f"{op.table_name}.{op.column_name} is not in the models"
+    key = list(table.primary_key.columns)
+    if len(key) != 1:
+        return None, f"the backfill walks a single-column primary key, and {op.table_name} has none"
+    keyed = Keyed(op.table_name, key[0].name, _compiled(key[0].type))
+    fill = _default(table.c[op.column_name])
+    expand = NotNullOp(op, keyed, fill, phase=Phase.EXPAND)
+    return Split(op, container, expand, NotNullOp(op, keyed, fill, phase=Phase.CONTRACT)), ""
+
+
+def _drop_later(
+    upgrade: ops.UpgradeOps, op: ops.DropColumnOp, container: ops.UpgradeOps | ops.ModifyTableOps
+) -> tuple[Split | None, str]:
+    """A dropped column the old version may still write: kept until the contract, insertable without it."""
+    column = op.to_column()
+    name = f"{op.table_name}.{op.column_name}"
+    if any(not isinstance(other, ops.ModifyTableOps | RenameOp) for other in upgrade.ops):
+        return (
+            None,
+            f"dropping {name} goes with other changes (its type, say) that cannot wait for a contract",
+        )
+    default: str | None = None
+    if not column.nullable and column.server_default is None:
+        default = _type_default(column.type)
+        unique = any(
+            isinstance(other, ops.DropConstraintOp | ops.DropIndexOp) for other in container.ops
+        )  # a constraint or index goes with it: a default for every new row could collide
+        if default is None or unique:
+            return None, (
+                f"{name} is NOT NULL without a default, and no default the new version's inserts could "
+                "share is known for it"
+            )
+    expand = DropLaterOp(op, default, phase=Phase.EXPAND)
+    return Split(op, container, expand, DropLaterOp(op, default, phase=Phase.CONTRACT)), ""
+
+
+def _type_default(type_: Any) -> str | None:
+    """A default every row may share, from the column's type; None when none is obvious."""
+    if isinstance(type_, sa.Boolean):
+        return "false"
+    if isinstance(type_, sa.Integer | sa.Numeric):
+        return "0"
+    if isinstance(type_, sa.String):
+        return "''"
+    if isinstance(type_, sa.DateTime | sa.Date):
+        return "CURRENT_TIMESTAMP"
+    return None
+
+
+def _replace(
+    upgrade: ops.UpgradeOps,
+    container: ops.UpgradeOps | ops.ModifyTableOps,
+    old: ops.MigrateOperation,
+    new: ops.MigrateOperation,
+) -> None:
+    """``new`` in ``old``'s place; a column's drop leaves its table's changes, for the top level."""
+    if container is upgrade:
+        upgrade.ops[upgrade.ops.index(old)] = new
+        return
+    container.ops.remove(old)
+    upgrade.ops.insert(upgrade.ops.index(container) + 1, new)
 
 
 def _pair(metadata: sa.MetaData, rename: RenameOp) -> tuple[Pair | None, str]:
@@ -328,7 +529,11 @@ def _grow(autogen_context: AutogenContext, pair: Pair, target: Column, source: C
     lines += [
         "# Each batch its own short transaction: writers wait for one batch of rows at most.",
         AUTOCOMMIT,
-        _backfill(pair, target, source),
+        _backfill(
+            Keyed(pair.table, pair.key, pair.key_type),
+            touch=source.name,
+            where=f"{ident(target.name)} IS NULL AND {ident(source.name)} IS NOT NULL",
+        ),
     ]
     if not pair.nullable:
         lines.append(execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {check}"))
@@ -371,8 +576,19 @@ def _function(pair: Pair) -> str:
     )
 
 
-def _backfill(pair: Pair, target: Column, source: Column) -> str:
-    """Touch every row whose ``target`` is still NULL, keyset-batched on the primary key.
+@dataclass(frozen=True)
+class Keyed:
+    """A table and the single-column primary key its backfill walks."""
+
+    table: str
+    key: str
+    key_type: str
+
+
+def _backfill(keyed: Keyed, *, touch: str, where: str) -> str:
+    """Touch (``SET touch = touch``) every row ``where`` holds, keyset-batched on the primary key.
+
+    The trigger fills what the touch leaves NULL.
 
     Each batch locks its rows in key order (``FOR NO KEY UPDATE``, which
     lets foreign keys to them through) and commits (a ``DO`` block may, run
@@ -383,10 +599,9 @@ def _backfill(pair: Pair, target: Column, source: Column) -> str:
     a run sets from ``MIGRATION_BACKFILL_BATCH`` and ``MIGRATION_BACKFILL_PAUSE``
     (``dbtools.runtime.locking``); 1,000 rows and no pause without them.
     """
-    table, key = ident(pair.table), ident(pair.key)
-    src, dst = ident(source.name), ident(target.name)
+    table, key, src = ident(keyed.table), ident(keyed.key), ident(touch)
     return execute(
-        f"DO $$ DECLARE lower {pair.key_type}; upper {pair.key_type}; "
+        f"DO $$ DECLARE lower {keyed.key_type}; upper {keyed.key_type}; "
         "size integer := coalesce(nullif(current_setting('dbtools.backfill_batch', true), ''), '1000'); "
         "pause float := coalesce(nullif(current_setting('dbtools.backfill_pause', true), ''), '0'); "
         f"BEGIN SELECT min({key}) INTO lower FROM {table}; "
@@ -394,7 +609,7 @@ def _backfill(pair: Pair, target: Column, source: Column) -> str:
         f"SELECT max(k) INTO upper FROM (SELECT {key} AS k FROM {table} WHERE {key} >= lower "
         f"ORDER BY {key} LIMIT size) AS batch; "
         f"UPDATE {table} SET {src} = {src} WHERE {key} IN (SELECT {key} FROM {table} "
-        f"WHERE {key} >= lower AND {key} <= upper AND {dst} IS NULL AND {src} IS NOT NULL "
+        f"WHERE {key} >= lower AND {key} <= upper AND {where} "
         f"ORDER BY {key} FOR NO KEY UPDATE); "
         "COMMIT; PERFORM pg_sleep(pause); "
         f"SELECT min({key}) INTO lower FROM {table} WHERE {key} > upper; "
@@ -440,3 +655,166 @@ def _sqlite_rename(autogen_context: AutogenContext, rename: RenameOp) -> list[st
         )
         lines += render_op(autogen_context, batch)
     return lines
+
+
+def render_view(autogen_context: AutogenContext, op: ViewOp) -> list[str]:
+    """A table rename on both backends as today; on PostgreSQL a view keeps the old name until contract."""
+    rename = op.rename  # in the direction this operation runs
+    if op.phase is Phase.EXPAND:
+        view = rename.old if op.forward else rename.new  # the name the old version uses
+        table = rename.new if op.forward else rename.old
+        if op.forward:
+            return [
+                Phase.EXPAND.mark,
+                *render_rename(autogen_context, rename),
+                "# PostgreSQL: the old application version reads and writes the table through a view",
+                "# under its old name (a simple view, so PostgreSQL updates it); the contract drops it.",
+                ON_POSTGRESQL,
+                execute(f"CREATE VIEW {ident(view)} AS SELECT * FROM {ident(table)}"),
+                "",
+            ]
+        return [
+            ON_POSTGRESQL,
+            execute(f"DROP VIEW IF EXISTS {ident(rename.new)}"),
+            "",
+            *render_rename(autogen_context, rename),
+        ]
+    old, new = ident(rename.old), ident(rename.new)
+    if op.forward:
+        return [
+            Phase.CONTRACT.mark,
+            "# PostgreSQL: the view the old application version used goes. SQLite: nothing to do.",
+            ON_POSTGRESQL,
+            execute(f"DROP VIEW IF EXISTS {old}"),
+            "",
+        ]
+    return [ON_POSTGRESQL, execute(f"CREATE VIEW {old} AS SELECT * FROM {new}"), ""]
+
+
+def render_drop_later(autogen_context: AutogenContext, op: DropLaterOp) -> list[str]:
+    """Expand: on PostgreSQL the column stays, insertable without it; contract: it goes. SQLite: one step."""
+    drop = op.drop
+    table, column = ident(drop.table_name), ident(drop.column_name)
+    one_step = ops.ModifyTableOps(
+        drop.table_name, [drop if op.forward else drop.reverse()], schema=drop.schema
+    )
+    if op.phase is Phase.EXPAND:
+        if op.default is None:
+            postgresql = [
+                "# PostgreSQL: the column stays until the contract; inserts may leave it out already."
+            ]
+            postgresql.append("pass")
+        elif op.forward:
+            postgresql = [
+                "# PostgreSQL: the column stays until the contract; the new version's inserts leave it",
+                "# out, so it takes a default meanwhile (catalog only).",
+                execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET DEFAULT {op.default}"),
+            ]
+        else:
+            postgresql = [execute(f"ALTER TABLE {table} ALTER COLUMN {column} DROP DEFAULT")]
+        return [
+            *([Phase.EXPAND.mark] if op.forward else []),
+            ON_POSTGRESQL,
+            *postgresql,
+            "else:",
+            "# SQLite: one application owns the file, so the whole change is made here, in one step.",
+            *render_op(autogen_context, one_step),
+            "",
+        ]
+    # The contract: what the one-step change did on PostgreSQL (the drop, or the column back).
+    lines = (
+        [Phase.CONTRACT.mark, "# PostgreSQL: the column goes. SQLite: nothing to do."] if op.forward else []
+    )
+    back: list[str] = []
+    if not op.forward and op.default is not None:  # back in the window: the expand's default again
+        back = [execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET DEFAULT {op.default}")]
+    return [*lines, ON_POSTGRESQL, *render_op(autogen_context, one_step), *back, ""]
+
+
+def render_not_null(autogen_context: AutogenContext, op: NotNullOp) -> list[str]:
+    """Expand: NULL writes filled, old rows backfilled, NOT NULL proven; contract: SET NOT NULL."""
+    alter = op.alter
+    table, column = ident(alter.table_name), ident(alter.column_name)
+    check, trigger = ident(op.check), ident(op.trigger)
+    fill = op.fill or "NULL"
+    marker = (
+        []
+        if op.fill
+        else [f"{FILL_MARKER} {alter.table_name}.{alter.column_name}: write the value a NULL becomes"]
+    )
+    function = (
+        f"CREATE OR REPLACE FUNCTION {trigger}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"BEGIN IF NEW.{column} IS NULL THEN NEW.{column} := {fill}; END IF; RETURN NEW; END $$"
+    )
+    grow = [
+        *marker,
+        execute(function),
+        execute(f"DROP TRIGGER IF EXISTS {trigger} ON {table}"),
+        execute(
+            f"CREATE TRIGGER {trigger} BEFORE INSERT OR UPDATE ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION {trigger}()"
+        ),
+        execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {check}"),
+        execute(f"ALTER TABLE {table} ADD CONSTRAINT {check} CHECK ({column} IS NOT NULL) NOT VALID"),
+    ]
+    shrink = [
+        execute(f"DROP TRIGGER IF EXISTS {trigger} ON {table}"),
+        execute(f"DROP FUNCTION IF EXISTS {trigger}()"),
+        execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {check}"),
+    ]
+    if op.phase is Phase.CONTRACT:
+        if op.forward:
+            return [
+                Phase.CONTRACT.mark,
+                "# PostgreSQL: SET NOT NULL trusts the validated CHECK (no scan); the CHECK and the",
+                "# trigger that filled the old version's NULL writes go. SQLite: nothing to do.",
+                ON_POSTGRESQL,
+                execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL"),
+                *shrink,
+                "",
+            ]
+        return [
+            ON_POSTGRESQL,
+            execute(f"ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL"),
+            *grow,
+            AUTOCOMMIT,
+            execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {check}"),
+            "",
+            "",
+        ]
+    rest = ops.AlterColumnOp(
+        alter.table_name,
+        alter.column_name,
+        existing_type=alter.existing_type,
+        existing_server_default=alter.existing_server_default,
+        existing_nullable=True,
+        modify_server_default=alter.modify_server_default,
+        modify_comment=alter.modify_comment,
+        existing_comment=alter.existing_comment,
+    )
+    has_rest = alter.modify_server_default is not False or alter.modify_comment is not False
+    sqlite = ops.ModifyTableOps(alter.table_name, [alter if op.forward else alter.reverse()])
+    if op.forward:
+        filled = [execute(f"UPDATE {table} SET {column} = {fill} WHERE {column} IS NULL")] if op.fill else []
+        return [
+            Phase.EXPAND.mark,
+            ON_POSTGRESQL,
+            "# PostgreSQL: the old version's NULL writes are filled by a trigger; the rows before,",
+            "# by a backfill in batches; a validated CHECK proves NOT NULL for the contract.",
+            *(render_op(autogen_context, ops.ModifyTableOps(alter.table_name, [rest])) if has_rest else []),
+            *grow,
+            "# Each batch its own short transaction: writers wait for one batch of rows at most.",
+            AUTOCOMMIT,
+            _backfill(op.keyed, touch=alter.column_name, where=f"{column} IS NULL"),
+            execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {check}"),
+            "",
+            "else:",
+            "# SQLite: one application owns the file, so the whole change is made here, in one step.",
+            *filled,
+            *render_op(autogen_context, sqlite),
+            "",
+        ]
+    back = (
+        render_op(autogen_context, ops.ModifyTableOps(alter.table_name, [rest.reverse()])) if has_rest else []
+    )
+    return [ON_POSTGRESQL, *shrink, *back, "else:", *render_op(autogen_context, sqlite), ""]

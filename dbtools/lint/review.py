@@ -19,7 +19,7 @@ from pathlib import Path
 
 from alembic.config import Config
 
-from dbtools.autogenerate.pgsql import USING_MARKER
+from dbtools.autogenerate.pgsql import FILL_MARKER, USING_MARKER
 from dbtools.lint import acknowledgements, contracts, locks
 from dbtools.lint.dataloss import LockFacts, lock_facts, scan
 from dbtools.lint.locks import Hazard
@@ -50,11 +50,9 @@ def review(config: Config, paths: list[str]) -> Verdict:
         refused.extend(f"{path.name}: {problem}" for problem in marked.problems)
         found = scan(tree, path)
         contract = contracts.intact(path, text, files)
-        if contract is not None:  # the old column's values live on in the new one
-            notes.append(
-                f"{path.name}: the contract of an intact expand/contract pair: its drops lose nothing"
-            )
-            found = [finding for finding in found if not contract.drops_column(finding.what)]
+        if contract is not None:  # the generated contract of an intact pair: see dbtools.lint.contracts
+            notes.append(f"{path.name}: contract of an intact expand/contract pair; its drops lose nothing")
+            found = [finding for finding in found if not contract[0].acknowledges(finding.what, contract[1])]
         if found and marked.destructive:
             notes.append(f"{path.name}: destructive, acknowledged ({marked.destructive})")
         elif found:
@@ -65,12 +63,8 @@ def review(config: Config, paths: list[str]) -> Verdict:
             )
         facts = lock_facts(tree, path)
         mine = [h for h in hazards if h.path == path.resolve() and not _harmless(h, facts)]
-        if contract is not None:  # the function dropped is the expand revision's own trigger's
-            mine = [
-                h
-                for h in mine
-                if not (h.rule == "ban-drop-function" and contract.drops_function(h.statement))
-            ]
+        if contract is not None:
+            mine = [h for h in mine if not contract[0].acknowledges(h.statement, contract[1])]
         found_rules = {h.rule for h in mine}
         refused.extend(str(h) for h in mine if h.rule not in marked.locking)
         for rule, reason in marked.locking.items():
@@ -88,11 +82,18 @@ def unwritten_casts(text: str, path: Path) -> list[str]:
 
     Not acknowledgeable: the migration fails on PostgreSQL until it is written.
     """
+    lines = list(enumerate(text.splitlines(), start=1))
     return [
         f"{path}:{number}: {line.strip().removeprefix(USING_MARKER).strip()}: PostgreSQL does not cast "
         "it by itself; write its postgresql_using, then delete the marker [USING needed]"
-        for number, line in enumerate(text.splitlines(), start=1)
+        for number, line in lines
         if line.strip().startswith(USING_MARKER)
+    ] + [
+        f"{path}:{number}: {line.strip().removeprefix(FILL_MARKER).strip()}: the column has no default; "
+        "write the fill in place of NULL in the trigger and the SQLite UPDATE, then delete the marker "
+        "[FILL needed]"
+        for number, line in lines
+        if line.strip().startswith(FILL_MARKER)
     ]
 
 
