@@ -251,7 +251,7 @@ class Writers:
         assert found == name
         assert (errors, first) == (0, ""), f"the {name} version saw {errors} error(s)"
         assert writes > 0
-        return writes
+        return int(writes)
 
 
 @pytest.mark.slow(seconds=3)
