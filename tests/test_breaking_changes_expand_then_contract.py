@@ -76,7 +76,7 @@ class Breaking:
     """A model edit that breaks the old version, how each version writes, and what proves the window."""
 
     name: str
-    edit: tuple[str, str]  # models/user.py: text replaced, and by what
+    edit: tuple[tuple[str, str], ...]  # models/user.py: text replaced, and by what
     old: Version
     new: Version
     agree: str  # in the window: a count of rows whose old and new shape disagree
@@ -89,7 +89,7 @@ class Breaking:
 CHANGES = [
     Breaking(
         "column_rename",
-        (USERNAME, "    login: Mapped[str]"),
+        ((USERNAME, "    login: Mapped[str]"),),
         old=plain("users"),
         new=plain("users", "login", ready=column_count("login").replace("count(*)", "1")),
         agree=DIFFERENT,
@@ -99,7 +99,7 @@ CHANGES = [
     ),
     Breaking(
         "table_rename",
-        ('__tablename__ = "users"', '__tablename__ = "accounts"'),
+        (('__tablename__ = "users"', '__tablename__ = "accounts"'),),
         old=plain("users"),
         new=Version(
             **{**vars(plain("accounts")), "ready": "SELECT 1 WHERE to_regclass('accounts') IS NOT NULL"}
@@ -111,7 +111,7 @@ CHANGES = [
     ),
     Breaking(
         "column_drop",
-        (CREATED, ""),
+        ((CREATED, ""),),
         old=plain("users", extra=(", created_at", ", now()")),
         new=plain("users"),
         agree="SELECT count(*) FROM users WHERE created_at IS NULL",
@@ -121,8 +121,10 @@ CHANGES = [
     Breaking(
         "not_null",
         (
-            "time_zone: Mapped[str | None] = mapped_column(String(64))",
-            'time_zone: Mapped[str] = mapped_column(String(64), server_default="UTC")',
+            (
+                "time_zone: Mapped[str | None] = mapped_column(String(64))",
+                'time_zone: Mapped[str] = mapped_column(String(64), server_default="UTC")',
+            ),
         ),
         # The old version writes NULL, which the trigger fills: it reads back its name, not the NULL.
         old=Version(
@@ -136,6 +138,27 @@ CHANGES = [
         "+ (SELECT count(*) FROM pg_trigger WHERE tgname = 'users_time_zone_fill')",
         rows=("SELECT id, username FROM users", "SELECT id, username FROM users"),
         before=(REPR, "\n    time_zone: Mapped[str | None] = mapped_column(String(64))\n" + REPR),
+    ),
+    Breaking(
+        "type_change",
+        (
+            (
+                'score: Mapped[int] = mapped_column(server_default="0")',
+                'score: Mapped[int] = mapped_column(BigInteger, server_default="0")',
+            ),
+            ("from sqlalchemy import String", "from sqlalchemy import BigInteger, String"),
+        ),
+        # Both versions write the column by its name; a shadow bigint follows it until the contract.
+        old=plain("users", extra=(", score", ", 7")),
+        new=plain("users", extra=(", score", ", 8")),
+        agree="SELECT count(*) FROM users WHERE _new_score IS DISTINCT FROM score",
+        gone="SELECT ("
+        + column_count("_new_score")
+        + ") + ("
+        + column_count("score", " AND data_type <> 'bigint'")
+        + ")",
+        rows=("SELECT id, username, score FROM users", "SELECT id, username, score FROM users"),
+        before=(REPR, '\n    score: Mapped[int] = mapped_column(server_default="0")\n' + REPR),
     ),
 ]
 
@@ -160,8 +183,10 @@ def generate(project: Project, sqlite: URL, change: Breaking) -> Generated:
         project.migrate(sqlite)
     (base,) = project.heads()
     text = user.read_text()
-    assert change.edit[0] in text
-    user.write_text(text.replace(*change.edit, 1).replace("username={self.username!r}", "id={self.id!r}"))
+    for old, new in change.edit:
+        assert old in text
+        text = text.replace(old, new, 1)
+    user.write_text(text.replace("username={self.username!r}", "id={self.id!r}"))
     made = project.cli("migration", f"--message={change.name}", f"--renames={change.renames}", url=sqlite)
     assert made.returncode == 0, made.stderr
     (expand,) = project.versions.glob(f"*_{change.name}.py")

@@ -1,36 +1,47 @@
 """A breaking change written as two revisions, *expand* then *contract*, so two application versions overlap.
 
 During a rolling deploy the old and the new version of the application
-share the database. A one-step rename (``RENAME COLUMN``) breaks every old
-instance on its next query. So, on PostgreSQL, ``make migration`` writes an
-accepted column rename as two revisions, the second depending on the first:
+share the database. A one-step change (``RENAME COLUMN``, ``SET NOT NULL``,
+``DROP COLUMN``) breaks every old instance on its next query. So, on
+PostgreSQL, ``make migration`` writes each breaking change below as two
+revisions, the second depending on the first; ``make upgrade phase=expand``
+runs the first before the new version rolls out, ``make upgrade`` the
+second once no old instance is left (``dbtools.runtime.phases``):
 
-- **expand** (``make upgrade phase=expand``, before the new version rolls
-  out) adds the new column, and a trigger that copies each write between the
-  old and the new column, in both directions; backfills the rows written
-  before, in keyset batches on the primary key, each batch its own short
-  transaction (``FOR NO KEY UPDATE``); proves NOT NULL with a validated
-  CHECK and builds the unique indexes concurrently. The old version writes
-  the old column, the new version the new one; each sees the other's writes.
-- **contract** (``make upgrade``, once no old instance is left) drops the
-  trigger and the old column, and gives the new column its default: catalog
-  changes only, a moment's lock.
+- a **column rename** (``ExpandOp``/``ContractOp``): expand adds the new
+  column, and a trigger that copies each write between the old and the new
+  column in both directions; backfills the rows written before, in keyset
+  batches on the primary key, each batch its own short transaction (``FOR
+  NO KEY UPDATE``); proves NOT NULL with a validated CHECK and builds the
+  unique indexes concurrently. Contract drops the trigger and the old
+  column and gives the new one its default: catalog changes only.
+- a **type change** PostgreSQL would make by rewriting the table: the same,
+  with a shadow column of the new type and casts both ways (``pgsql.using``);
+  the contract drops the old column and renames the shadow in its place.
+- **NOT NULL** on a nullable column (``NotNullOp``): a trigger fills the
+  old version's NULL writes from the column's default, a backfill the rows
+  before, a CHECK is validated; contract runs ``SET NOT NULL``, which trusts
+  it, and drops the CHECK and the trigger.
+- a **dropped column** (``DropLaterOp``): kept until the contract, with a
+  default from its type if the new version's inserts could not leave it out.
+- a **table rename** (``ViewOp``): expand renames it and leaves a view under
+  the old name, which PostgreSQL updates through; contract drops the view.
 
-The new column takes its default only in the contract: while both columns
-exist, an insert that leaves the new column NULL is the old version's, and
-the trigger fills it from the old one. This is pgroll's and Reshape's
-design, inside Alembic, without their versioned schemas of views: the
-application connects as before (no ``search_path``, PgBouncer's transaction
-pooling keeps working).
+While both columns of a pair exist, an insert that leaves the new column
+NULL is the old version's, and the trigger fills it from the old one; so
+the new column takes its default only in the contract. This is pgroll's and
+Reshape's design, inside Alembic, without their versioned schemas of views:
+the application connects as before (no ``search_path``, PgBouncer's
+transaction pooling keeps working).
 
 On SQLite, where one application owns an embedded file, the expand revision
-makes the whole one-step change (the rename as before) and the contract
-revision does nothing: together they give exactly today's schema.
+makes the whole one-step change and the contract revision does nothing:
+together they give exactly today's schema.
 
-A rename is split only when everything that follows it can be rebuilt on
-the new column online: its indexes and unique constraints, in one table
-with a single-column primary key. Anything else stays the one-step rename,
-with a comment saying why.
+What cannot be carried over online (a rename with more than indexes and
+unique constraints following it, a type change of a key or an indexed
+column, no known cast, several breaking changes at once) stays one step,
+and ``make migration`` prints why.
 """
 
 from __future__ import annotations
@@ -49,7 +60,17 @@ from alembic.operations.ops import MigrationScript
 from alembic.runtime.migration import MigrationContext
 
 from dbtools import run, settings
-from dbtools.autogenerate.pgsql import AUTOCOMMIT, DIALECT, FILL_MARKER, ON_POSTGRESQL, execute, ident
+from dbtools.autogenerate.nonblocking import rewrites
+from dbtools.autogenerate.pgsql import (
+    AUTOCOMMIT,
+    DIALECT,
+    FILL_MARKER,
+    ON_POSTGRESQL,
+    UnknownCast,
+    execute,
+    ident,
+    using,
+)
 from dbtools.autogenerate.renames import NameChange, Named, RenameOp, render_rename
 
 
@@ -111,23 +132,34 @@ class Pair:
     new: Column
     up: str = "{}"
     down: str = "{}"
+    # A type change: ``new`` is a shadow column of the new type, which the contract renames to
+    # the old column's name once that is dropped; ``old_type`` is the old column's type.
+    old_type: str = ""
+
+    @property
+    def swaps(self) -> bool:
+        return bool(self.old_type)
 
     @property
     def trigger(self) -> str:
         return f"{self.table}_{self.new.name}_sync"
 
+    def type_of(self, column: Column) -> str:
+        return self.old_type if column is self.old and self.swaps else self.type
+
 
 class ExpandOp(ops.MigrateOperation):
     """Expand: the new column grown beside the old one (upgrade), or dropped again (downgrade)."""
 
-    def __init__(self, pair: Pair, rename: RenameOp, *, grows: bool = True) -> None:
-        self.pair, self.rename, self.grows = pair, rename, grows
+    def __init__(self, pair: Pair, one_step: RenameOp | ops.ModifyTableOps, *, grows: bool = True) -> None:
+        # The change as one step, for SQLite: a rename, or a table's type change.
+        self.pair, self.one_step, self.grows = pair, one_step, grows
 
     def reverse(self) -> ExpandOp:
-        return ExpandOp(self.pair, self.rename.reverse(), grows=not self.grows)
+        return ExpandOp(self.pair, self.one_step.reverse(), grows=not self.grows)
 
     def to_diff_tuple(self) -> tuple[Any, ...]:
-        return self.rename.to_diff_tuple()
+        return ("expand", self.pair.table, self.pair.old.name)
 
 
 class ContractOp(ops.MigrateOperation):
@@ -277,7 +309,7 @@ def _breaking(
             found.append((op, upgrade))
         elif isinstance(op, ops.ModifyTableOps) and op.table_name not in created:
             found += [(inner, op) for inner in op.ops if isinstance(inner, ops.DropColumnOp)]
-            found += [(inner, op) for inner in op.ops if _sets_not_null(inner)]
+            found += [(inner, op) for inner in op.ops if _sets_not_null(inner) or _rewrites_type(inner)]
     return found
 
 
@@ -292,12 +324,80 @@ def _split_one(
         if pair is None:
             return None, why
         return Split(op, container, ExpandOp(pair, op), ContractOp(pair)), ""
+    if isinstance(op, ops.AlterColumnOp) and op.modify_type is not None:
+        return _type_change(metadata, op, container)
     if isinstance(op, RenameOp):
         return Split(op, container, ViewOp(op, phase=Phase.EXPAND), ViewOp(op, phase=Phase.CONTRACT)), ""
     if isinstance(op, ops.AlterColumnOp):
         return _not_null(metadata, op, container)
     assert isinstance(op, ops.DropColumnOp)
     return _drop_later(upgrade, op, container)
+
+
+def _rewrites_type(op: ops.MigrateOperation) -> bool:
+    """A type change PostgreSQL makes by rewriting the table under ACCESS EXCLUSIVE."""
+    return (
+        isinstance(op, ops.AlterColumnOp)
+        and op.modify_type is not None
+        and op.modify_name is None
+        and rewrites(op.existing_type, op.modify_type)
+    )
+
+
+def _type_change(
+    metadata: sa.MetaData, op: ops.AlterColumnOp, container: ops.UpgradeOps | ops.ModifyTableOps
+) -> tuple[Split | None, str]:
+    """A shadow column of the new type, kept in sync by casts both ways, renamed in place by the contract.
+
+    Only a plain column: one no index, key or constraint but NOT NULL names,
+    whose type is all that changes, with casts both ways known
+    (``pgsql.using``); else the one-step change with its recipe.
+    """
+    name = f"{op.table_name}.{op.column_name}"
+    table = metadata.tables.get(op.table_name)
+    if table is None or op.column_name not in table.c:
+        return None, f"{name} is not in the models"
+    column = table.c[op.column_name]
+    key = list(table.primary_key.columns)
+    indexed = any(column.name in index.columns for index in table.indexes) or any(
+        isinstance(constraint, sa.UniqueConstraint | sa.ForeignKeyConstraint)
+        and column.name in constraint.columns
+        for constraint in table.constraints
+    )
+    others = [other for other in container.ops if other is not op]
+    if len(key) != 1 or column.primary_key or indexed or column.foreign_keys or others:
+        return None, (
+            f"the type of {name} changes with its index, key or other changes of its table, which a "
+            "shadow column does not carry over"
+        )
+    if op.modify_server_default is not False or op.modify_nullable is not None:
+        return None, f"the type of {name} changes with its default or nullability"
+    old, new = _compiled(op.existing_type), _compiled(op.modify_type)
+    try:
+        up = using(VALUE, old, new) or VALUE
+        down = using(VALUE, new, old) or VALUE
+    except UnknownCast:
+        return None, f"no cast from {old} to {new} and back is known for {name}"
+    shadow = f"_new_{op.column_name}"
+    pair = Pair(
+        table=op.table_name,
+        key=key[0].name,
+        key_type=_compiled(key[0].type),
+        type=new,
+        nullable=bool(column.nullable),
+        default=_default(column),
+        old=Column(op.column_name, ()),
+        new=Column(shadow, ()),
+        up=up.replace(VALUE, "{}"),
+        down=down.replace(VALUE, "{}"),
+        old_type=old,
+    )
+    one_step = ops.ModifyTableOps(op.table_name, [op], schema=getattr(container, "schema", None))
+    return Split(op, container, ExpandOp(pair, one_step), ContractOp(pair)), ""
+
+
+# A placeholder column name the casts are written over, then replaced by ``{}``.
+VALUE = "value_placeholder"
 
 
 def _sets_not_null(op: ops.MigrateOperation) -> bool:
@@ -451,8 +551,18 @@ def render_expand(autogen_context: AutogenContext, op: ExpandOp) -> list[str]:
     pair = op.pair
     if op.grows:
         postgresql = [
-            "# PostgreSQL: the new column beside the old, a trigger copying each write both ways,",
-            "# the rows before backfilled in batches; the old application version keeps working.",
+            *(
+                [
+                    "# PostgreSQL: a shadow column of the new type beside the old, a trigger casting each",
+                    "# write both ways, the rows before backfilled in batches; no table rewrite. The",
+                    "# contract drops the old column and gives the shadow its name.",
+                ]
+                if pair.swaps
+                else [
+                    "# PostgreSQL: the new column beside the old, a trigger copying each write both ways,",
+                    "# the rows before backfilled in batches; the old application version keeps working.",
+                ]
+            ),
             *_grow(autogen_context, pair, pair.new, pair.old),
         ]
     else:
@@ -468,7 +578,11 @@ def render_expand(autogen_context: AutogenContext, op: ExpandOp) -> list[str]:
         *postgresql,
         "else:",
         "# SQLite: one application owns the file, so the whole change is made here, in one step.",
-        *_sqlite_rename(autogen_context, op.rename),
+        *(
+            _sqlite_rename(autogen_context, op.one_step)
+            if isinstance(op.one_step, RenameOp)
+            else render_op(autogen_context, op.one_step)
+        ),
         "",
     ]
 
@@ -484,11 +598,13 @@ def render_contract(autogen_context: AutogenContext, op: ContractOp) -> list[str
             execute(f"DROP TRIGGER IF EXISTS {ident(pair.trigger)} ON {table}"),
             execute(f"DROP FUNCTION IF EXISTS {ident(pair.trigger)}()"),
             execute(f"ALTER TABLE {table} DROP COLUMN {ident(pair.old.name)}"),
-            *_set_default(pair, pair.new),
+            *_swap(pair, pair.new.name, pair.old.name),
+            *_set_default(pair, Column(pair.old.name if pair.swaps else pair.new.name, ())),
         ]
     else:
         lines = [
             "# PostgreSQL: back to the expand window: the old column grown again from the new one.",
+            *_swap(pair, pair.old.name, pair.new.name),
             *_drop_default(pair, pair.new),
             *_grow(autogen_context, pair, pair.old, pair.new),
         ]
@@ -513,7 +629,7 @@ def _grow(autogen_context: AutogenContext, pair: Pair, target: Column, source: C
     table, column = ident(pair.table), ident(target.name)
     check = ident(f"ck_{pair.table}_{target.name}_not_null")
     lines = [
-        execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {pair.type}"),
+        execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {pair.type_of(target)}"),
         execute(_function(pair)),
         execute(f"DROP TRIGGER IF EXISTS {ident(pair.trigger)} ON {table}"),
         execute(
@@ -629,6 +745,13 @@ def _build(autogen_context: AutogenContext, table: str, index: Index) -> list[st
         postgresql_concurrently=True,
     )
     return [*render_op(autogen_context, drop), *render_op(autogen_context, create)]
+
+
+def _swap(pair: Pair, name: str, to: str) -> list[str]:
+    """A type change's shadow column takes the old column's name (or gives it back): catalog only."""
+    if not pair.swaps:
+        return []
+    return [execute(f"ALTER TABLE {ident(pair.table)} RENAME COLUMN {ident(name)} TO {ident(to)}")]
 
 
 def _set_default(pair: Pair, column: Column) -> list[str]:
