@@ -34,7 +34,7 @@ export DBTOOLS_FLEET = $(value fleet)
 export DBTOOLS_REPORT = $(value report)
 
 .DEFAULT_GOAL := help
-.PHONY: help install upgrade downgrade migration rebase check status verify repair rehearse restore current history sql stamp schema test lint bench bench-online bench-autogenerate clean
+.PHONY: help install upgrade downgrade migration rebase check status verify repair rehearse restore current history sql stamp schema test lint bench bench-online bench-expand bench-autogenerate clean
 
 # Each target's summary lives in dbtools/catalog.py, shared with python -m dbtools --help.
 help:
@@ -103,6 +103,9 @@ bench: $(DEV)
 
 bench-online: $(BENCH)
 	@$(PY) -m bench.online --rows $(or $(n),1000000) --repeat $(or $(repeat),3)
+
+bench-expand: $(BENCH)
+	@$(PY) -m bench.expand --rows $(or $(n),1000000)
 
 bench-autogenerate: $(DEV)
 	@$(PY) -m bench.autogenerate --repeat $(or $(repeat),9)

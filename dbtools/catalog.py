@@ -73,6 +73,12 @@ ENTRIES = (
         command=False,
     ),
     Entry(
+        "bench-expand",
+        "Each breaking change as expand and contract under two app versions, against one step",
+        "n=1000000 rows",
+        command=False,
+    ),
+    Entry(
         "bench-autogenerate",
         "Time make check and make migration against 2122eca, and a scratch PostgreSQL",
         "repeat=9",
