@@ -279,7 +279,7 @@ class Writers:
         return int(writes)
 
 
-@pytest.mark.slow(seconds=3)
+@pytest.mark.slow(seconds=2)
 def test_both_versions_write_through_expand_then_contract_and_downgrades_keep_rows(
     generated: Generated, postgresql: URL
 ) -> None:
