@@ -20,7 +20,7 @@ CLI := $(PY) -m dbtools
 RUNTIME := $(VENV)/.runtime-installed
 DEV := $(VENV)/.dev-installed
 BENCH := $(VENV)/.bench-installed
-# What is typed after a target (rev=, msg=, renames=, file=, onto=, out_of_order=, fleet=, report=,
+# What is typed after a target (rev=, msg=, renames=, file=, onto=, out_of_order=, phase=, fleet=, report=,
 # upto=, prune=, allow_data_loss=)
 # reaches the command as one argument, exactly as typed: $5, quotes, `;` and newlines included. It goes
 # through the environment, which the shell never parses; exporting expands $(value x) once.
@@ -30,6 +30,7 @@ export DBTOOLS_RENAMES = $(value renames)
 export DBTOOLS_FILE = $(value file)
 export DBTOOLS_ONTO = $(value onto)
 export DBTOOLS_OUT_OF_ORDER = $(value out_of_order)
+export DBTOOLS_PHASE = $(value phase)
 export DBTOOLS_FLEET = $(value fleet)
 export DBTOOLS_REPORT = $(value report)
 export DBTOOLS_UPTO = $(value upto)
@@ -37,7 +38,7 @@ export DBTOOLS_PRUNE = $(value prune)
 export DBTOOLS_ALLOW_DATA_LOSS = $(value allow_data_loss)
 
 .DEFAULT_GOAL := help
-.PHONY: help install upgrade downgrade migration rebase squash check status verify repair rehearse restore current history sql stamp schema test lint bench bench-online bench-autogenerate clean
+.PHONY: help install upgrade downgrade migration rebase squash check status verify repair rehearse restore current history sql stamp schema test lint bench bench-online bench-expand bench-autogenerate clean
 
 # Each target's summary lives in dbtools/catalog.py, shared with python -m dbtools --help.
 help:
@@ -47,6 +48,7 @@ install: $(DEV)
 
 upgrade: $(RUNTIME)
 	@$(CLI) upgrade "$${DBTOOLS_REV:-head}" $${DBTOOLS_OUT_OF_ORDER:+--out-of-order="$$DBTOOLS_OUT_OF_ORDER"} \
+		$${DBTOOLS_PHASE:+--phase="$$DBTOOLS_PHASE"} \
 		$${DBTOOLS_FLEET:+--fleet="$$DBTOOLS_FLEET"} $${DBTOOLS_REPORT:+--report="$$DBTOOLS_REPORT"}
 
 downgrade: $(RUNTIME)
@@ -109,6 +111,9 @@ bench: $(DEV)
 
 bench-online: $(BENCH)
 	@$(PY) -m bench.online --rows $(or $(n),1000000) --repeat $(or $(repeat),3)
+
+bench-expand: $(BENCH)
+	@$(PY) -m bench.expand --rows $(or $(n),1000000)
 
 bench-autogenerate: $(DEV)
 	@$(PY) -m bench.autogenerate --repeat $(or $(repeat),9)

@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="{0,1}",
         help="1: first run the migrations this database skipped (a branch re-pointed after it ran)",
     )
+    upgrade.add_argument(
+        "--phase",
+        default="",
+        metavar="{expand}",
+        help="expand: stop before the first pending contract revision (a rolling deploy's first step)",
+    )
     add("downgrade").add_argument(
         "revision", nargs="?", default="-1", help="the revision to reach (default: -1, one step back)"
     )
@@ -147,6 +153,7 @@ def _fleet(name: str, fleet: str | None, report: str | None, options: dict[str, 
         if out_of_order not in ("0", "1"):
             raise CommandError(f"out_of_order={out_of_order!r}: give 1 (or 0); nothing was changed")
         argv += [revision] + ([f"--out-of-order={out_of_order}"] if out_of_order != "0" else [])
+        argv += [f"--phase={options['phase']}"] if options["phase"] else []
 
     def warm() -> None:
         """What every target's run imports (Alembic's command, env.py's rooms), imported once, here."""

@@ -28,7 +28,7 @@ ENTRIES = (
     Entry(
         "upgrade",
         "Apply pending migrations; creates a missing SQLite database",
-        "rev=<target>, default head; out_of_order=1; fleet=<file> [report=<path>]",
+        "rev=<target>, default head; phase=expand; out_of_order=1; fleet=<file> [report=<path>]",
     ),
     Entry("downgrade", "Revert migrations, one by default", "rev=<target> for any other, e.g. rev=base"),
     Entry(
@@ -79,6 +79,12 @@ ENTRIES = (
         "bench-online",
         "Each change under live traffic, plain against online",
         "n=1000000 rows, repeat=3",
+        command=False,
+    ),
+    Entry(
+        "bench-expand",
+        "Each breaking change as expand and contract under two app versions, against one step",
+        "n=1000000 rows",
         command=False,
     ),
     Entry(

@@ -17,6 +17,8 @@ LOCK_RETRIES_VAR = "MIGRATION_LOCK_RETRIES"
 STATEMENT_TIMEOUT_VAR = "MIGRATION_STATEMENT_TIMEOUT"
 BACKENDS_VAR = "MIGRATION_BACKENDS"
 SCHEMA_VAR = "MIGRATION_SCHEMA"
+BACKFILL_BATCH_VAR = "MIGRATION_BACKFILL_BATCH"
+BACKFILL_PAUSE_VAR = "MIGRATION_BACKFILL_PAUSE"
 MAX_RETRIES = 100
 # Everything in the environment a migration run reads: a change may mean another answer.
 NAMES = (
@@ -28,6 +30,8 @@ NAMES = (
     BACKUP_KEEP_VAR,
     BACKENDS_VAR,
     SCHEMA_VAR,
+    BACKFILL_BATCH_VAR,
+    BACKFILL_PAUSE_VAR,
 )
 
 
@@ -131,6 +135,16 @@ def lock_wait_milliseconds(*, online_step: bool) -> int:
     return max(1, min(ddl, statement - margin))
 
 
+def backfill_batch() -> int:
+    """Rows an expand revision's backfill touches per transaction (``dbtools.autogenerate.phases``)."""
+    return _count(BACKFILL_BATCH_VAR, 1000, most=1_000_000, zero_means="the default, 1000") or 1000
+
+
+def backfill_pause() -> float:
+    """Seconds a backfill sleeps between batches, leaving the table to the application; 0 by default."""
+    return seconds(BACKFILL_PAUSE_VAR, 0.0, zero_means="no pause")
+
+
 def backup_keep() -> int:
     """How many SQLite backups to keep per database; 0 turns backups off."""
     return _count(BACKUP_KEEP_VAR, 5, most=10**9, zero_means="turns backups off")
@@ -193,4 +207,5 @@ def quoted_schema(name: str) -> str:
 def check_all() -> None:
     """Refuse a malformed setting before anything is opened, whichever backend reads it."""
     lock_timeout(), ddl_lock_timeout(), lock_retries(), statement_timeout(), backup_keep(), sqlite_only()
+    backfill_batch(), backfill_pause()
     schema()

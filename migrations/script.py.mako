@@ -17,6 +17,14 @@ revision: str = ${repr(up_revision)}
 down_revision: str | Sequence[str] | None = ${repr(down_revision)}
 branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
 depends_on: str | Sequence[str] | None = ${repr(depends_on)}
+<%
+    phase = next((p for p in ("expand", "contract") if f"# Phase: {p}." in (upgrades or "")), None)
+%>
+% if phase:
+# Expand/contract (docs/changing-the-schema.md#breaking-changes-expand-then-contract):
+# `make upgrade phase=expand` stops before the first pending "contract" revision.
+phase = ${repr(phase)}
+% endif
 
 # `make lint` refuses an upgrade() that drops a table, column or constraint, or
 # narrows a column's type or nullability, and one whose PostgreSQL SQL takes a

@@ -194,8 +194,9 @@ USERS_CHAIN = (
         ),
         hand_edit=data_step("UPDATE users SET time_zone = 'UTC' WHERE time_zone IS NULL"),
         fills=("users.time_zone",),
-        # Back through the expression index's own migration: its downgrade finds it after the rebuild.
-        round_trip=2,
+        # Expand, contract, and back through the expression index's own migration: its downgrade
+        # finds it after the rebuild.
+        round_trip=3,
     ),
     Change(
         "balance never negative",
@@ -297,6 +298,8 @@ USERS_CHAIN = (
         # Answered as make migration renames="users.display_name=nickname" would.
         expect=('op.alter_column("users", "display_name", new_column_name="nickname")',),
         renames={"users.display_name": "nickname"},
+        # Two revisions, expand then contract (on SQLite the expand one makes the whole change).
+        round_trip=2,
     ),
     Change(
         "drop role",
@@ -461,6 +464,8 @@ POSTS_CHAIN = (
         # Answered as make migration renames="notes=memos" would; pk_notes follows.
         expect=('op.rename_table("notes", "memos")', "RENAME CONSTRAINT pk_notes TO pk_memos"),
         renames={"notes": "memos"},
+        # Two revisions, expand then contract (a view under the old name on PostgreSQL between them).
+        round_trip=2,
         inserts={"notes": "", "memos": "INSERT INTO memos (body) VALUES ('memo {n}')"},
     ),
     Change(

@@ -114,13 +114,13 @@ def test_a_table_rewrite_carries_its_recipe_and_needs_an_acknowledgement_a_widen
     model = project_copy.root / "models" / "user.py"
     email = "    email: Mapped[str] = mapped_column(String(320), unique=True)\n"
 
-    model.write_text(model.read_text().replace(email, email + "    score: Mapped[int | None]\n"))
+    # Unique: its type change stays one step (a plain column's becomes expand/contract,
+    # tests/test_breaking_changes_expand_then_contract.py).
+    score = "score: Mapped[int | None] = mapped_column(unique=True)\n"
+    model.write_text(model.read_text().replace(email, email + "    " + score))
     generate(project_copy, "score")
-    model.write_text(
-        model.read_text().replace(
-            "score: Mapped[int | None]\n", "score: Mapped[int | None] = mapped_column(BigInteger)\n"
-        )
-    )
+    wider = score.replace("mapped_column(", "mapped_column(BigInteger, ")
+    model.write_text(model.read_text().replace(score, wider))
     model.write_text(
         model.read_text().replace("from sqlalchemy import ", "from sqlalchemy import BigInteger, ")
     )

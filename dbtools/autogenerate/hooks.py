@@ -15,7 +15,7 @@ from sqlalchemy.sql.elements import False_, True_
 from sqlalchemy.types import TypeEngine
 
 # Importing render registers the project's renderers and comparator plugin in Alembic, once.
-from dbtools.autogenerate import indexes, nonblocking, portable, renames, render
+from dbtools.autogenerate import indexes, nonblocking, phases, portable, renames, render
 from dbtools.paths import CHECKSUM_TABLE, PROGRESS_TABLE, VERSION_TABLE
 
 
@@ -100,11 +100,16 @@ def skip_empty_revision(
 
 
 def rewrite(context: MigrationContext, revision: Any, directives: list[MigrationScript]) -> None:
-    """Renames first (they replace operations), then the fixes for both backends, then online forms."""
+    """Renames first (they replace operations), then the fixes for both backends, then online forms.
+
+    Last, a rename is split into expand and contract revisions: the others
+    have written the rest of the change into the first.
+    """
     renames.rewrite(context, revision, directives)
     portable.rewrite(context, revision, directives)
     indexes.rewrite(context, revision, directives)
     nonblocking.rewrite(context, revision, directives)
+    phases.split(context, revision, directives)
 
 
 def include_name(name: str | None, type_: str, parent_names: Any) -> bool:

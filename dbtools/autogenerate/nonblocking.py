@@ -109,13 +109,13 @@ def _form(op: ops.MigrateOperation) -> Form:
     if (
         isinstance(op, ops.AlterColumnOp)
         and op.modify_type is not None
-        and _rewrites(op.existing_type, op.modify_type)
+        and rewrites(op.existing_type, op.modify_type)
     ):
         return Form.REWRITE
     return Form.PLAIN
 
 
-def _rewrites(old: Any, new: Any) -> bool:
+def rewrites(old: Any, new: Any) -> bool:
     """Whether PostgreSQL rewrites the table; widening a varchar, or varchar to text, does not."""
     try:
         before, after = (str(sa.types.to_instance(t).compile(dialect=DIALECT)).upper() for t in (old, new))

@@ -87,6 +87,8 @@ def base_type(name: str) -> str:
 # A marker comment autogenerate writes above a type change it cannot convert;
 # `make lint` refuses the file while the marker is there (dbtools.lint.review).
 USING_MARKER = "# USING needed:"
+# The same for an expand revision's NOT NULL with no default to fill the old version's NULL writes from.
+FILL_MARKER = "# FILL needed:"
 
 _STRINGS = {"text", "character varying", "varchar", "character", "char", "bpchar"}
 _NUMBERS = {"smallint", "integer", "bigint", "numeric", "decimal", "real", "float", "double precision"}

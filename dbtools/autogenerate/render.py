@@ -24,6 +24,10 @@ Renderers (each returns the lines of the generated migration for its operation):
   PostgreSQL makes by rewriting the table, under the expand/contract recipe.
 - ``renames.RenameOp``: a rename the user accepted, and the indexes and
   constraints named after the old name renamed with it.
+- ``phases.ExpandOp`` and ``phases.ContractOp`` (a column rename), ``phases.ViewOp``
+  (a table rename), ``phases.DropLaterOp`` (a dropped column) and ``phases.NotNullOp``
+  (NOT NULL on a nullable column): a breaking change
+  split into an expand revision and a contract revision, so two application versions overlap.
 - ``ops.AlterColumnOp``, *wrapping* Alembic's own renderer, which leaves
   out ``postgresql_using``: ``portable`` sets one on a type change
   PostgreSQL cannot cast by itself, or a marker comment ``make lint``
@@ -52,7 +56,7 @@ from alembic.autogenerate import renderers
 from alembic.operations import ops
 from alembic.runtime.plugins import Plugin
 
-from dbtools.autogenerate import indexes, nonblocking, portable, renames
+from dbtools.autogenerate import indexes, nonblocking, phases, portable, renames
 
 PLUGIN = "dbtools.autogenerate.portable"
 INDEX_PLUGIN = "dbtools.autogenerate.indexes"
@@ -62,6 +66,11 @@ for _op in (portable.EnumTypeOp, portable.EnumValuesOp, portable.SequenceTypeOp,
 renderers.dispatch_for(nonblocking.OnlineOp)(nonblocking.render_online)
 renderers.dispatch_for(nonblocking.RewriteOp)(nonblocking.render_rewrite)
 renderers.dispatch_for(renames.RenameOp)(renames.render_rename)
+renderers.dispatch_for(phases.ExpandOp)(phases.render_expand)
+renderers.dispatch_for(phases.ContractOp)(phases.render_contract)
+renderers.dispatch_for(phases.ViewOp)(phases.render_view)
+renderers.dispatch_for(phases.DropLaterOp)(phases.render_drop_later)
+renderers.dispatch_for(phases.NotNullOp)(phases.render_not_null)
 renderers.dispatch_for(ops.CreatePrimaryKeyOp, replace=True)(renames.render_create_primary_key)
 # Alembic's own, wrapped: it renders every ALTER COLUMN, and this one adds what it leaves out.
 renderers.dispatch_for(ops.AlterColumnOp, replace=True)(

@@ -1,5 +1,6 @@
 """``make upgrade``: apply pending migrations; creates a missing SQLite database.
 
+``phase=expand`` stops before the first pending contract revision (``dbtools.runtime.phases``).
 After a full run to head it records what the no-op fast path needs (``dbtools.runtime.fastpath``).
 """
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
 from alembic.script.revision import MultipleHeads, ResolutionError
 from alembic.util import CommandError
@@ -16,13 +18,15 @@ from alembic.util import CommandError
 from dbtools import target
 from dbtools.paths import VERSIONS
 from dbtools.run import Run
-from dbtools.runtime import fastpath, squashes
+from dbtools.runtime import fastpath, phases, squashes
+from dbtools.runtime.phases import Phase
 from dbtools.target import Target
 
 
-def upgrade(config: Config, revision: str = "head", out_of_order: str = "0") -> None:
+def upgrade(config: Config, revision: str = "head", out_of_order: str = "0", phase: str = "") -> None:
     if out_of_order not in ("0", "1"):
         raise CommandError(f"out_of_order={out_of_order!r}: give 1 (or 0); nothing was changed")
+    stop = Phase.given(phase)
     seen = fastpath.fingerprint()  # before Alembic reads a single migration file
     database = target.resolve(config)
     try:
@@ -31,7 +35,18 @@ def upgrade(config: Config, revision: str = "head", out_of_order: str = "0") -> 
             ScriptDirectory.from_config(config)._upgrade_revs(revision, ())  # type: ignore[arg-type]
         # Only migrating: the models load only if a guard needs them, so a no-op stays cheap.
         run = Run(needs_models=False, out_of_order=out_of_order == "1")
-        command.upgrade(run.start_with(config), revision)
+        config = run.start_with(config)
+        if stop is Phase.ALL:
+            command.upgrade(config, revision)
+        else:  # Alembic's command.upgrade, its steps cut before the first pending contract revision
+            script = ScriptDirectory.from_config(config)
+            with EnvironmentContext(
+                config,
+                script,
+                fn=lambda heads, _: phases.upgrade_steps(script, revision, heads, stop),
+                destination_rev=revision,
+            ):
+                script.run_env()
     except CommandError as exc:
         if isinstance(exc.__cause__, MultipleHeads):
             heads = ", ".join(sorted(exc.__cause__.heads))
@@ -43,7 +58,7 @@ def upgrade(config: Config, revision: str = "head", out_of_order: str = "0") -> 
         if isinstance(exc.__cause__, ResolutionError):
             raise CommandError(f"{exc}; nothing was changed. `make history` lists the revisions") from None
         raise
-    if revision == "head":
+    if revision == "head" and stop is Phase.ALL:
         _remember(config, database, seen)
 
 

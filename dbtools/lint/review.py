@@ -19,8 +19,8 @@ from pathlib import Path
 
 from alembic.config import Config
 
-from dbtools.autogenerate.pgsql import USING_MARKER
-from dbtools.lint import acknowledgements, locks
+from dbtools.autogenerate.pgsql import FILL_MARKER, USING_MARKER
+from dbtools.lint import acknowledgements, contracts, locks
 from dbtools.lint.dataloss import LockFacts, lock_facts, scan
 from dbtools.lint.locks import Hazard
 from dbtools.paths import VERSIONS
@@ -49,6 +49,10 @@ def review(config: Config, paths: list[str]) -> Verdict:
         refused.extend(unwritten_casts(text, path))
         refused.extend(f"{path.name}: {problem}" for problem in marked.problems)
         found = scan(tree, path)
+        contract = contracts.intact(path, text, files)
+        if contract is not None:  # the generated contract of an intact pair: see dbtools.lint.contracts
+            notes.append(f"{path.name}: contract of an intact expand/contract pair; its drops lose nothing")
+            found = [finding for finding in found if not contract[0].acknowledges(finding.what, contract[1])]
         if found and marked.destructive:
             notes.append(f"{path.name}: destructive, acknowledged ({marked.destructive})")
         elif found:
@@ -59,6 +63,8 @@ def review(config: Config, paths: list[str]) -> Verdict:
             )
         facts = lock_facts(tree, path)
         mine = [h for h in hazards if h.path == path.resolve() and not _harmless(h, facts)]
+        if contract is not None:
+            mine = [h for h in mine if not contract[0].acknowledges(h.statement, contract[1])]
         found_rules = {h.rule for h in mine}
         refused.extend(str(h) for h in mine if h.rule not in marked.locking)
         for rule, reason in marked.locking.items():
@@ -76,11 +82,18 @@ def unwritten_casts(text: str, path: Path) -> list[str]:
 
     Not acknowledgeable: the migration fails on PostgreSQL until it is written.
     """
+    lines = list(enumerate(text.splitlines(), start=1))
     return [
         f"{path}:{number}: {line.strip().removeprefix(USING_MARKER).strip()}: PostgreSQL does not cast "
         "it by itself; write its postgresql_using, then delete the marker [USING needed]"
-        for number, line in enumerate(text.splitlines(), start=1)
+        for number, line in lines
         if line.strip().startswith(USING_MARKER)
+    ] + [
+        f"{path}:{number}: {line.strip().removeprefix(FILL_MARKER).strip()}: the column has no default; "
+        "write the fill in place of NULL in the trigger and the SQLite UPDATE, then delete the marker "
+        "[FILL needed]"
+        for number, line in lines
+        if line.strip().startswith(FILL_MARKER)
     ]
 
 

@@ -44,6 +44,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, ExceptionContext
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from dbtools import settings
 from dbtools.errors import (
     LOCK_NOT_AVAILABLE,
     Interrupted,
@@ -101,6 +102,14 @@ def timeouts(*, online_step: bool) -> dict[str, str]:
     return {
         "lock_timeout": f"{lock_wait_milliseconds(online_step=online_step)}ms",
         "statement_timeout": f"{milliseconds(limit)}ms" if limit else "0",
+    }
+
+
+def backfill_settings() -> dict[str, str]:
+    """The session settings an expand revision's backfill reads: its batch size and pause."""
+    return {
+        "dbtools.backfill_batch": str(settings.backfill_batch()),
+        "dbtools.backfill_pause": str(settings.backfill_pause()),
     }
 
 
@@ -255,7 +264,8 @@ class Session:
     def _on_begin(self, connection: Connection) -> None:
         # Alembic's autocommit_block() switches the connection to AUTOCOMMIT, then begins.
         online_step = connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
-        _apply(connection, timeouts(online_step=online_step), local=not online_step)
+        backfill = backfill_settings() if online_step else {}  # read by a backfill's DO block
+        _apply(connection, {**timeouts(online_step=online_step), **backfill}, local=not online_step)
 
     def _on_commit(self, _connection: Connection) -> None:
         self.committed = True

@@ -14,9 +14,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection
 
-from dbtools.runtime import checksums, resume, scratch, squashes
+from dbtools.runtime import checksums, phases, resume, scratch, squashes
 from dbtools.runtime.checksums import Mismatch
 from dbtools.runtime.locking import locked
+from dbtools.runtime.phases import Phase
 from dbtools.target import Target
 
 # What `make check` would find on a connection, one short phrase per difference.
@@ -36,6 +37,8 @@ class Status:
     # A current revision whose file is missing, when no record says what ran before it:
     # which of the files on disk are applied cannot be known.
     unknown_behind: str | None = None
+    # Contract revisions (``phase = "contract"``): ``make upgrade phase=expand`` stops before them.
+    contracts: frozenset[str] = frozenset()
 
     @property
     def skipped(self) -> set[str]:
@@ -59,13 +62,30 @@ class Status:
                 note, mark = f"half-applied ({done} of its steps committed; `make upgrade` resumes it)", "[~]"
             else:
                 note, mark = "pending", "[ ]"
+            if revision in self.contracts:
+                note += ", contract"
             current = "  <- current" if revision in self.heads else ""
             out.append(f"{mark} {revision}  {message:<{width}}  {note}{current}")
         for head in self.heads:
             if head in self.problems and head not in dict(self.revisions):
                 out.append(f"[X] {head}  (no such file)  FILE MISSING  <- current")
         out.append(self.summary())
+        out += self.window()
         return out
+
+    def window(self) -> list[str]:
+        """The expand revisions whose contract is pending: the old and the new application may both run."""
+        messages = dict(self.revisions)
+        order = [revision for revision, _ in self.revisions]
+        pending = [rev for rev in self.contracts if rev not in self.applied and rev in messages]
+        between = [order[order.index(rev) - 1] for rev in pending if order.index(rev) > 0]
+        return [
+            f"Between expand and contract: {expand} ({messages[expand]}) is applied, its contract is not; "
+            "the old and the new application version may both run. `make upgrade` contracts once no "
+            "instance of the old version is left."
+            for expand in between
+            if expand in self.applied
+        ]
 
     def summary(self) -> str:
         shown = {rev for rev, _ in self.revisions}
@@ -116,7 +136,9 @@ def collect(config: Config, database: Target, compare: Drift) -> Status:
     else:
         squashes.adopt(script, heads, dict)  # a new database would run the squash
     revision_map = script.revision_map
-    revisions = [(rev.revision, rev.doc) for rev in reversed(list(script.walk_revisions()))]
+    walked = list(script.walk_revisions())
+    revisions = [(rev.revision, rev.doc) for rev in reversed(walked)]
+    contracts = frozenset(rev.revision for rev in walked if phases.of(rev) is Phase.CONTRACT)
     missing = [problem.revision for problem in problems if problem.kind is Mismatch.MISSING]
     unknown_behind = None
     if missing:
@@ -150,4 +172,5 @@ def collect(config: Config, database: Target, compare: Drift) -> Status:
         drift_checked_on=checked_on,
         half_applied=half,
         unknown_behind=unknown_behind,
+        contracts=contracts,
     )

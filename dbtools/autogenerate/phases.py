@@ -1,0 +1,943 @@
+"""A breaking change written as two revisions, *expand* then *contract*, so two application versions overlap.
+
+During a rolling deploy the old and the new version of the application
+share the database. A one-step change (``RENAME COLUMN``, ``SET NOT NULL``,
+``DROP COLUMN``) breaks every old instance on its next query. So, on
+PostgreSQL, ``make migration`` writes each breaking change below as two
+revisions, the second depending on the first; ``make upgrade phase=expand``
+runs the first before the new version rolls out, ``make upgrade`` the
+second once no old instance is left (``dbtools.runtime.phases``):
+
+- a **column rename** (``ExpandOp``/``ContractOp``): expand adds the new
+  column, and a trigger that copies each write between the old and the new
+  column in both directions; backfills the rows written before, in keyset
+  batches on the primary key, each batch its own short transaction (``FOR
+  NO KEY UPDATE``); proves NOT NULL with a validated CHECK and builds the
+  unique indexes concurrently. Contract drops the trigger and the old
+  column and gives the new one its default: catalog changes only.
+- a **type change** PostgreSQL would make by rewriting the table: the same,
+  with a shadow column of the new type and casts both ways (``pgsql.using``);
+  the contract drops the old column and renames the shadow in its place.
+- **NOT NULL** on a nullable column (``NotNullOp``): a trigger fills the
+  old version's NULL writes from the column's default, a backfill the rows
+  before, a CHECK is validated; contract runs ``SET NOT NULL``, which trusts
+  it, and drops the CHECK and the trigger.
+- a **dropped column** (``DropLaterOp``): kept until the contract, with a
+  default from its type if the new version's inserts could not leave it out.
+- a **table rename** (``ViewOp``): expand renames it and leaves a view under
+  the old name, which PostgreSQL updates through; contract drops the view.
+
+While both columns of a pair exist, an insert that leaves the new column
+NULL is the old version's, and the trigger fills it from the old one; so
+the new column takes its default only in the contract. This is pgroll's and
+Reshape's design, inside Alembic, without their versioned schemas of views:
+the application connects as before (no ``search_path``, PgBouncer's
+transaction pooling keeps working).
+
+On SQLite, where one application owns an embedded file, the expand revision
+makes the whole one-step change and the contract revision does nothing:
+together they give exactly today's schema.
+
+What cannot be carried over online (a rename with more than indexes and
+unique constraints following it, a type change of a key or an indexed
+column, no known cast, several breaking changes at once) stays one step,
+and ``make migration`` prints why.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import util
+from alembic.autogenerate.api import AutogenContext
+from alembic.autogenerate.render import render_op
+from alembic.operations import ops
+from alembic.operations.ops import MigrationScript
+from alembic.runtime.migration import MigrationContext
+
+from dbtools import run, settings
+from dbtools.autogenerate.nonblocking import rewrites
+from dbtools.autogenerate.pgsql import (
+    AUTOCOMMIT,
+    DIALECT,
+    FILL_MARKER,
+    ON_POSTGRESQL,
+    UnknownCast,
+    execute,
+    ident,
+    using,
+)
+from dbtools.autogenerate.renames import NameChange, Named, RenameOp, render_rename
+
+
+class Phase(enum.Enum):
+    """Which side of a rolling deploy a revision runs on; written into the file as ``phase = "..."``."""
+
+    EXPAND = "expand"
+    CONTRACT = "contract"
+
+    @property
+    def mark(self) -> str:
+        """The first line of the revision's ``upgrade()``; ``script.py.mako`` turns it into ``phase``."""
+        return f"# Phase: {self.value}. {_WHEN[self]}"
+
+
+_WHEN = {
+    Phase.EXPAND: "`make upgrade phase=expand` runs it before the new application version rolls out.",
+    Phase.CONTRACT: "`make upgrade` runs it once no instance of the old application version is left.",
+}
+
+
+@dataclass(frozen=True)
+class Index:
+    """An index or unique constraint on the renamed column, rebuilt on the new one."""
+
+    name: str  # its name on the column it is built for
+    columns: tuple[str, ...]
+    unique: bool
+    constraint: bool  # a UNIQUE constraint (adopts its index), not a plain index
+
+    def on(self, old: str, new: str, name: str) -> Index:
+        columns = tuple(new if column == old else column for column in self.columns)
+        return Index(name, columns, self.unique, self.constraint)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One side of a column pair: what it is called, and what it needs on PostgreSQL."""
+
+    name: str
+    indexes: tuple[Index, ...]
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A column and its replacement, kept in sync while both exist.
+
+    ``up`` turns an old value into a new one and ``down`` back, as SQL over
+    ``{}`` (the value); a rename copies as it is.
+    """
+
+    table: str
+    key: str  # the single-column primary key the backfill walks
+    key_type: str
+    type: str  # the column's PostgreSQL type
+    nullable: bool
+    default: str | None  # the column's server default, as SQL
+    old: Column
+    new: Column
+    up: str = "{}"
+    down: str = "{}"
+    # A type change: ``new`` is a shadow column of the new type, which the contract renames to
+    # the old column's name once that is dropped; ``old_type`` is the old column's type.
+    old_type: str = ""
+
+    @property
+    def swaps(self) -> bool:
+        return bool(self.old_type)
+
+    @property
+    def trigger(self) -> str:
+        return f"{self.table}_{self.new.name}_sync"
+
+    def type_of(self, column: Column) -> str:
+        return self.old_type if column is self.old and self.swaps else self.type
+
+
+class ExpandOp(ops.MigrateOperation):
+    """Expand: the new column grown beside the old one (upgrade), or dropped again (downgrade)."""
+
+    def __init__(self, pair: Pair, one_step: RenameOp | ops.ModifyTableOps, *, grows: bool = True) -> None:
+        # The change as one step, for SQLite: a rename, or a table's type change.
+        self.pair, self.one_step, self.grows = pair, one_step, grows
+
+    def reverse(self) -> ExpandOp:
+        return ExpandOp(self.pair, self.one_step.reverse(), grows=not self.grows)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("expand", self.pair.table, self.pair.old.name)
+
+
+class ContractOp(ops.MigrateOperation):
+    """Contract: the old column dropped (upgrade), or grown back from the new one (downgrade)."""
+
+    def __init__(self, pair: Pair, *, drops: bool = True) -> None:
+        self.pair, self.drops = pair, drops
+
+    def reverse(self) -> ContractOp:
+        return ContractOp(self.pair, drops=not self.drops)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("contract", self.pair.table, self.pair.old.name)
+
+
+class ViewOp(ops.MigrateOperation):
+    """A renamed table: expand renames it and leaves a view under the old name; contract drops the view."""
+
+    def __init__(self, rename: RenameOp, *, phase: Phase, forward: bool = True) -> None:
+        self.rename, self.phase, self.forward = rename, phase, forward
+
+    def reverse(self) -> ViewOp:
+        rename = self.rename.reverse() if self.phase is Phase.EXPAND else self.rename
+        return ViewOp(rename, phase=self.phase, forward=not self.forward)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return self.rename.to_diff_tuple()
+
+
+class DropLaterOp(ops.MigrateOperation):
+    """A dropped column: expand lets the new version's inserts leave it out; contract drops it.
+
+    ``drop`` is Alembic's own operation (its reverse adds the column back).
+    ``default`` is what expand gives a NOT NULL column without a default, as SQL;
+    None when the new version's inserts need nothing (nullable, or a default).
+    """
+
+    def __init__(
+        self, drop: ops.DropColumnOp, default: str | None, *, phase: Phase, forward: bool = True
+    ) -> None:
+        self.drop, self.default, self.phase, self.forward = drop, default, phase, forward
+
+    def reverse(self) -> DropLaterOp:
+        return DropLaterOp(self.drop, self.default, phase=self.phase, forward=not self.forward)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return self.drop.to_diff_tuple()
+
+
+class NotNullOp(ops.MigrateOperation):
+    """NOT NULL on a nullable column: expand fills NULL writes and proves it; contract sets it.
+
+    ``alter`` is Alembic's operation (the SQLite step, and the rest of the
+    change: a default, a comment); ``fill`` the SQL a NULL becomes, None when
+    unknown (the file then says where to write it, and ``make lint`` refuses it).
+    """
+
+    def __init__(
+        self, alter: ops.AlterColumnOp, keyed: Keyed, fill: str | None, *, phase: Phase, forward: bool = True
+    ) -> None:
+        self.alter, self.keyed, self.fill, self.phase, self.forward = alter, keyed, fill, phase, forward
+
+    def reverse(self) -> NotNullOp:
+        return NotNullOp(self.alter, self.keyed, self.fill, phase=self.phase, forward=not self.forward)
+
+    def to_diff_tuple(self) -> tuple[Any, ...]:
+        return ("not_null", self.alter.table_name, self.alter.column_name)
+
+    @property
+    def trigger(self) -> str:
+        return f"{self.alter.table_name}_{self.alter.column_name}_fill"
+
+    @property
+    def check(self) -> str:
+        return f"ck_{self.alter.table_name}_{self.alter.column_name}_not_null"
+
+
+@dataclass
+class Split:
+    """One breaking change: the operation it replaces in the upgrade, and what each phase runs instead."""
+
+    replaced: ops.MigrateOperation
+    container: ops.UpgradeOps | ops.ModifyTableOps
+    expand: ops.MigrateOperation
+    contract: ops.MigrateOperation
+
+
+# --- splitting --------------------------------------------------------------
+
+
+def split(context: MigrationContext, revision: Any, directives: list[MigrationScript]) -> None:
+    """``process_revision_directives``: a breaking change becomes an expand revision and a contract one.
+
+    One breaking change per pair of revisions, so a reviewer reads each
+    window alone; a migration with several is written in one step, and says so.
+    """
+    if settings.sqlite_only() or not directives or directives[0].upgrade_ops is None:
+        return  # an embedded SQLite file has one application: the one-step form is right
+    if run.in_context(context).rename_decisions is None:
+        return  # not make migration
+    script = directives[0]
+    upgrade = script.upgrade_ops
+    metadata = context.opts.get("target_metadata")
+    if upgrade is None or not isinstance(metadata, sa.MetaData):
+        return
+    found: list[Split] = []
+    refused: list[str] = []
+    for candidate, container in _breaking(upgrade):
+        made, why = _split_one(metadata, upgrade, candidate, container)
+        if made is None:
+            refused.append(why)
+        else:
+            found.append(made)
+    if refused or len(found) > 1:
+        why = (
+            "; ".join(refused) or f"{len(found)} breaking changes in one migration (make them one at a time)"
+        )
+        print(f"Written in one step, not expand/contract: {why}")
+        return
+    if not found:
+        return
+    (change,) = found
+    _replace(upgrade, change.container, change.replaced, change.expand)
+    upgrade.ops = [op for op in upgrade.ops if not (isinstance(op, ops.ModifyTableOps) and not op.ops)]
+    script.downgrade_ops = upgrade.reverse()
+    contract = ops.UpgradeOps([change.contract])
+    directives.append(
+        MigrationScript(
+            rev_id=util.rev_id(),
+            message=f"{script.message}, contract",
+            upgrade_ops=contract,
+            downgrade_ops=contract.reverse(),
+            imports=set(),
+            head=script.rev_id,
+        )
+    )
+
+
+def _breaking(
+    upgrade: ops.UpgradeOps,
+) -> list[tuple[ops.MigrateOperation, ops.UpgradeOps | ops.ModifyTableOps]]:
+    """The operations that break the old application version, each with the list that holds it."""
+    found: list[tuple[ops.MigrateOperation, ops.UpgradeOps | ops.ModifyTableOps]] = []
+    created = {op.table_name for op in upgrade.ops if isinstance(op, ops.CreateTableOp | ops.DropTableOp)}
+    for op in upgrade.ops:
+        if isinstance(op, RenameOp):
+            found.append((op, upgrade))
+        elif isinstance(op, ops.ModifyTableOps) and op.table_name not in created:
+            found += [(inner, op) for inner in op.ops if isinstance(inner, ops.DropColumnOp)]
+            found += [(inner, op) for inner in op.ops if _sets_not_null(inner) or _rewrites_type(inner)]
+    return found
+
+
+def _split_one(
+    metadata: sa.MetaData,
+    upgrade: ops.UpgradeOps,
+    op: ops.MigrateOperation,
+    container: ops.UpgradeOps | ops.ModifyTableOps,
+) -> tuple[Split | None, str]:
+    if isinstance(op, RenameOp) and op.table is not None:
+        pair, why = _pair(metadata, op)
+        if pair is None:
+            return None, why
+        return Split(op, container, ExpandOp(pair, op), ContractOp(pair)), ""
+    if isinstance(op, ops.AlterColumnOp) and op.modify_type is not None:
+        return _type_change(metadata, op, container)
+    if isinstance(op, RenameOp):
+        return Split(op, container, ViewOp(op, phase=Phase.EXPAND), ViewOp(op, phase=Phase.CONTRACT)), ""
+    if isinstance(op, ops.AlterColumnOp):
+        return _not_null(metadata, op, container)
+    assert isinstance(op, ops.DropColumnOp)
+    return _drop_later(upgrade, op, container)
+
+
+def _rewrites_type(op: ops.MigrateOperation) -> bool:
+    """A type change PostgreSQL makes by rewriting the table under ACCESS EXCLUSIVE."""
+    return (
+        isinstance(op, ops.AlterColumnOp)
+        and op.modify_type is not None
+        and op.modify_name is None
+        and rewrites(op.existing_type, op.modify_type)
+    )
+
+
+def _type_change(
+    metadata: sa.MetaData, op: ops.AlterColumnOp, container: ops.UpgradeOps | ops.ModifyTableOps
+) -> tuple[Split | None, str]:
+    """A shadow column of the new type, kept in sync by casts both ways, renamed in place by the contract.
+
+    Only a plain column: one no index, key or constraint but NOT NULL names,
+    whose type is all that changes, with casts both ways known
+    (``pgsql.using``); else the one-step change with its recipe.
+    """
+    name = f"{op.table_name}.{op.column_name}"
+    table = metadata.tables.get(op.table_name)
+    if table is None or op.column_name not in table.c:
+        return None, f"{name} is not in the models"
+    column = table.c[op.column_name]
+    key = list(table.primary_key.columns)
+    indexed = any(column.name in index.columns for index in table.indexes) or any(
+        isinstance(constraint, sa.UniqueConstraint | sa.ForeignKeyConstraint)
+        and column.name in constraint.columns
+        for constraint in table.constraints
+    )
+    others = [other for other in container.ops if other is not op]
+    if len(key) != 1 or column.primary_key or indexed or column.foreign_keys or others:
+        return None, (
+            f"the type of {name} changes with its index, key or other changes of its table, which a "
+            "shadow column does not carry over"
+        )
+    if op.modify_server_default is not False or op.modify_nullable is not None:
+        return None, f"the type of {name} changes with its default or nullability"
+    old, new = _compiled(op.existing_type), _compiled(op.modify_type)
+    try:
+        up = using(VALUE, old, new) or VALUE
+        down = using(VALUE, new, old) or VALUE
+    except UnknownCast:
+        return None, f"no cast from {old} to {new} and back is known for {name}"
+    shadow = f"_new_{op.column_name}"
+    pair = Pair(
+        table=op.table_name,
+        key=key[0].name,
+        key_type=_compiled(key[0].type),
+        type=new,
+        nullable=bool(column.nullable),
+        default=_default(column),
+        old=Column(op.column_name, ()),
+        new=Column(shadow, ()),
+        up=up.replace(VALUE, "{}"),
+        down=down.replace(VALUE, "{}"),
+        old_type=old,
+    )
+    one_step = ops.ModifyTableOps(op.table_name, [op], schema=getattr(container, "schema", None))
+    return Split(op, container, ExpandOp(pair, one_step), ContractOp(pair)), ""
+
+
+# A placeholder column name the casts are written over, then replaced by ``{}``.
+VALUE = "value_placeholder"
+
+
+def _sets_not_null(op: ops.MigrateOperation) -> bool:
+    """NOT NULL added to a column that keeps its type and name (as ``nonblocking``'s online form)."""
+    return (
+        isinstance(op, ops.AlterColumnOp)
+        and op.modify_nullable is False
+        and op.existing_nullable is not False
+        and op.modify_type is None
+        and op.modify_name is None
+    )
+
+
+def _not_null(
+    metadata: sa.MetaData, op: ops.AlterColumnOp, container: ops.UpgradeOps | ops.ModifyTableOps
+) -> tuple[Split | None, str]:
+    """The column's NULL writes filled from its default while the old version may still write them."""
+    table = metadata.tables.get(op.table_name)
+    if table is None or op.column_name not in table.c:
+        return None, f"{op.table_name}.{op.column_name} is not in the models"
+    key = list(table.primary_key.columns)
+    if len(key) != 1:
+        return None, f"the backfill walks a single-column primary key, and {op.table_name} has none"
+    keyed = Keyed(op.table_name, key[0].name, _compiled(key[0].type))
+    fill = _default(table.c[op.column_name])
+    expand = NotNullOp(op, keyed, fill, phase=Phase.EXPAND)
+    return Split(op, container, expand, NotNullOp(op, keyed, fill, phase=Phase.CONTRACT)), ""
+
+
+def _drop_later(
+    upgrade: ops.UpgradeOps, op: ops.DropColumnOp, container: ops.UpgradeOps | ops.ModifyTableOps
+) -> tuple[Split | None, str]:
+    """A dropped column the old version may still write: kept until the contract, insertable without it."""
+    column = op.to_column()
+    name = f"{op.table_name}.{op.column_name}"
+    if any(not isinstance(other, ops.ModifyTableOps | RenameOp) for other in upgrade.ops):
+        return (
+            None,
+            f"dropping {name} goes with other changes (its type, say) that cannot wait for a contract",
+        )
+    default: str | None = None
+    if not column.nullable and column.server_default is None:
+        default = _type_default(column.type)
+        unique = any(
+            isinstance(other, ops.DropConstraintOp | ops.DropIndexOp) for other in container.ops
+        )  # a constraint or index goes with it: a default for every new row could collide
+        if default is None or unique:
+            return None, (
+                f"{name} is NOT NULL without a default, and no default the new version's inserts could "
+                "share is known for it"
+            )
+    expand = DropLaterOp(op, default, phase=Phase.EXPAND)
+    return Split(op, container, expand, DropLaterOp(op, default, phase=Phase.CONTRACT)), ""
+
+
+def _type_default(type_: Any) -> str | None:
+    """A default every row may share, from the column's type; None when none is obvious."""
+    if isinstance(type_, sa.Boolean):
+        return "false"
+    if isinstance(type_, sa.Integer | sa.Numeric):
+        return "0"
+    if isinstance(type_, sa.String):
+        return "''"
+    if isinstance(type_, sa.DateTime | sa.Date):
+        return "CURRENT_TIMESTAMP"
+    return None
+
+
+def _replace(
+    upgrade: ops.UpgradeOps,
+    container: ops.UpgradeOps | ops.ModifyTableOps,
+    old: ops.MigrateOperation,
+    new: ops.MigrateOperation,
+) -> None:
+    """``new`` in ``old``'s place; a column's drop leaves its table's changes, for the top level."""
+    if container is upgrade:
+        upgrade.ops[upgrade.ops.index(old)] = new
+        return
+    container.ops.remove(old)
+    upgrade.ops.insert(upgrade.ops.index(container) + 1, new)
+
+
+def _pair(metadata: sa.MetaData, rename: RenameOp) -> tuple[Pair | None, str]:
+    """The column pair a rename keeps in sync, or None and why it cannot be split."""
+    assert rename.table is not None
+    table = metadata.tables.get(rename.table)
+    if table is None or rename.new not in table.c:
+        return None, f"{rename.table}.{rename.new} is not in the models"
+    key = list(table.primary_key.columns)
+    if len(key) != 1:
+        return None, f"the backfill walks a single-column primary key, and {rename.table} has none"
+    others = [name for name in rename.names if name != rename.table]
+    changes = rename.names.get(rename.table, [])
+    unsupported = [change.old for change in changes if _index(change) is None]
+    if others or unsupported:
+        return None, (
+            f"what follows the rename ({', '.join(others + unsupported)}) is not an index or a unique "
+            "constraint of the table, which expand rebuilds online"
+        )
+    column = table.c[rename.new]
+    indexes = [(index, change) for index, change in ((_index(change), change) for change in changes) if index]
+    olds = tuple(index.on(rename.new, rename.old, change.old) for index, change in indexes)
+    news = tuple(index.on(rename.old, rename.new, change.new) for index, change in indexes)
+    return Pair(
+        table=rename.table,
+        key=key[0].name,
+        key_type=_compiled(key[0].type),
+        type=_compiled(column.type),
+        nullable=bool(column.nullable),
+        default=_default(column),
+        old=Column(rename.old, olds),
+        new=Column(rename.new, news),
+    ), ""
+
+
+def _index(change: NameChange) -> Index | None:
+    """The index or unique constraint a name change moves to the new column; None for anything else.
+
+    Its columns as the rename's ``create`` names them (the new column's name among them).
+    """
+    created = change.create
+    if change.kind is Named.INDEX and isinstance(created, ops.CreateIndexOp):
+        columns = tuple(str(column) for column in created.columns)
+        return Index(change.new, columns, bool(created.unique), constraint=False)
+    if change.kind is Named.CONSTRAINT and isinstance(created, ops.CreateUniqueConstraintOp):
+        return Index(change.new, tuple(created.columns), unique=True, constraint=True)
+    return None
+
+
+def _compiled(type_: Any) -> str:
+    return str(sa.types.to_instance(type_).compile(dialect=DIALECT))
+
+
+def _default(column: sa.Column[Any]) -> str | None:
+    default = column.server_default
+    if default is None:
+        return None
+    arg: Any = getattr(default, "arg", default)
+    if isinstance(arg, str):
+        return "'" + arg.replace("'", "''") + "'"
+    return str(arg.compile(dialect=DIALECT))
+
+
+# --- rendering --------------------------------------------------------------
+
+# Lines carry no indentation of their own: Mako's PythonPrinter indents (see autogenerate.pgsql).
+
+
+def render_expand(autogen_context: AutogenContext, op: ExpandOp) -> list[str]:
+    """PostgreSQL: the new column grown (or dropped again); SQLite: the one-step rename (or back)."""
+    pair = op.pair
+    if op.grows:
+        postgresql = [
+            *(
+                [
+                    "# PostgreSQL: a shadow column of the new type beside the old, a trigger casting each",
+                    "# write both ways, the rows before backfilled in batches; no table rewrite. The",
+                    "# contract drops the old column and gives the shadow its name.",
+                ]
+                if pair.swaps
+                else [
+                    "# PostgreSQL: the new column beside the old, a trigger copying each write both ways,",
+                    "# the rows before backfilled in batches; the old application version keeps working.",
+                ]
+            ),
+            *_grow(autogen_context, pair, pair.new, pair.old),
+        ]
+    else:
+        postgresql = [
+            "# PostgreSQL: the trigger and the new column dropped; the old column kept every write.",
+            execute(f"DROP TRIGGER IF EXISTS {ident(pair.trigger)} ON {ident(pair.table)}"),
+            execute(f"DROP FUNCTION IF EXISTS {ident(pair.trigger)}()"),
+            execute(f"ALTER TABLE {ident(pair.table)} DROP COLUMN IF EXISTS {ident(pair.new.name)}"),
+        ]
+    return [
+        *([Phase.EXPAND.mark] if op.grows else []),
+        ON_POSTGRESQL,
+        *postgresql,
+        "else:",
+        "# SQLite: one application owns the file, so the whole change is made here, in one step.",
+        *(
+            _sqlite_rename(autogen_context, op.one_step)
+            if isinstance(op.one_step, RenameOp)
+            else render_op(autogen_context, op.one_step)
+        ),
+        "",
+    ]
+
+
+def render_contract(autogen_context: AutogenContext, op: ContractOp) -> list[str]:
+    """PostgreSQL: the old column dropped (or grown back from the new one); SQLite: nothing."""
+    pair = op.pair
+    table = ident(pair.table)
+    if op.drops:
+        lines = [
+            "# PostgreSQL: catalog changes only, a moment's lock: the trigger and the old column go,",
+            "# the new column takes its default.",
+            execute(f"DROP TRIGGER IF EXISTS {ident(pair.trigger)} ON {table}"),
+            execute(f"DROP FUNCTION IF EXISTS {ident(pair.trigger)}()"),
+            execute(f"ALTER TABLE {table} DROP COLUMN {ident(pair.old.name)}"),
+            *_swap(pair, pair.new.name, pair.old.name),
+            *_set_default(pair, Column(pair.old.name if pair.swaps else pair.new.name, ())),
+        ]
+    else:
+        lines = [
+            "# PostgreSQL: back to the expand window: the old column grown again from the new one.",
+            *_swap(pair, pair.old.name, pair.new.name),
+            *_drop_default(pair, pair.new),
+            *_grow(autogen_context, pair, pair.old, pair.new),
+        ]
+    return [
+        *([Phase.CONTRACT.mark] if op.drops else []),
+        ON_POSTGRESQL,
+        *lines,
+        "",
+        "# SQLite: nothing to do; the expand revision made the whole change.",
+    ]
+
+
+def _grow(autogen_context: AutogenContext, pair: Pair, target: Column, source: Column) -> list[str]:
+    """``target`` added beside ``source``, kept in sync, backfilled, its constraints proven online.
+
+    Cut in three by the ``autocommit_block()``, so a killed run resumes
+    (``dbtools.runtime.resume``): the column, the trigger and a NOT VALID
+    CHECK commit first; the block (backfill, VALIDATE, concurrent index
+    builds) runs whole again if it was cut, which each of its statements
+    allows; then catalog changes adopt what the block proved.
+    """
+    table, column = ident(pair.table), ident(target.name)
+    check = ident(f"ck_{pair.table}_{target.name}_not_null")
+    lines = [
+        execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {pair.type_of(target)}"),
+        execute(_function(pair)),
+        execute(f"DROP TRIGGER IF EXISTS {ident(pair.trigger)} ON {table}"),
+        execute(
+            f"CREATE TRIGGER {ident(pair.trigger)} BEFORE INSERT OR UPDATE ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION {ident(pair.trigger)}()"
+        ),
+    ]
+    if not pair.nullable:
+        lines += [
+            execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {check}"),
+            execute(f"ALTER TABLE {table} ADD CONSTRAINT {check} CHECK ({column} IS NOT NULL) NOT VALID"),
+        ]
+    lines += [
+        "# Each batch its own short transaction: writers wait for one batch of rows at most.",
+        AUTOCOMMIT,
+        _backfill(
+            Keyed(pair.table, pair.key, pair.key_type),
+            touch=source.name,
+            where=f"{ident(target.name)} IS NULL AND {ident(source.name)} IS NOT NULL",
+        ),
+    ]
+    if not pair.nullable:
+        lines.append(execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {check}"))
+    for index in target.indexes:
+        lines += _build(autogen_context, pair.table, index)
+    lines.append("")
+    if not pair.nullable:
+        lines += [
+            execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL"),
+            execute(f"ALTER TABLE {table} DROP CONSTRAINT {check}"),
+        ]
+    for index in target.indexes:
+        if index.constraint:
+            name = ident(index.name)
+            lines.append(execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} UNIQUE USING INDEX {name}"))
+    if target is pair.old:  # grown back: the old column as it was, its default included
+        lines += _set_default(pair, target)
+    return lines
+
+
+def _function(pair: Pair) -> str:
+    """The trigger function: each write copied to the other column; a touched row filled.
+
+    An insert that gives the new column is the new version's (the new
+    column has no default while both exist); one that leaves it NULL is the
+    old version's. An update copies the column it changed; one that changed
+    neither (the backfill's touch) fills whichever is NULL.
+    """
+    old, new = (f"NEW.{ident(column.name)}" for column in (pair.old, pair.new))
+    up, down = pair.up.format(old), pair.down.format(new)
+    return (
+        f"CREATE OR REPLACE FUNCTION {ident(pair.trigger)}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"BEGIN IF TG_OP = 'INSERT' THEN "
+        f"IF {new} IS NOT NULL THEN {old} := {down}; ELSE {new} := {up}; END IF; "
+        f"ELSIF {new} IS DISTINCT FROM OLD.{ident(pair.new.name)} THEN {old} := {down}; "
+        f"ELSIF {old} IS DISTINCT FROM OLD.{ident(pair.old.name)} THEN {new} := {up}; "
+        f"ELSIF {new} IS NULL THEN {new} := {up}; "
+        f"ELSIF {old} IS NULL THEN {old} := {down}; "
+        "END IF; RETURN NEW; END $$"
+    )
+
+
+@dataclass(frozen=True)
+class Keyed:
+    """A table and the single-column primary key its backfill walks."""
+
+    table: str
+    key: str
+    key_type: str
+
+
+def _backfill(keyed: Keyed, *, touch: str, where: str) -> str:
+    """Touch (``SET touch = touch``) every row ``where`` holds, keyset-batched on the primary key.
+
+    The trigger fills what the touch leaves NULL.
+
+    Each batch locks its rows in key order (``FOR NO KEY UPDATE``, which
+    lets foreign keys to them through) and commits (a ``DO`` block may, run
+    outside a transaction), so a writer waits for one batch at most. Only
+    rows not yet filled are touched, so a killed backfill run again skips
+    what it did. The batch size and the pause between batches are the
+    session's ``dbtools.backfill_batch`` and ``dbtools.backfill_pause``, which
+    a run sets from ``MIGRATION_BACKFILL_BATCH`` and ``MIGRATION_BACKFILL_PAUSE``
+    (``dbtools.runtime.locking``); 1,000 rows and no pause without them.
+    """
+    table, key, src = ident(keyed.table), ident(keyed.key), ident(touch)
+    return execute(
+        f"DO $$ DECLARE lower {keyed.key_type}; upper {keyed.key_type}; "
+        "size integer := coalesce(nullif(current_setting('dbtools.backfill_batch', true), ''), '1000'); "
+        "pause float := coalesce(nullif(current_setting('dbtools.backfill_pause', true), ''), '0'); "
+        f"BEGIN SELECT min({key}) INTO lower FROM {table}; "
+        "WHILE lower IS NOT NULL LOOP "
+        f"SELECT max(k) INTO upper FROM (SELECT {key} AS k FROM {table} WHERE {key} >= lower "
+        f"ORDER BY {key} LIMIT size) AS batch; "
+        f"UPDATE {table} SET {src} = {src} WHERE {key} IN (SELECT {key} FROM {table} "
+        f"WHERE {key} >= lower AND {key} <= upper AND {where} "
+        f"ORDER BY {key} FOR NO KEY UPDATE); "
+        "COMMIT; PERFORM pg_sleep(pause); "
+        f"SELECT min({key}) INTO lower FROM {table} WHERE {key} > upper; "
+        "END LOOP; END $$"
+    )
+
+
+def _build(autogen_context: AutogenContext, table: str, index: Index) -> list[str]:
+    """Built concurrently, after dropping what a cut build left INVALID (as ``nonblocking``)."""
+    drop = ops.DropIndexOp(index.name, table_name=table, if_exists=True, postgresql_concurrently=True)
+    create = ops.CreateIndexOp(
+        index.name,
+        table,
+        list(index.columns),
+        unique=index.unique,
+        if_not_exists=True,
+        postgresql_concurrently=True,
+    )
+    return [*render_op(autogen_context, drop), *render_op(autogen_context, create)]
+
+
+def _swap(pair: Pair, name: str, to: str) -> list[str]:
+    """A type change's shadow column takes the old column's name (or gives it back): catalog only."""
+    if not pair.swaps:
+        return []
+    return [execute(f"ALTER TABLE {ident(pair.table)} RENAME COLUMN {ident(name)} TO {ident(to)}")]
+
+
+def _set_default(pair: Pair, column: Column) -> list[str]:
+    if pair.default is None:
+        return []
+    table, name = ident(pair.table), ident(column.name)
+    return [execute(f"ALTER TABLE {table} ALTER COLUMN {name} SET DEFAULT {pair.default}")]
+
+
+def _drop_default(pair: Pair, column: Column) -> list[str]:
+    if pair.default is None:
+        return []
+    return [execute(f"ALTER TABLE {ident(pair.table)} ALTER COLUMN {ident(column.name)} DROP DEFAULT")]
+
+
+def _sqlite_rename(autogen_context: AutogenContext, rename: RenameOp) -> list[str]:
+    """The rename as SQLite runs it today: the column, then the names that follow it, in one batch."""
+    assert rename.table is not None
+    lines = [f"op.alter_column({rename.table!r}, {rename.old!r}, new_column_name={rename.new!r})"]
+    changes: Sequence[NameChange] = rename.names.get(rename.table, [])
+    if changes:
+        batch = ops.ModifyTableOps(
+            rename.table, [change.drop for change in changes] + [change.create for change in changes]
+        )
+        lines += render_op(autogen_context, batch)
+    return lines
+
+
+def render_view(autogen_context: AutogenContext, op: ViewOp) -> list[str]:
+    """A table rename on both backends as today; on PostgreSQL a view keeps the old name until contract."""
+    rename = op.rename  # in the direction this operation runs
+    if op.phase is Phase.EXPAND:
+        view = rename.old if op.forward else rename.new  # the name the old version uses
+        table = rename.new if op.forward else rename.old
+        if op.forward:
+            return [
+                Phase.EXPAND.mark,
+                *render_rename(autogen_context, rename),
+                "# PostgreSQL: the old application version reads and writes the table through a view",
+                "# under its old name (a simple view, so PostgreSQL updates it); the contract drops it.",
+                ON_POSTGRESQL,
+                execute(f"CREATE VIEW {ident(view)} AS SELECT * FROM {ident(table)}"),
+                "",
+            ]
+        return [
+            ON_POSTGRESQL,
+            execute(f"DROP VIEW IF EXISTS {ident(rename.new)}"),
+            "",
+            *render_rename(autogen_context, rename),
+        ]
+    old, new = ident(rename.old), ident(rename.new)
+    if op.forward:
+        return [
+            Phase.CONTRACT.mark,
+            "# PostgreSQL: the view the old application version used goes. SQLite: nothing to do.",
+            ON_POSTGRESQL,
+            execute(f"DROP VIEW IF EXISTS {old}"),
+            "",
+        ]
+    return [ON_POSTGRESQL, execute(f"CREATE VIEW {old} AS SELECT * FROM {new}"), ""]
+
+
+def render_drop_later(autogen_context: AutogenContext, op: DropLaterOp) -> list[str]:
+    """Expand: on PostgreSQL the column stays, insertable without it; contract: it goes. SQLite: one step."""
+    drop = op.drop
+    table, column = ident(drop.table_name), ident(drop.column_name)
+    one_step = ops.ModifyTableOps(
+        drop.table_name, [drop if op.forward else drop.reverse()], schema=drop.schema
+    )
+    if op.phase is Phase.EXPAND:
+        if op.default is None:
+            postgresql = [
+                "# PostgreSQL: the column stays until the contract; inserts may leave it out already."
+            ]
+            postgresql.append("pass")
+        elif op.forward:
+            postgresql = [
+                "# PostgreSQL: the column stays until the contract; the new version's inserts leave it",
+                "# out, so it takes a default meanwhile (catalog only).",
+                execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET DEFAULT {op.default}"),
+            ]
+        else:
+            postgresql = [execute(f"ALTER TABLE {table} ALTER COLUMN {column} DROP DEFAULT")]
+        return [
+            *([Phase.EXPAND.mark] if op.forward else []),
+            ON_POSTGRESQL,
+            *postgresql,
+            "else:",
+            "# SQLite: one application owns the file, so the whole change is made here, in one step.",
+            *render_op(autogen_context, one_step),
+            "",
+        ]
+    # The contract: what the one-step change did on PostgreSQL (the drop, or the column back).
+    lines = (
+        [Phase.CONTRACT.mark, "# PostgreSQL: the column goes. SQLite: nothing to do."] if op.forward else []
+    )
+    back: list[str] = []
+    if not op.forward and op.default is not None:  # back in the window: the expand's default again
+        back = [execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET DEFAULT {op.default}")]
+    return [*lines, ON_POSTGRESQL, *render_op(autogen_context, one_step), *back, ""]
+
+
+def render_not_null(autogen_context: AutogenContext, op: NotNullOp) -> list[str]:
+    """Expand: NULL writes filled, old rows backfilled, NOT NULL proven; contract: SET NOT NULL."""
+    alter = op.alter
+    table, column = ident(alter.table_name), ident(alter.column_name)
+    check, trigger = ident(op.check), ident(op.trigger)
+    fill = op.fill or "NULL"
+    marker = (
+        []
+        if op.fill
+        else [f"{FILL_MARKER} {alter.table_name}.{alter.column_name}: write the value a NULL becomes"]
+    )
+    function = (
+        f"CREATE OR REPLACE FUNCTION {trigger}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        f"BEGIN IF NEW.{column} IS NULL THEN NEW.{column} := {fill}; END IF; RETURN NEW; END $$"
+    )
+    grow = [
+        *marker,
+        execute(function),
+        execute(f"DROP TRIGGER IF EXISTS {trigger} ON {table}"),
+        execute(
+            f"CREATE TRIGGER {trigger} BEFORE INSERT OR UPDATE ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION {trigger}()"
+        ),
+        execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {check}"),
+        execute(f"ALTER TABLE {table} ADD CONSTRAINT {check} CHECK ({column} IS NOT NULL) NOT VALID"),
+    ]
+    shrink = [
+        execute(f"DROP TRIGGER IF EXISTS {trigger} ON {table}"),
+        execute(f"DROP FUNCTION IF EXISTS {trigger}()"),
+        execute(f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {check}"),
+    ]
+    if op.phase is Phase.CONTRACT:
+        if op.forward:
+            return [
+                Phase.CONTRACT.mark,
+                "# PostgreSQL: SET NOT NULL trusts the validated CHECK (no scan); the CHECK and the",
+                "# trigger that filled the old version's NULL writes go. SQLite: nothing to do.",
+                ON_POSTGRESQL,
+                execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET NOT NULL"),
+                *shrink,
+                "",
+            ]
+        return [
+            ON_POSTGRESQL,
+            execute(f"ALTER TABLE {table} ALTER COLUMN {column} DROP NOT NULL"),
+            *grow,
+            AUTOCOMMIT,
+            execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {check}"),
+            "",
+            "",
+        ]
+    rest = ops.AlterColumnOp(
+        alter.table_name,
+        alter.column_name,
+        existing_type=alter.existing_type,
+        existing_server_default=alter.existing_server_default,
+        existing_nullable=True,
+        modify_server_default=alter.modify_server_default,
+        modify_comment=alter.modify_comment,
+        existing_comment=alter.existing_comment,
+    )
+    has_rest = alter.modify_server_default is not False or alter.modify_comment is not False
+    sqlite = ops.ModifyTableOps(alter.table_name, [alter if op.forward else alter.reverse()])
+    if op.forward:
+        filled = [execute(f"UPDATE {table} SET {column} = {fill} WHERE {column} IS NULL")] if op.fill else []
+        return [
+            Phase.EXPAND.mark,
+            ON_POSTGRESQL,
+            "# PostgreSQL: the old version's NULL writes are filled by a trigger; the rows before,",
+            "# by a backfill in batches; a validated CHECK proves NOT NULL for the contract.",
+            *(render_op(autogen_context, ops.ModifyTableOps(alter.table_name, [rest])) if has_rest else []),
+            *grow,
+            "# Each batch its own short transaction: writers wait for one batch of rows at most.",
+            AUTOCOMMIT,
+            _backfill(op.keyed, touch=alter.column_name, where=f"{column} IS NULL"),
+            execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {check}"),
+            "",
+            "else:",
+            "# SQLite: one application owns the file, so the whole change is made here, in one step.",
+            *filled,
+            *render_op(autogen_context, sqlite),
+            "",
+        ]
+    back = (
+        render_op(autogen_context, ops.ModifyTableOps(alter.table_name, [rest.reverse()])) if has_rest else []
+    )
+    return [ON_POSTGRESQL, *shrink, *back, "else:", *render_op(autogen_context, sqlite), ""]
