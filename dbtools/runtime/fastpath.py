@@ -35,12 +35,12 @@ import sqlite3
 import stat
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dbtools import paths
 from dbtools.paths import CACHE, ENV, INI, ROOT, SQLITE_HEADER, VERSIONS
-from dbtools.runtime.digest import matches, read_script
+from dbtools.runtime.digest import accepted, read_script
 from dbtools.settings import NAMES
 
 FORMAT = 3
@@ -63,16 +63,60 @@ def nothing_to_do(argv: Sequence[str], environ: Mapping[str, str] = os.environ) 
     """What to say when ``argv`` is a no-op ``upgrade`` to head; None hands over to the full run."""
     if list(argv) not in (["upgrade"], ["upgrade", "head"]):
         return None
+    record = at_head(environ)
+    if record is None:
+        return None
+    return f"{record.database} is at head {', '.join(record.heads)}; nothing to do."
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """What every look at this checkout shares: its fingerprint, and each migration file's checksums.
+
+    A single run looks once; a fleet looks at a thousand files, and takes this
+    once for them all (``dbtools.fleet.current``), so the checkout's 75-odd
+    files are stat'ed once and each migration file is read and hashed once,
+    not once per database. Taken before any migration file is read: a file
+    edited meanwhile changes the fingerprint, and no later look matches it.
+    """
+
+    fingerprint: str
+    # A migration file's name -> the two checksums a run may have recorded for it (digest.matches).
+    checksums: dict[str, tuple[str, str]] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def now(cls) -> Checkout:
+        return cls(fingerprint())
+
+    def accepted(self, name: str) -> tuple[str, str]:
+        """The checksums a run may have recorded for migrations/versions/``name`` (``digest.accepted``)."""
+        known = self.checksums.get(name)
+        if known is None:
+            known = self.checksums[name] = accepted(read_script(VERSIONS / name))
+        return known
+
+    def matches(self, recorded: str, name: str) -> bool:
+        """Whether ``recorded`` is the checksum of migrations/versions/``name``, as ``digest.matches``."""
+        return recorded in self.accepted(name)
+
+
+def at_head(environ: Mapping[str, str], checkout: Checkout | None = None) -> Record | None:
+    """The record of these settings, when the database it names is still at its heads; else None.
+
+    Every rule of the module's docstring; None hands over to the full run. ``checkout``:
+    one taken for many looks (a fleet's); by default, taken now, after the record is found.
+    """
     try:
         record = _load(environ)
-        if record is None or record.fingerprint != fingerprint():
+        if record is None:
             return None
-        heads = _heads_if_current(record.database, record.revisions)
+        checkout = checkout or Checkout.now()
+        if record.fingerprint != checkout.fingerprint:
+            return None
+        heads = _heads_if_current(record.database, record.revisions, checkout)
     except Exception:  # whatever the record or the database holds, the full run decides
         return None
-    if heads is None or heads != record.heads:
-        return None
-    return f"{record.database} is at head {', '.join(heads)}; nothing to do."
+    return record if heads == record.heads else None
 
 
 def recorded(database: Path, seen: str) -> bool:
@@ -187,7 +231,7 @@ def _plain_name(name: str) -> bool:
     return name not in ("", ".", "..") and "/" not in name and "\\" not in name and "\0" not in name
 
 
-def _heads_if_current(database: Path, revisions: Mapping[str, str]) -> list[str] | None:
+def _heads_if_current(database: Path, revisions: Mapping[str, str], checkout: Checkout) -> list[str] | None:
     """The database's revisions, when every applied file still matches its checksum."""
     info = database.stat()
     writable = os.access(database, os.R_OK | os.W_OK) and os.access(database.parent, os.W_OK)
@@ -207,6 +251,6 @@ def _heads_if_current(database: Path, revisions: Mapping[str, str]) -> list[str]
     if checksums.keys() != revisions.keys():
         return None
     for revision, name in revisions.items():
-        if not matches(checksums[revision], read_script(VERSIONS / name)):
+        if not checkout.matches(checksums[revision], name):
             return None
     return heads
