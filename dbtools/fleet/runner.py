@@ -21,11 +21,9 @@ import re
 import signal
 import sqlite3
 import sys
-import tempfile
 import time
-import traceback
 from collections.abc import Callable, Sequence
-from contextlib import closing, suppress
+from contextlib import ExitStack, closing, suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -109,7 +107,8 @@ def run(
 
     previous = signal.signal(signal.SIGINT, interrupted)
     try:
-        with tempfile.TemporaryDirectory(prefix="dbtools-fleet-") as scratch, progress.view(total) as shown:
+        with ExitStack() as scratch_folder, progress.view(total) as shown:
+            scratch = Path()  # each run's log and facts: a temporary folder, made when the first run starts
             stopped = ""  # why nothing more starts
             for group in groups:
                 pending = [by_target[id(t)] for t in group.targets]
@@ -119,11 +118,15 @@ def run(
                     if interrupts and not stopped:
                         stopped = "not started: the fleet was interrupted (Ctrl-C)"
                     while pending and not stopped and len(running) < group.parallel:
-                        if not warmed:
+                        if not warmed:  # the first run: what a fleet at head never needs
+                            import tempfile
+
                             warm()
                             warmed = True
+                            made = tempfile.TemporaryDirectory(prefix="dbtools-fleet-")
+                            scratch = Path(scratch_folder.enter_context(made))
                         outcome = pending.pop(0)
-                        pid, started = _start(outcome, Path(scratch) / number[id(outcome)], argv, run_one)
+                        pid, started = _start(outcome, scratch / number[id(outcome)], argv, run_one)
                         running[pid] = started
                         shown.changed(progress.Counts.of(outcomes, len(running)))
                     if not running:
@@ -220,6 +223,8 @@ def _child(
         after = revision(target) if argv[0] == Kind.UPGRADE else before
         facts.write_text(json.dumps({"from": before, "to": after}))
     except BaseException:  # not main's to catch: the log's last line is this target's reason
+        import traceback
+
         traceback.print_exc()
     finally:
         with suppress(Exception):

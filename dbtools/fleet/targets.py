@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
+import stat
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,24 +63,40 @@ def _sqlite_targets(base: Path, where: str, group: str, url: str) -> list[Target
     absolute = Path(spelled) if Path(spelled).is_absolute() else base / spelled
     if any(char in spelled for char in GLOB_CHARS):
         pattern = spelled if Path(spelled).is_absolute() else os.path.join(glob.escape(str(base)), spelled)
-        paths = sorted(Path(found) for found in glob.glob(pattern) if Path(found).is_file())
+        # Sorted by their parts, as paths sort (a/x before a-b/x), without a Path for each.
+        paths = _regular_files(sorted(glob.glob(pattern), key=lambda found: found.split(os.sep)))
         if not paths:
             raise FleetError(f"{where}: {url!r} matches no file (relative to {base})")
     else:
-        paths = [absolute]
+        paths = [os.path.realpath(absolute)]
+    beneath = os.path.join(os.path.realpath(base), "")  # the fleet file's folder, resolved, with its /
     return [
-        Target(
-            group, "sqlite:///" + _shown_path(path, base), f"sqlite:///{path.resolve()}", None, path.resolve()
-        )
+        Target(group, "sqlite:///" + path.removeprefix(beneath), f"sqlite:///{path}", None, Path(path))
         for path in paths
     ]
 
 
-def _shown_path(path: Path, base: Path) -> str:
-    """A file as the fleet file would name it: relative to the fleet file when it is beneath it."""
-    with suppress(ValueError):
-        return str(path.resolve().relative_to(base.resolve()))
-    return str(path.resolve())
+def _regular_files(found: list[str]) -> list[str]:
+    """The regular files among a glob's matches, each resolved as ``os.path.realpath`` resolves it.
+
+    A fleet's glob may match a thousand files in one folder: each costs one
+    ``lstat`` here, and its folder is resolved once, not once per file.
+    """
+    folders: dict[str, str] = {}
+    files = []
+    for name in found:
+        with suppress(OSError):
+            mode = os.lstat(name).st_mode
+            if stat.S_ISLNK(mode):  # resolved whole, and kept only if it leads to a regular file
+                real = os.path.realpath(name)
+                if stat.S_ISREG(os.stat(real).st_mode):
+                    files.append(real)
+            elif stat.S_ISREG(mode):
+                folder, file = os.path.split(name)
+                if folder not in folders:
+                    folders[folder] = os.path.realpath(folder)
+                files.append(os.path.join(folders[folder], file))
+    return files
 
 
 def _server_targets(where: str, group: str, entry: dict[str, Any]) -> list[Target]:
