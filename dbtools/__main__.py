@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gc
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dbtools import catalog
 from dbtools.runtime import fastpath, nochange
@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         print(unchanged)
         print(f"INFO  [dbtools.runtime.nochange] {nochange.WHY}", file=sys.stderr)
         return 0
-    options = vars(build_parser().parse_args(argv))  # argparse: the standard library
+    fleet_line = as_make_writes_a_fleet(argv)
+    options = fleet_line or vars(build_parser().parse_args(argv))  # argparse: the standard library
     name = options.pop("command")
     if name in FLEET_COMMANDS:
         fleet, report = options.pop("fleet"), options.pop("report")
@@ -108,6 +109,35 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         return _interrupted(exc)
     return 0
+
+
+def as_make_writes_a_fleet(argv: list[str]) -> dict[str, Any] | None:
+    """A fleet's command line as the Makefile writes it, read as argparse would, without argparse.
+
+    ``upgrade [REVISION] --fleet=F [--report=R] [--out-of-order=N]``, or ``status``,
+    ``check`` or ``verify`` with ``--fleet=`` and ``--report=``: a no-op fleet would
+    spend 14 ms importing argparse and building the parser, more than its
+    thousandth file costs. Anything else (a value after a space, an abbreviated
+    or repeated option, an empty value, ``--help``) is None: argparse reads it.
+    """
+    if not argv or argv[0] not in FLEET_COMMANDS:
+        return None
+    name, words = argv[0], argv[1:]
+    options: dict[str, Any] = {"command": name, "fleet": None, "report": None}
+    if name == "upgrade":
+        options |= {"revision": "head", "out_of_order": "0"}
+        if words and words[0] and not words[0].startswith("-"):
+            options["revision"], words = words[0], words[1:]
+    flags = {"--fleet": "fleet", "--report": "report"}
+    if name == "upgrade":
+        flags["--out-of-order"] = "out_of_order"
+    for word in words:
+        flag, equals, value = word.partition("=")
+        key = flags.pop(flag, None)  # popped: a repeated option goes to argparse
+        if key is None or not equals or not value:
+            return None
+        options[key] = value
+    return options if options["fleet"] else None
 
 
 def _interrupted(exc: KeyboardInterrupt) -> int:
