@@ -236,7 +236,7 @@ def test_a_fleet_at_head_imports_no_sqlalchemy_and_leaves_every_change_to_the_ru
     done = subprocess.run(
         [*python, "upgrade", f"--fleet={fleet}", f"--report={report}"],
         cwd=project_copy.root,
-        env=base_env(**env),
+        env={**base_env(), **env},
         capture_output=True,
         text=True,
         check=False,
