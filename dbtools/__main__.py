@@ -2,15 +2,16 @@
 
 Each command is the function of the same name in ``dbtools/commands/<command>.py``,
 named after its make target, and is imported only when it runs, so a no-op
-``upgrade`` pays for nothing else. An expected failure (a ``CommandError``) is
-printed here, and only here, as one ``FAILED:`` line on stderr, with exit status 1.
+``upgrade`` pays for nothing else. An expected failure (a ``CommandError``, or a
+fleet's ``FleetError``) is printed here, and only here, as one ``FAILED:`` line on
+stderr, with exit status 1.
 """
 
 from __future__ import annotations
 
 import gc
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dbtools import catalog
 from dbtools.runtime import fastpath, nochange
@@ -96,35 +97,71 @@ def main(argv: list[str] | None = None) -> int:
         print(unchanged)
         print(f"INFO  [dbtools.runtime.nochange] {nochange.WHY}", file=sys.stderr)
         return 0
+    fleet_line = as_make_writes_a_fleet(argv)
+    options = fleet_line or vars(build_parser().parse_args(argv))  # argparse: the standard library
+    name = options.pop("command")
+    if name in FLEET_COMMANDS:
+        fleet, report = options.pop("fleet"), options.pop("report")
+        if fleet or report:
+            # Before Alembic: a fleet already at head imports it only if some target needs a run.
+            return _fleet(name, fleet, report, options)
     import importlib
 
     from alembic.util import CommandError
 
     from dbtools import paths, settings
-    from dbtools.errors import Interrupted
 
-    options = vars(build_parser().parse_args(argv))
-    name = options.pop("command")
     command = getattr(importlib.import_module(f"dbtools.commands.{name}"), name)
     try:
         settings.check_all()  # a malformed MIGRATION_* variable fails every command, not only env.py's
-        if name in FLEET_COMMANDS:
-            fleet, report = options.pop("fleet"), options.pop("report")
-            if fleet or report:
-                return _fleet(name, fleet, report, options)
         command(paths.alembic_config(), **options)
     except CommandError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:
-        # Raised through every `with` block first: each transaction was rolled back
-        # (an Interrupted says what an autocommit_block() had committed before).
-        said = (exc.committed if isinstance(exc, Interrupted) else "") or (
-            "the transaction was rolled back, so nothing was changed"
-        )
-        print(f"FAILED: interrupted; {said}", file=sys.stderr)
-        return 130
+        return _interrupted(exc)
     return 0
+
+
+def as_make_writes_a_fleet(argv: list[str]) -> dict[str, Any] | None:
+    """A fleet's command line as the Makefile writes it, read as argparse would, without argparse.
+
+    ``upgrade [REVISION] --fleet=F [--report=R] [--out-of-order=N] [--phase=P]``, or ``status``,
+    ``check`` or ``verify`` with ``--fleet=`` and ``--report=``: a no-op fleet would
+    spend 14 ms importing argparse and building the parser, more than its
+    thousandth file costs. Anything else (a value after a space, an abbreviated
+    or repeated option, an empty value, ``--help``) is None: argparse reads it.
+    """
+    if not argv or argv[0] not in FLEET_COMMANDS:
+        return None
+    name, words = argv[0], argv[1:]
+    options: dict[str, Any] = {"command": name, "fleet": None, "report": None}
+    if name == "upgrade":
+        options |= {"revision": "head", "out_of_order": "0", "phase": ""}
+        if words and words[0] and not words[0].startswith("-"):
+            options["revision"], words = words[0], words[1:]
+    flags = {"--fleet": "fleet", "--report": "report"}
+    if name == "upgrade":
+        flags |= {"--out-of-order": "out_of_order", "--phase": "phase"}
+    for word in words:
+        flag, equals, value = word.partition("=")
+        key = flags.pop(flag, None)  # popped: a repeated option goes to argparse
+        if key is None or not equals or not value:
+            return None
+        options[key] = value
+    return options if options["fleet"] else None
+
+
+def _interrupted(exc: KeyboardInterrupt) -> int:
+    """Ctrl-C, raised through every ``with`` block first: each transaction was rolled back."""
+    from dbtools.errors import Interrupted
+
+    # An Interrupted says what an autocommit_block() had committed before.
+    said = (exc.committed if isinstance(exc, Interrupted) else "") or (
+        "the transaction was rolled back, so nothing was changed"
+    )
+    print(f"FAILED: interrupted; {said}", file=sys.stderr)
+    return 130
 
 
 # The commands a fleet runs on each of its targets (fleet=<file>).
@@ -137,30 +174,56 @@ COMPARE_IMPORTS = ("alembic.autogenerate", "dbtools.autogenerate.hooks", "models
 
 
 def _fleet(name: str, fleet: str | None, report: str | None, options: dict[str, str]) -> int:
-    """``make <upgrade|status|check|verify> fleet=<file>``: this command, forked per target."""
+    """``make <upgrade|status|check|verify> fleet=<file>``: this command, forked per target.
+
+    Standard library until a target needs a run (``warm``): the fleet's own
+    refusals are ``FleetError``s, and a ``CommandError`` here can only come from
+    a module that already imported Alembic (a malformed setting, a target's look).
+    """
     import importlib
     from pathlib import Path
 
-    from alembic.util import CommandError
-
+    from dbtools import settings
     from dbtools.fleet import runner
-
-    if not fleet:
-        raise CommandError("report= goes with fleet=<file>; a single database's run has no report")
-    argv = [name]
-    if name == "upgrade":
-        revision, out_of_order = options["revision"], options["out_of_order"]
-        if out_of_order not in ("0", "1"):
-            raise CommandError(f"out_of_order={out_of_order!r}: give 1 (or 0); nothing was changed")
-        argv += [revision] + ([f"--out-of-order={out_of_order}"] if out_of_order != "0" else [])
-        argv += [f"--phase={options['phase']}"] if options["phase"] else []
+    from dbtools.fleet.errors import FleetError
 
     def warm() -> None:
         """What every target's run imports (Alembic's command, env.py's rooms), imported once, here."""
-        for module in (*ENV_IMPORTS, *(COMPARE_IMPORTS if name == "check" else ())):
+        for module in (
+            f"dbtools.commands.{name}",
+            *ENV_IMPORTS,
+            *(COMPARE_IMPORTS if name == "check" else ()),
+        ):
             importlib.import_module(module)
 
-    runner.run(Path(fleet), argv, main, Path(report) if report else None, warm=warm)
+    try:
+        settings.check_all()  # as every command: a malformed MIGRATION_* variable runs nothing
+        if not fleet:
+            raise FleetError("report= goes with fleet=<file>; a single database's run has no report")
+        argv = [name]
+        if name == "upgrade":
+            revision, out_of_order = options["revision"], options["out_of_order"]
+            if out_of_order not in ("0", "1"):
+                raise FleetError(f"out_of_order={out_of_order!r}: give 1 (or 0); nothing was changed")
+            argv += [revision] + ([f"--out-of-order={out_of_order}"] if out_of_order != "0" else [])
+            if options["phase"] not in ("", "expand"):
+                raise FleetError(
+                    f"phase={options['phase']!r}: give phase=expand, or no phase=; nothing was changed"
+                )
+            argv += [f"--phase={options['phase']}"] if options["phase"] else []
+        runner.run(Path(fleet), argv, main, Path(report) if report else None, warm=warm)
+    except FleetError as exc:
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as exc:
+        return _interrupted(exc)
+    except Exception as exc:
+        from alembic.util import CommandError  # only now, after something went wrong
+
+        if not isinstance(exc, CommandError):
+            raise
+        print(f"FAILED: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -34,6 +34,7 @@ from tests.helpers import (
     VENV,
     Project,
     as_from_a_terminal,
+    base_env,
     engine_for,
     execute,
     failed_line,
@@ -211,6 +212,80 @@ def test_a_target_is_answered_at_head_only_on_the_runs_own_terms(
         assert "was edited after it was applied (checksum differs)" in row["reason"], row
 
 
+FAST_PATH = "at head: the no-op fast path answered, no run"
+
+
+def test_a_fleet_at_head_imports_no_sqlalchemy_and_leaves_every_change_to_the_runs(
+    project_copy: Project, tmp_path: Path
+) -> None:
+    """SQLite files at head are answered in a process that never imports SQLAlchemy, Alembic or rich,
+    as the single no-op is; a file changed, a write lock held, a setting changed and a migration
+    edited behind the fingerprint's back (same size, same time) each go to the runs, which decide."""
+    head = project_copy.recorded_head()
+    fleet = _fleet(
+        tmp_path, '[[group]]\nname = "all"\non_error = "continue"\ntargets = ["sqlite:///tenants/*.db"]\n'
+    )
+    tenants = tmp_path / "tenants"
+    targets = [f"sqlite:///tenants/{name}" for name in ("a.db", "b.db", "c.db")]
+    for target in targets:
+        (tmp_path / target.removeprefix("sqlite:///")).touch()
+    env = {"MIGRATION_LOCK_TIMEOUT": "0.2"}  # the fast path's records are keyed on it: a held lock fails fast
+    report = tmp_path / "report.json"
+    result, rows = _run(project_copy, fleet, report, **env)
+    assert [row["result"] for row in rows.values()] == ["upgraded"] * 3, result.stderr
+
+    # As make runs it: a new process, every import it makes listed on stderr.
+    python = [str(VENV / "bin" / "python"), "-X", "importtime", "-m", "dbtools"]
+    done = subprocess.run(
+        [*python, "upgrade", f"--fleet={fleet}", f"--report={report}"],
+        cwd=project_copy.root,
+        env={**base_env(), **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    imported = [line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")]
+    assert "dbtools.fleet.current" in imported
+    heavy = ("sqlalchemy", "alembic", "models", "rich")
+    assert not [name for name in imported if name.split(".")[0] in heavy]
+    rows = {row["target"]: row for row in json.loads(report.read_text())["targets"]}
+    assert list(rows) == targets
+    assert {(row["from"], row["to"], row["result"], row["reason"]) for row in rows.values()} == {
+        (head, head, "current", FAST_PATH)
+    }
+
+    # A file changed (a new, empty one in its place) and another's write lock held: both go to their
+    # runs (the new one is upgraded, the locked one waits its 0.2 s and fails); the third is answered.
+    (tenants / "a.db").unlink()
+    (tenants / "a.db").touch()
+    with closing(sqlite3.connect(tenants / "b.db", isolation_level=None)) as writer:
+        writer.execute("BEGIN IMMEDIATE")
+        result, rows = _run(project_copy, fleet, report, **env)
+    a, b, c = rows.values()
+    assert (a["from"], a["to"], a["result"]) == (None, head, "upgraded")
+    assert (b["result"], b["from"]) == ("failed", head)
+    assert "locked" in b["reason"], b
+    assert (c["result"], c["reason"]) == ("current", FAST_PATH)
+
+    # A setting changed: no record is keyed on it, so each file's own run says it is current.
+    result, rows = _run(project_copy, fleet, report, **env, MIGRATION_BACKUP_KEEP="2")
+    assert result.returncode == 0, result.stderr
+    assert {(row["from"], row["result"], row["reason"]) for row in rows.values()} == {(head, "current", "")}
+
+    # A migration edited keeping its size and time (the fingerprint sees nothing): the checksums,
+    # read once for the fleet, do, and each run refuses the edit.
+    (script,) = project_copy.versions.glob("*.py")
+    info = script.stat()
+    script.write_text(script.read_text().replace("create users table", "create users TABLE", 1))
+    os.utime(script, ns=(info.st_atime_ns, info.st_mtime_ns))
+    result, rows = _run(project_copy, fleet, report, **env)
+    assert "3 of 3 targets failed" in failed_line(result)
+    for row in rows.values():
+        assert "was edited after it was applied (checksum differs)" in row["reason"], row
+
+
 def _versions(url: URL, schemas: list[str]) -> dict[str, object]:
     """Each schema's revision (None without an alembic_version), in one query."""
     union = " UNION ALL ".join(
@@ -359,6 +434,45 @@ def test_a_fleet_refuses_migration_schema_and_a_report_nowhere(project: Project,
     result = project.cli("upgrade", f"--fleet={fleet}", f"--report={tmp_path / 'no' / 'r.json'}")
     assert "its folder does not exist; nothing was run" in failed_line(result)
     assert not (tmp_path / "tenants" / "x.db").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["upgrade", "head", "--fleet=f.toml"],
+        ["upgrade", "head", "--out-of-order=1", "--fleet=my $fleet.toml", "--report=r =1.json"],
+        ["upgrade", "e0f32d6aab59", "--fleet=f.toml", "--report=r.json"],
+        ["upgrade", "head", "--phase=expand", "--fleet=f.toml"],
+        ["status", "--fleet=f.toml", "--report=r.json"],
+        ["check", "--fleet=f.toml"],
+        ["verify", "--report=r.json", "--fleet=-f.toml"],
+    ],
+)
+def test_a_fleet_command_line_as_make_writes_it_is_read_as_argparse_reads_it(argv: list[str]) -> None:
+    """The no-op fleet reads make's command line itself (argparse costs it 14 ms): the same options."""
+    from dbtools.__main__ import as_make_writes_a_fleet, build_parser
+
+    assert as_make_writes_a_fleet(argv) == vars(build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["upgrade", "head", "--fleet", "f.toml"],  # a value after a space
+        ["upgrade", "--fl=f.toml"],  # abbreviated
+        ["upgrade", "--fleet=a", "--fleet=b"],  # repeated
+        ["status", "--out-of-order=1", "--fleet=f.toml"],  # not status's
+        ["upgrade", "--out_of_order=1", "--fleet=f.toml"],
+        ["upgrade", "head", "--report=r.json"],  # no fleet
+        ["upgrade", "--fleet="],
+        ["upgrade", "--help"],
+        ["downgrade", "--fleet=f.toml"],
+    ],
+)
+def test_any_other_command_line_is_left_to_argparse(argv: list[str]) -> None:
+    from dbtools.__main__ import as_make_writes_a_fleet
+
+    assert as_make_writes_a_fleet(argv) is None
 
 
 def test_make_passes_fleet_and_report_as_typed(project: Project, tmp_path: Path) -> None:

@@ -132,10 +132,12 @@ def test_dbtools_has_its_rooms_and_few_modules_at_the_top() -> None:
 
 
 def test_the_fast_path_and_make_help_load_no_third_party_package() -> None:
-    """``dbtools``, ``dbtools.runtime`` and what the fast path and catalog import stay standard library."""
+    """``dbtools``, ``dbtools.runtime`` and what the fast path, the catalog, ``__main__`` and the fleet's
+    modules import stay standard library: a fleet already at head imports nothing else either."""
     code = (
-        "import sys, dbtools.runtime.fastpath, dbtools.runtime.nochange, dbtools.catalog;"
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'alembic', 'models'}))"
+        "import sys, dbtools.runtime.fastpath, dbtools.runtime.nochange, dbtools.catalog, dbtools.__main__,"
+        "dbtools.fleet.runner;"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sqlalchemy', 'alembic', 'models', 'rich'}))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True

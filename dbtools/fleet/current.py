@@ -5,7 +5,9 @@ Most fleet upgrades have nothing to do for most targets, and a run per target
 before a group of ``make upgrade fleet=`` (to head) starts, the fleet asks:
 
 - for each SQLite file, the single run's own no-op fast path
-  (``dbtools.runtime.fastpath``), with the settings that file's run would have;
+  (``dbtools.runtime.fastpath``), with the settings that file's run would have,
+  on one look at the checkout (``fastpath.Checkout``: its fingerprint, each
+  migration file's checksums) taken once for the whole fleet;
 - for each PostgreSQL database, on one connection, which of its target schemas
   hold ``alembic_version`` and ``alembic_checksums`` (one catalog query), then
   every such schema's rows (one ``UNION ALL`` query), and which migration locks
@@ -35,8 +37,6 @@ from dbtools import paths
 from dbtools.fleet.targets import Target
 from dbtools.paths import CACHE, CHECKSUM_TABLE, VERSION_TABLE, VERSIONS
 from dbtools.runtime import fastpath
-from dbtools.runtime.digest import checksum_of, legacy_checksum_of, read_script
-from dbtools.runtime.locking import lock_key
 from dbtools.settings import DATABASE_URL_VAR, SCHEMA_VAR, quoted_schema
 
 FORMAT = 1
@@ -60,15 +60,22 @@ SELECT current_schema(),
 
 @dataclass(frozen=True)
 class History:
-    """What "at head" means for this checkout: the heads, and every revision's accepted checksums."""
+    """What "at head" means for this checkout: the heads, and every revision's file, read once per fleet."""
 
     heads: list[str]
-    checksums: dict[str, frozenset[str]]  # revision -> the checksums a run may have recorded for it
+    files: dict[str, str]  # revision -> its file's name in migrations/versions
+    checkout: fastpath.Checkout  # the fingerprint, and each file's checksums, shared by every look
 
     @property
     def joined(self) -> str:
         """The heads as the report shows a revision: sorted, comma-joined."""
         return ",".join(self.heads)
+
+    def matches(self, heads: list[str], recorded: Mapping[str, str]) -> bool:
+        """A database at these heads, whose checksum table records exactly these files, unedited."""
+        if heads != self.heads or recorded.keys() != self.files.keys():
+            return False
+        return all(self.checkout.matches(sum_, self.files[revision]) for revision, sum_ in recorded.items())
 
 
 def at_head(targets: Iterable[Target]) -> tuple[set[Target], str]:
@@ -78,11 +85,11 @@ def at_head(targets: Iterable[Target]) -> tuple[set[Target], str]:
     """
     history = None
     with suppress(Exception):  # a history Alembic cannot read: each run says why
-        history = load_history()
+        history = load_history(fastpath.Checkout.now())
     if history is None:
         return set(), ""
     targets = list(targets)
-    found = {t for t in targets if t.sqlite_path is not None and _sqlite_at_head(t)}
+    found = _sqlite_at_head([t for t in targets if t.sqlite_path is not None], history)
     servers: dict[str, list[Target]] = {}
     for target in targets:
         if target.sqlite_path is None:
@@ -93,15 +100,34 @@ def at_head(targets: Iterable[Target]) -> tuple[set[Target], str]:
     return found, history.joined
 
 
-def _sqlite_at_head(target: Target) -> bool:
-    """The single run's fast path, with the settings the target's run gets."""
-    environ = {**os.environ, DATABASE_URL_VAR: target.url}
-    environ.pop(SCHEMA_VAR, None)
-    return fastpath.nothing_to_do(["upgrade"], environ) is not None
+def _sqlite_at_head(targets: list[Target], history: History) -> set[Target]:
+    """The single run's fast path for each file, with the settings its run gets, on the fleet's checkout.
+
+    A file's record (keyed on those settings, its URL among them) must name that
+    very file and the history's heads: anything else, and its run decides. All
+    the records are read first, then the databases: a sixth less CPU than
+    alternating, measured on a thousand files.
+    """
+    # What each file's run gets (fleet.runner._child): the fleet's environment, its own URL, no schema.
+    environ = {name: value for name, value in os.environ.items() if name != SCHEMA_VAR}
+    records = [
+        (target, fastpath.record_for({**environ, DATABASE_URL_VAR: target.url}, history.checkout))
+        for target in targets
+    ]
+    return {
+        target
+        for target, record in records
+        if record is not None
+        and record.database == target.sqlite_path
+        and record.heads == history.heads
+        and fastpath.still_at_head(record, history.checkout)
+    }
 
 
 def _postgresql_at_head(url: str, targets: list[Target], history: History) -> set[Target]:
     from sqlalchemy import create_engine, pool, text
+
+    from dbtools.runtime.locking import lock_key  # with SQLAlchemy: only a fleet with a server pays
 
     engine = create_engine(url, poolclass=pool.NullPool)
     try:
@@ -136,7 +162,7 @@ def _postgresql_at_head(url: str, targets: list[Target], history: History) -> se
             versions[schemas[index]].append(first)
         else:
             recorded[schemas[index]][first] = second
-    return {t for t in ready if _matches(sorted(versions[schema_of[t]]), recorded[schema_of[t]], history)}
+    return {t for t in ready if history.matches(sorted(versions[schema_of[t]]), recorded[schema_of[t]])}
 
 
 def _lock_parts(key: int) -> tuple[int, int]:
@@ -155,27 +181,21 @@ def _union(schemas: list[str]) -> str:
     return "\nUNION ALL ".join(parts)
 
 
-def _matches(heads: list[str], recorded: Mapping[str, str], history: History) -> bool:
-    if heads != history.heads or recorded.keys() != history.checksums.keys():
-        return False
-    return all(checksum in history.checksums[revision] for revision, checksum in recorded.items())
-
-
 # --- the history's heads and checksums, recorded per checkout -------------------------------------
 
 
-def load_history() -> History | None:
-    """The heads and checksums for the migration files as they are now; None if they cannot be known.
+def load_history(checkout: fastpath.Checkout) -> History | None:
+    """The heads and files for the migration files as they are now; None if they cannot be known.
 
-    From the record when the fast path's fingerprint is unchanged; else from
+    From the record when the fast path's fingerprint (``checkout``'s, taken before
+    anything is read: an edit meanwhile never matches) is unchanged; else from
     Alembic's script directory (the graph), recorded for the next fleet.
     """
-    seen = fastpath.fingerprint()  # before anything is read: an edit meanwhile never matches
     record = CACHE / RECORD
     with suppress(Exception):
         raw = json.loads(record.read_text())
-        if raw.get("format") == FORMAT and raw.get("fingerprint") == seen:
-            return _history(raw["heads"], raw["files"])
+        if raw.get("format") == FORMAT and raw.get("fingerprint") == checkout.fingerprint:
+            return _history(raw["heads"], raw["files"], checkout)
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory.from_config(paths.alembic_config())
@@ -185,24 +205,23 @@ def load_history() -> History | None:
     heads = sorted(script.get_heads())
     names = {revision: file.name for revision, file in sorted(files.items())}
     partial = record.with_suffix(f".{os.getpid()}.partial")
+    fields = {"format": FORMAT, "fingerprint": checkout.fingerprint, "heads": heads, "files": names}
     try:
-        paths.write_private(
-            partial, json.dumps({"format": FORMAT, "fingerprint": seen, "heads": heads, "files": names})
-        )
+        paths.write_private(partial, json.dumps(fields))
         os.replace(partial, record)
     except OSError:  # a read-only checkout: the next fleet reads the graph again
         with suppress(OSError):
             partial.unlink()
-    return _history(heads, names)
+    return _history(heads, names, checkout)
 
 
-def _history(heads: Any, files: Any) -> History:
+def _history(heads: Any, files: Any, checkout: fastpath.Checkout) -> History:
+    """A history record's fields, checked for shape, every file read (and hashed) once, here."""
     if not (isinstance(heads, list) and isinstance(files, dict)):
         raise ValueError("not a history record")
-    checksums = {}
-    for revision, name in files.items():
+    for name in files.values():
         if not isinstance(name, str) or "/" in name or name in ("", ".", ".."):
             raise ValueError("not a migration file's name")
-        source = read_script(VERSIONS / name)
-        checksums[str(revision)] = frozenset((checksum_of(source), legacy_checksum_of(source)))
-    return History(sorted(str(head) for head in heads), checksums)
+        checkout.accepted(name)  # a file gone or unreadable: no history, each run decides
+    names = {str(revision): name for revision, name in files.items()}
+    return History(sorted(str(head) for head in heads), names, checkout)

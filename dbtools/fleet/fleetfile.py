@@ -2,7 +2,7 @@
 
 The whole file is read, checked and expanded (``targets.expand``) before
 anything runs, so a mistake anywhere, even in the last group, runs nothing:
-one ``CommandError`` naming the group and the key, or TOML's line and column.
+one ``FleetError`` naming the group and the key, or TOML's line and column.
 A file an earlier group (the canary) or an earlier entry named is skipped, so
 ``tenants/*.db`` after a canary means "the rest".
 """
@@ -15,8 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from alembic.util import CommandError
-
+from dbtools.fleet.errors import FleetError
 from dbtools.fleet.targets import Target, expand
 
 DEFAULT_PARALLEL = 4
@@ -40,21 +39,21 @@ class Group:
 
 
 def load(path: Path) -> list[Group]:
-    """Every group and target of the fleet file, checked and expanded, or one CommandError."""
+    """Every group and target of the fleet file, checked and expanded, or one FleetError."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise CommandError(f"fleet file {path} does not exist") from None
+        raise FleetError(f"fleet file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise CommandError(f"fleet file {path} cannot be read: {exc}") from None
+        raise FleetError(f"fleet file {path} cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise CommandError(f"{path} is not valid TOML: {exc}") from None
+        raise FleetError(f"{path} is not valid TOML: {exc}") from None
     unknown = sorted(set(data) - {"group"})
     if unknown:
-        raise CommandError(f"{path}: unknown key {unknown[0]!r}; a fleet file holds [[group]] tables only")
+        raise FleetError(f"{path}: unknown key {unknown[0]!r}; a fleet file holds [[group]] tables only")
     groups = data.get("group")
     if not isinstance(groups, list) or not groups or not all(isinstance(g, dict) for g in groups):
-        raise CommandError(f"{path}: no [[group]] tables; a fleet needs at least one group with targets")
+        raise FleetError(f"{path}: no [[group]] tables; a fleet needs at least one group with targets")
     seen_files: set[Path] = set()
     seen_names: set[str] = set()
     seen_urls: set[tuple[str, str | None]] = set()
@@ -82,23 +81,23 @@ def _group(path: Path, number: int, raw: dict[str, Any], seen: set[str]) -> Grou
     where = f"{path}: group {number}"
     unknown = sorted(set(raw) - GROUP_KEYS)
     if unknown:
-        raise CommandError(
+        raise FleetError(
             f"{where}: unknown key {unknown[0]!r}; a group takes {', '.join(sorted(GROUP_KEYS))}"
         )
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise CommandError(f"{where}: name is missing or empty; give each group a name")
+        raise FleetError(f"{where}: name is missing or empty; give each group a name")
     if name in seen:
-        raise CommandError(f"{where}: name {name!r} is used by an earlier group; names are unique")
+        raise FleetError(f"{where}: name {name!r} is used by an earlier group; names are unique")
     seen.add(name)
     where = f"{where} ({name!r})"
     parallel = raw.get("parallel", DEFAULT_PARALLEL)
     if isinstance(parallel, bool) or not isinstance(parallel, int) or not 1 <= parallel <= MAX_PARALLEL:
-        raise CommandError(f"{where}: parallel = {parallel!r} is not a whole number from 1 to {MAX_PARALLEL}")
+        raise FleetError(f"{where}: parallel = {parallel!r} is not a whole number from 1 to {MAX_PARALLEL}")
     on_error = raw.get("on_error", OnError.STOP.value)
     if on_error not in tuple(OnError):
-        raise CommandError(f'{where}: on_error = {on_error!r} is neither "stop" nor "continue"')
+        raise FleetError(f'{where}: on_error = {on_error!r} is neither "stop" nor "continue"')
     targets = raw.get("targets")
     if not isinstance(targets, list) or not targets:
-        raise CommandError(f"{where}: targets is missing or empty; list at least one database")
+        raise FleetError(f"{where}: targets is missing or empty; list at least one database")
     return Group(name, parallel, OnError(on_error), [])

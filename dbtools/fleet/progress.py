@@ -37,6 +37,10 @@ class Counts:
     def __str__(self) -> str:
         return f"{self.done} done, {self.running} running, {self.failed} failed, {self.left} left"
 
+    def plus_done(self, number: int) -> Counts:
+        """These counts after ``number`` more targets succeeded without a run (answered at head)."""
+        return Counts(self.done + number, self.running, self.failed, self.left - number)
+
 
 class Lines:
     """A plain line per finished target."""
@@ -54,12 +58,18 @@ class Lines:
         """A run started: nothing to say until it ends."""
 
     def finished(self, outcome: Outcome, counts: Counts) -> None:
+        print(self._line(outcome, counts), file=self.stream, flush=True)
+
+    def answered(self, outcomes: Sequence[Outcome], before: Counts) -> None:
+        """Targets answered together, at head without a run: a line each, written at once."""
+        lines = (self._line(o, before.plus_done(number)) for number, o in enumerate(outcomes, 1))
+        self.stream.write("".join(f"{line}\n" for line in lines))
+        self.stream.flush()
+
+    @staticmethod
+    def _line(outcome: Outcome, counts: Counts) -> str:
         what = outcome.result.value + (f": {outcome.reason}" if outcome.reason else "")
-        print(
-            f"[{counts}] {outcome.target.shown}: {what} ({outcome.seconds or 0:.2f} s)",
-            file=self.stream,
-            flush=True,
-        )
+        return f"[{counts}] {outcome.target.shown}: {what} ({outcome.seconds or 0:.2f} s)"
 
 
 class Live:
@@ -105,6 +115,10 @@ class Live:
                 f"[bold red]failed[/] {escape(outcome.target.shown)}: {escape(outcome.reason)}"
             )
         self.changed(counts)
+
+    def answered(self, outcomes: Sequence[Outcome], before: Counts) -> None:
+        """Targets answered together, at head without a run: the bar jumps once, not once each."""
+        self.changed(before.plus_done(len(outcomes)))
 
 
 View = Lines | Live

@@ -15,8 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TextIO
 
-from alembic.util import CommandError
-
+from dbtools.fleet.errors import FleetError
 from dbtools.fleet.targets import Target
 
 
@@ -117,4 +116,4 @@ def write_report(path: Path, outcomes: list[Outcome]) -> None:
     except OSError as exc:
         with suppress(OSError):
             partial.unlink()
-        raise CommandError(f"report={path} cannot be written: {exc.strerror}") from None
+        raise FleetError(f"report={path} cannot be written: {exc.strerror}") from None

@@ -21,19 +21,16 @@ import re
 import signal
 import sqlite3
 import sys
-import tempfile
 import time
-import traceback
 from collections.abc import Callable, Sequence
-from contextlib import closing, suppress
+from contextlib import ExitStack, closing, suppress
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TextIO
 
-from alembic.util import CommandError
-
 from dbtools.fleet import current, progress
+from dbtools.fleet.errors import FleetError
 from dbtools.fleet.fleetfile import OnError, load
 from dbtools.fleet.report import Outcome, Result, show, write_report
 from dbtools.fleet.targets import Target
@@ -70,7 +67,7 @@ def run(
 ) -> list[Outcome]:
     """Run ``argv`` (an ``upgrade``, ``status``, ``check`` or ``verify`` command line) on every target.
 
-    Raises a CommandError (after printing the table and writing the report) if any target failed
+    Raises a FleetError (after printing the table and writing the report) if any target failed
     or the fleet was interrupted. Only ``upgrade`` stops on a failure (``on_error``); ``status``
     reports each target ``current`` or ``pending`` against the history's heads. ``warm``
     imports what each run would, once, before the first run is forked.
@@ -78,19 +75,23 @@ def run(
     out = out or sys.stdout
     kind = Kind(argv[0])
     if os.environ.get(SCHEMA_VAR):
-        raise CommandError(
+        raise FleetError(
             f"{SCHEMA_VAR} is set, and a fleet names its tenant schemas itself; nothing was run. "
             "Unset it, and give them with schemas = ... in the fleet file"
         )
     if report is not None and not report.resolve().parent.is_dir():
-        raise CommandError(f"report={report}: its folder does not exist; nothing was run")
+        raise FleetError(f"report={report}: its folder does not exist; nothing was run")
     groups = load(fleet)
     if any(target.sqlite_path is None for group in groups for target in group.targets):
         for module in ("psycopg", "sqlalchemy.dialects.postgresql.psycopg"):
             importlib.import_module(module)  # once here, not in every forked run
     heads = _heads() if kind is Kind.STATUS else None
     # An upgrade to head may find targets there already, without a run each (fleet.current).
-    looks_first = kind is Kind.UPGRADE and list(argv[1:]) in ([], ["head"])
+    # At head is at head for phase=expand too: a database with a contract pending is not at head.
+    looks_first = kind is Kind.UPGRADE and [word for word in argv[1:] if word != "--phase=expand"] in (
+        [],
+        ["head"],
+    )
     warmed = False
     outcomes = [Outcome(target) for group in groups for target in group.targets]
     by_target = {id(o.target): o for o in outcomes}
@@ -110,7 +111,8 @@ def run(
 
     previous = signal.signal(signal.SIGINT, interrupted)
     try:
-        with tempfile.TemporaryDirectory(prefix="dbtools-fleet-") as scratch, progress.view(total) as shown:
+        with ExitStack() as scratch_folder, progress.view(total) as shown:
+            scratch = Path()  # each run's log and facts: a temporary folder, made when the first run starts
             stopped = ""  # why nothing more starts
             for group in groups:
                 pending = [by_target[id(t)] for t in group.targets]
@@ -120,11 +122,15 @@ def run(
                     if interrupts and not stopped:
                         stopped = "not started: the fleet was interrupted (Ctrl-C)"
                     while pending and not stopped and len(running) < group.parallel:
-                        if not warmed:
+                        if not warmed:  # the first run: what a fleet at head never needs
+                            import tempfile
+
                             warm()
                             warmed = True
+                            made = tempfile.TemporaryDirectory(prefix="dbtools-fleet-")
+                            scratch = Path(scratch_folder.enter_context(made))
                         outcome = pending.pop(0)
-                        pid, started = _start(outcome, Path(scratch) / number[id(outcome)], argv, run_one)
+                        pid, started = _start(outcome, scratch / number[id(outcome)], argv, run_one)
                         running[pid] = started
                         shown.changed(progress.Counts.of(outcomes, len(running)))
                     if not running:
@@ -157,8 +163,8 @@ def run(
         left = sum(o.result is Result.NOT_STARTED for o in outcomes)
         what = f"{len(failed)} of {total} targets failed" if failed else "interrupted"
         if kind is not Kind.UPGRADE:
-            raise CommandError(f"fleet {fleet}: {what}, {left} not looked at (see the table)")
-        raise CommandError(
+            raise FleetError(f"fleet {fleet}: {what}, {left} not looked at (see the table)")
+        raise FleetError(
             f"fleet {fleet}: {what}, {left} not started; each target is at its old revision or its new "
             "one (see the table). Run it again to pick up the rest"
         )
@@ -170,13 +176,15 @@ def _answered(pending: list[Outcome], outcomes: list[Outcome], shown: progress.V
     started = time.monotonic()
     found, heads = current.at_head(o.target for o in pending)
     seconds = time.monotonic() - started  # one look answered them together
-    for outcome in pending:
-        if outcome.target in found:
-            outcome.result, outcome.before, outcome.after = Result.CURRENT, heads, heads
-            outcome.seconds = seconds
-            sqlite = outcome.target.sqlite_path is not None
-            outcome.reason = current.SQLITE_REASON if sqlite else current.POSTGRESQL_REASON
-            shown.finished(outcome, progress.Counts.of(outcomes, 0))
+    before = progress.Counts.of(outcomes, 0)
+    answered = [o for o in pending if o.target in found]
+    for outcome in answered:
+        outcome.result, outcome.before, outcome.after = Result.CURRENT, heads, heads
+        outcome.seconds = seconds
+        sqlite = outcome.target.sqlite_path is not None
+        outcome.reason = current.SQLITE_REASON if sqlite else current.POSTGRESQL_REASON
+    if answered:
+        shown.answered(answered, before)
     return [o for o in pending if o.target not in found]
 
 
@@ -219,6 +227,8 @@ def _child(
         after = revision(target) if argv[0] == Kind.UPGRADE else before
         facts.write_text(json.dumps({"from": before, "to": after}))
     except BaseException:  # not main's to catch: the log's last line is this target's reason
+        import traceback
+
         traceback.print_exc()
     finally:
         with suppress(Exception):
@@ -256,7 +266,15 @@ def revision(target: Target) -> str | None:
 
 
 def _heads() -> str:
-    """The history's head revisions, as ``revision`` joins a database's."""
+    """The history's head revisions, as ``revision`` joins a database's: from the record the look at
+    head keeps (``current.load_history``), so Alembic reads the migration files only after a change."""
+    from dbtools.runtime.fastpath import Checkout
+
+    history = None
+    with suppress(Exception):  # a file unreadable here: Alembic's own graph says what it can
+        history = current.load_history(Checkout.now())
+    if history is not None:
+        return history.joined
     from alembic.script import ScriptDirectory
 
     from dbtools.paths import alembic_config

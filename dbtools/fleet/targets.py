@@ -3,7 +3,7 @@
 A SQLite glob is matched against the files there now, relative to the fleet
 file; a ``schemas`` pattern against the database's schemas, listed in one
 query. A password never comes from the file: only from the environment
-variable ``password_env`` names. Every mistake is one ``CommandError``
+variable ``password_env`` names. Every mistake is one ``FleetError``
 naming where in the file it is (``where``).
 """
 
@@ -12,13 +12,13 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
+import stat
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alembic.util import CommandError
-
+from dbtools.fleet.errors import FleetError
 from dbtools.settings import MAX_IDENTIFIER_BYTES
 
 TABLE_KEYS = {"url", "password_env", "schemas"}
@@ -49,40 +49,54 @@ def expand(base: Path, where: str, group: str, entry: object) -> list[Target]:
         return _server_targets(where, group, {"url": entry})
     if isinstance(entry, dict):
         return _server_targets(where, group, entry)
-    raise CommandError(
-        f"{where}: {type(entry).__name__} is not a target; give a URL or a {{url = ...}} table"
-    )
+    raise FleetError(f"{where}: {type(entry).__name__} is not a target; give a URL or a {{url = ...}} table")
 
 
 def _sqlite_targets(base: Path, where: str, group: str, url: str) -> list[Target]:
     if not url.startswith("sqlite:///") or len(url) == len("sqlite:///"):
-        raise CommandError(f"{where}: {url!r} is not a SQLite file URL; write sqlite:///path/to/file.db")
+        raise FleetError(f"{where}: {url!r} is not a SQLite file URL; write sqlite:///path/to/file.db")
     spelled = url[len("sqlite:///") :]
     if "?" in spelled or spelled.startswith("file:"):
-        raise CommandError(
+        raise FleetError(
             f"{where}: {url!r}: a fleet's SQLite target is a file path or a glob, without parameters"
         )
     absolute = Path(spelled) if Path(spelled).is_absolute() else base / spelled
     if any(char in spelled for char in GLOB_CHARS):
         pattern = spelled if Path(spelled).is_absolute() else os.path.join(glob.escape(str(base)), spelled)
-        paths = sorted(Path(found) for found in glob.glob(pattern) if Path(found).is_file())
+        # Sorted by their parts, as paths sort (a/x before a-b/x), without a Path for each.
+        paths = _regular_files(sorted(glob.glob(pattern), key=lambda found: found.split(os.sep)))
         if not paths:
-            raise CommandError(f"{where}: {url!r} matches no file (relative to {base})")
+            raise FleetError(f"{where}: {url!r} matches no file (relative to {base})")
     else:
-        paths = [absolute]
+        paths = [os.path.realpath(absolute)]
+    beneath = os.path.join(os.path.realpath(base), "")  # the fleet file's folder, resolved, with its /
     return [
-        Target(
-            group, "sqlite:///" + _shown_path(path, base), f"sqlite:///{path.resolve()}", None, path.resolve()
-        )
+        Target(group, "sqlite:///" + path.removeprefix(beneath), f"sqlite:///{path}", None, Path(path))
         for path in paths
     ]
 
 
-def _shown_path(path: Path, base: Path) -> str:
-    """A file as the fleet file would name it: relative to the fleet file when it is beneath it."""
-    with suppress(ValueError):
-        return str(path.resolve().relative_to(base.resolve()))
-    return str(path.resolve())
+def _regular_files(found: list[str]) -> list[str]:
+    """The regular files among a glob's matches, each resolved as ``os.path.realpath`` resolves it.
+
+    A fleet's glob may match a thousand files in one folder: each costs one
+    ``lstat`` here, and its folder is resolved once, not once per file.
+    """
+    folders: dict[str, str] = {}
+    files = []
+    for name in found:
+        with suppress(OSError):
+            mode = os.lstat(name).st_mode
+            if stat.S_ISLNK(mode):  # resolved whole, and kept only if it leads to a regular file
+                real = os.path.realpath(name)
+                if stat.S_ISREG(os.stat(real).st_mode):
+                    files.append(real)
+            elif stat.S_ISREG(mode):
+                folder, file = os.path.split(name)
+                if folder not in folders:
+                    folders[folder] = os.path.realpath(folder)
+                files.append(os.path.join(folders[folder], file))
+    return files
 
 
 def _server_targets(where: str, group: str, entry: dict[str, Any]) -> list[Target]:
@@ -91,37 +105,35 @@ def _server_targets(where: str, group: str, entry: dict[str, Any]) -> list[Targe
 
     unknown = sorted(set(entry) - TABLE_KEYS)
     if unknown:
-        raise CommandError(
+        raise FleetError(
             f"{where}: unknown key {unknown[0]!r}; a target table takes url, password_env, schemas"
         )
     raw = entry.get("url")
     if not isinstance(raw, str) or not raw:
-        raise CommandError(f"{where}: url is missing; give the database URL without its password")
+        raise FleetError(f"{where}: url is missing; give the database URL without its password")
     try:
         url = make_url(raw)
     except (ArgumentError, ValueError):
         url = None
     if url is None or "@" in (url.host or ""):  # never echoed: it may hold a password
-        raise CommandError(f"{where}: url is not a valid database URL")
+        raise FleetError(f"{where}: url is not a valid database URL")
     if url.password is not None:
-        raise CommandError(
+        raise FleetError(
             f"{where}: url holds a password, which a fleet file must not; nothing was run. "
             "Remove it and name an environment variable holding it with password_env"
         )
     if url.drivername in ("postgres", "postgresql"):
         url = url.set(drivername="postgresql+psycopg")
     if url.get_backend_name() != "postgresql":
-        raise CommandError(
+        raise FleetError(
             f"{where}: {url.render_as_string(hide_password=True)!r} is neither a SQLite file nor PostgreSQL"
         )
     password_env = entry.get("password_env")
     if password_env is not None:
         if not isinstance(password_env, str) or not password_env:
-            raise CommandError(f"{where}: password_env is not the name of an environment variable")
+            raise FleetError(f"{where}: password_env is not the name of an environment variable")
         if password_env not in os.environ:
-            raise CommandError(
-                f"{where}: password_env names {password_env}, which is not set; nothing was run"
-            )
+            raise FleetError(f"{where}: password_env names {password_env}, which is not set; nothing was run")
         url = url.set(password=os.environ[password_env])
     shown = url.render_as_string(hide_password=True)
     full = url.render_as_string(hide_password=False)
@@ -130,7 +142,7 @@ def _server_targets(where: str, group: str, entry: dict[str, Any]) -> list[Targe
         return [Target(group, shown, full)]
     patterns = [schemas] if isinstance(schemas, str) else schemas
     if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) for p in patterns):
-        raise CommandError(f"{where}: schemas is neither a schema name, a list of them, nor a * pattern")
+        raise FleetError(f"{where}: schemas is neither a schema name, a list of them, nor a * pattern")
     for pattern in patterns:
         _check_pattern(where, pattern)
     names: list[str] = []
@@ -140,7 +152,7 @@ def _server_targets(where: str, group: str, entry: dict[str, Any]) -> list[Targe
             sorted(n for n in existing if fnmatch.fnmatchcase(n, pattern)) if "*" in pattern else [pattern]
         )
         if not matched:
-            raise CommandError(f"{where}: schemas {pattern!r} matches no schema in {shown}")
+            raise FleetError(f"{where}: schemas {pattern!r} matches no schema in {shown}")
         names.extend(n for n in matched if n not in names)
     return [Target(group, f"{shown}#{name}", full, name) for name in names]
 
@@ -155,7 +167,7 @@ def _check_pattern(where: str, pattern: str) -> None:
         or len(pattern.encode()) > MAX_IDENTIFIER_BYTES
         or ("*" not in pattern and pattern.lower().startswith("pg_"))
     ):
-        raise CommandError(
+        raise FleetError(
             f"{where}: schemas {pattern!r} is not a schema name (ASCII letters, digits and _, "
             "not first a digit, not pg_*) nor such a name with * in it"
         )
@@ -180,9 +192,7 @@ def _schemas(where: str, url: str, shown: str) -> list[str]:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         if password:
             reason = reason.replace(str(password), "***")
-        raise CommandError(
-            f"{where}: cannot list the schemas of {shown}: {reason}; nothing was run"
-        ) from None
+        raise FleetError(f"{where}: cannot list the schemas of {shown}: {reason}; nothing was run") from None
     finally:
         engine.dispose()
     return [name for (name,) in rows]

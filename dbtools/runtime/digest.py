@@ -55,9 +55,14 @@ def legacy_checksum_of(source: str) -> str:
     return hashlib.sha256(source.encode("utf-8")).hexdigest()
 
 
+def accepted(source: str) -> tuple[str, str]:
+    """Every checksum a run may have recorded for a migration whose text is ``source``: both forms."""
+    return checksum_of(source), legacy_checksum_of(source)
+
+
 def matches(recorded: str, source: str) -> bool:
     """Whether a recorded checksum, of either form, is the checksum of ``source``."""
-    return recorded in (checksum_of(source), legacy_checksum_of(source))
+    return recorded in accepted(source)
 
 
 def file_checksum(path: str | Path) -> str:

@@ -38,15 +38,20 @@ import sqlite3
 import stat
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dbtools import paths
-from dbtools.paths import CACHE, ENV, INI, ROOT, SQLITE_HEADER, VERSIONS
-from dbtools.runtime.digest import matches, read_script
+from dbtools.paths import CACHE, CHECKSUM_TABLE, ENV, INI, ROOT, SQLITE_HEADER, VERSION_TABLE, VERSIONS
+from dbtools.runtime.digest import accepted, read_script
 from dbtools.settings import NAMES
 
 FORMAT = 4
+# Both tables the full run reads, tagged with their names: the applied heads, then each checksum.
+RECORDS = (
+    f"SELECT '{VERSION_TABLE}', version_num, NULL FROM {VERSION_TABLE} "
+    f"UNION ALL SELECT '{CHECKSUM_TABLE}', revision, checksum FROM {CHECKSUM_TABLE}"
+)
 # A record holds a line per migration; one this large was not written by remember().
 MAX_RECORD_BYTES = 1 << 24
 
@@ -70,14 +75,66 @@ def nothing_to_do(argv: Sequence[str], environ: Mapping[str, str] = os.environ) 
         return None
     try:
         record = _load(environ)
-        if record is None or record.fingerprint != fingerprint():
-            return None
-        heads = _heads_if_current(record.database, record.revisions, record.replaced)
-    except Exception:  # whatever the record or the database holds, the full run decides
+        if record is None:
+            return None  # no fingerprint taken: the full run is coming anyway
+        checkout = Checkout.now()
+    except Exception:  # whatever the record holds, the full run decides
         return None
-    if heads is None or heads != record.heads:
+    if record.fingerprint != checkout.fingerprint or not still_at_head(record, checkout):
         return None
-    return f"{record.database} is at head {', '.join(heads)}; nothing to do."
+    return f"{record.database} is at head {', '.join(record.heads)}; nothing to do."
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """What every look at this checkout shares: its fingerprint, and each migration file's checksums.
+
+    A single run looks once; a fleet looks at a thousand files, and takes this
+    once for them all (``dbtools.fleet.current``), so the checkout's 75-odd
+    files are stat'ed once and each migration file is read and hashed once,
+    not once per database. Taken before any migration file is read: a file
+    edited meanwhile changes the fingerprint, and no later look matches it.
+    """
+
+    fingerprint: str
+    # A migration file's name -> the two checksums a run may have recorded for it (digest.matches).
+    checksums: dict[str, tuple[str, str]] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def now(cls) -> Checkout:
+        return cls(fingerprint())
+
+    def accepted(self, name: str) -> tuple[str, str]:
+        """The checksums a run may have recorded for migrations/versions/``name`` (``digest.accepted``)."""
+        known = self.checksums.get(name)
+        if known is None:
+            known = self.checksums[name] = accepted(read_script(VERSIONS / name))
+        return known
+
+    def matches(self, recorded: str, name: str) -> bool:
+        """Whether ``recorded`` is the checksum of migrations/versions/``name``, as ``digest.matches``."""
+        return recorded in self.accepted(name)
+
+
+def record_for(environ: Mapping[str, str], checkout: Checkout) -> Record | None:
+    """The record of these settings, written at ``checkout``'s fingerprint; None: the full run decides.
+
+    For a fleet, which holds one ``checkout`` for all its files (``dbtools.fleet.current``);
+    ``still_at_head`` then says whether the database it names is still there.
+    """
+    try:
+        record = _load(environ)
+    except Exception:  # whatever the record holds, the full run decides
+        return None
+    return record if record is not None and record.fingerprint == checkout.fingerprint else None
+
+
+def still_at_head(record: Record, checkout: Checkout) -> bool:
+    """Whether the database ``record`` names is at its heads, on every rule of the module's docstring."""
+    try:
+        return _heads_if_current(record.database, record.revisions, record.replaced, checkout) == record.heads
+    except Exception:  # whatever the database holds, the full run decides
+        return False
 
 
 def recorded(database: Path, seen: str) -> bool:
@@ -155,34 +212,40 @@ def key(environ: Mapping[str, str]) -> str:
 
 
 def _cache_file(environ: Mapping[str, str]) -> Path:
-    return CACHE / f"upgrade-{key(environ)[:16]}.json"
+    return Path(_cache_file_of(key(environ)))
+
+
+def _cache_file_of(digest: str) -> str:
+    return f"{CACHE}{os.sep}upgrade-{digest[:16]}.json"  # a string: a fleet builds a thousand
 
 
 def _load(environ: Mapping[str, str]) -> Record | None:
     """The record for this checkout and these settings; None if there is none, or not one of ours."""
+    digest = key(environ)
     # Non-blocking: a FIFO at the path must not wait for a writer. Only a regular file is read.
-    fd = os.open(_cache_file(environ), os.O_RDONLY | os.O_NONBLOCK)
+    fd = os.open(_cache_file_of(digest), os.O_RDONLY | os.O_NONBLOCK)
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_RECORD_BYTES:
             return None
-        with open(fd, "rb", closefd=False) as handle:
-            raw = json.loads(handle.read())  # RecursionError when nested deep: caught by the callers
+        # One read: a short one is broken JSON, so the full run decides. RecursionError when
+        # nested deep: caught by the callers.
+        raw = json.loads(os.read(fd, info.st_size + 1))
     finally:
         os.close(fd)
-    return _parse(raw, environ)
+    return _parse(raw, digest)
 
 
-def _parse(raw: object, environ: Mapping[str, str]) -> Record | None:
-    """A record only if every field has the shape remember() writes; None otherwise."""
+def _parse(raw: object, digest: str) -> Record | None:
+    """A record only if every field has the shape remember() writes, for ``digest`` (``key``); else None."""
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         return None
-    if raw.get("key") != key(environ):
+    if raw.get("key") != digest:
         return None  # written for another checkout or other settings, then copied here
     fingerprint, database, heads, revisions, replaced = (
         raw.get(name) for name in ("fingerprint", "database", "heads", "revisions", "replaced")
     )
-    if not (isinstance(fingerprint, str) and isinstance(database, str) and Path(database).is_absolute()):
+    if not (isinstance(fingerprint, str) and isinstance(database, str) and os.path.isabs(database)):
         return None
     if not (isinstance(heads, list) and all(isinstance(head, str) for head in heads)):
         return None
@@ -204,29 +267,35 @@ def _plain_name(name: str) -> bool:
 
 
 def _heads_if_current(
-    database: Path, revisions: Mapping[str, str], replaced: Mapping[str, str]
+    database: Path, revisions: Mapping[str, str], replaced: Mapping[str, str], checkout: Checkout
 ) -> list[str] | None:
     """The database's revisions, when every applied file still matches its checksum."""
-    info = database.stat()
-    writable = os.access(database, os.R_OK | os.W_OK) and os.access(database.parent, os.W_OK)
+    # os's calls, not pathlib's: a fleet makes them for each of a thousand files (dbtools.fleet.current).
+    name = os.fspath(database)
+    info = os.stat(name)
+    writable = os.access(name, os.R_OK | os.W_OK) and os.access(os.path.dirname(name), os.W_OK)
     if not stat.S_ISREG(info.st_mode) or not writable:
         return None  # the full run refuses these, in its own words
-    with database.open("rb") as handle:
-        if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
+    fd = os.open(name, os.O_RDONLY)
+    try:
+        if os.read(fd, len(SQLITE_HEADER)) != SQLITE_HEADER:
             return None
+    finally:
+        os.close(fd)
     # The write lock the full run takes first (BEGIN IMMEDIATE), with timeout=0: a writer
     # holding it, even one readers may still read past, means the full run must wait its
     # turn. Nothing is written; closing rolls the empty transaction back.
     uri = f"{database.as_uri()}?mode=rw"
     with closing(sqlite3.connect(uri, uri=True, timeout=0, isolation_level=None)) as conn:
-        conn.execute("BEGIN IMMEDIATE")  # and one snapshot for both tables
-        heads = sorted(row[0] for row in conn.execute("SELECT version_num FROM alembic_version"))
-        checksums = dict(conn.execute("SELECT revision, checksum FROM alembic_checksums").fetchall())
+        conn.execute("BEGIN IMMEDIATE")  # and one snapshot for both tables, read by one statement
+        rows = conn.execute(RECORDS).fetchall()
+    heads = sorted(first for table, first, _ in rows if table == VERSION_TABLE)
+    checksums = {first: second for table, first, second in rows if table == CHECKSUM_TABLE}
     extra = checksums.keys() - revisions.keys()  # only the records of a pruned squash's old files
     if revisions.keys() - checksums.keys() or any(checksums[rev] != replaced.get(rev) for rev in extra):
         return None
     for revision, name in revisions.items():
         recorded = checksums[revision]
-        if not matches(recorded, read_script(VERSIONS / name)) and recorded != replaced.get(revision):
+        if not checkout.matches(recorded, name) and recorded != replaced.get(revision):
             return None
     return heads
