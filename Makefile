@@ -33,7 +33,7 @@ export DBTOOLS_FLEET = $(value fleet)
 export DBTOOLS_REPORT = $(value report)
 
 .DEFAULT_GOAL := help
-.PHONY: help install upgrade downgrade migration rebase check status verify repair rehearse restore current history sql stamp schema test lint bench bench-online bench-autogenerate clean
+.PHONY: help install upgrade downgrade migration rebase check status verify repair rehearse restore current history sql stamp schema test lint bench bench-online bench-autogenerate bench-fleet clean
 
 # Each target's summary lives in dbtools/catalog.py, shared with python -m dbtools --help.
 help:
@@ -104,6 +104,9 @@ bench-online: $(BENCH)
 
 bench-autogenerate: $(DEV)
 	@$(PY) -m bench.autogenerate --repeat $(or $(repeat),9)
+
+bench-fleet: $(BENCH)
+	@$(PY) -m bench.fleet --schemas $(or $(schemas),300) --files $(or $(files),1000) --repeat $(or $(repeat),1)
 
 clean:
 	rm -rf "$(VENV)" .pytest_cache .mypy_cache .ruff_cache
