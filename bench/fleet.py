@@ -158,7 +158,7 @@ class PeakConnections:
 
 
 def timed(side: Side) -> float:
-    """A whole command's wall time; one FAILED line if it fails (a benchmark of a failure is none)."""
+    """A whole command's wall time; it failing ends the benchmark in one line (a failure measures nothing)."""
     began = time.perf_counter()
     done = subprocess.run(side.argv, cwd=side.cwd, env=side.env, capture_output=True, text=True)
     elapsed = time.perf_counter() - began
@@ -166,7 +166,7 @@ def timed(side: Side) -> float:
         said = [line for line in done.stderr.splitlines() if line.startswith("FAILED")] or [
             done.stderr[-300:]
         ]
-        raise SystemExit(f"FAILED: bench-fleet: {side.name} exited {done.returncode}: {said[-1].strip()}")
+        raise SystemExit(f"bench-fleet: {side.name} exited {done.returncode}: {said[-1].strip()}")
     return elapsed
 
 
@@ -285,9 +285,7 @@ def check_pg(server: Server, schemas: int, side: str) -> None:
         RUN_DB,
     )
     if found != schemas:
-        raise SystemExit(
-            f"FAILED: bench-fleet: after {side}, {found} of {schemas} schemas have the new column"
-        )
+        raise SystemExit(f"bench-fleet: after {side}, {found} of {schemas} schemas have the new column")
 
 
 def check_sqlite(project: Path, files: int, side: str) -> None:
@@ -297,7 +295,7 @@ def check_sqlite(project: Path, files: int, side: str) -> None:
             found += any(row[1] == "nickname" for row in conn.execute("PRAGMA table_info(users)"))
         conn.close()
     if found != files:
-        raise SystemExit(f"FAILED: bench-fleet: after {side}, {found} of {files} files have the new column")
+        raise SystemExit(f"bench-fleet: after {side}, {found} of {files} files have the new column")
 
 
 # --- the rounds -------------------------------------------------------------

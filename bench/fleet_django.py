@@ -117,7 +117,7 @@ class DjangoProject:
         )
         if done.returncode != 0:
             said = (done.stderr.strip() or done.stdout.strip())[-800:]
-            raise SystemExit(f"FAILED: bench-fleet: django {' '.join(args)}: {said}")
+            raise SystemExit(f"bench-fleet: django {' '.join(args)}: {said}")
 
     def add_pending_migration(self, name: str) -> None:
         """The nullable ``nickname`` column, written by makemigrations as 0002."""
