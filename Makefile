@@ -38,7 +38,7 @@ export DBTOOLS_PRUNE = $(value prune)
 export DBTOOLS_ALLOW_DATA_LOSS = $(value allow_data_loss)
 
 .DEFAULT_GOAL := help
-.PHONY: help install upgrade downgrade migration rebase squash check status verify repair rehearse restore current history sql stamp schema test lint bench bench-online bench-expand bench-autogenerate clean
+.PHONY: help install upgrade downgrade migration rebase squash check status verify repair rehearse restore current history sql stamp schema test lint bench bench-online bench-expand bench-autogenerate bench-fleet clean
 
 # Each target's summary lives in dbtools/catalog.py, shared with python -m dbtools --help.
 help:
@@ -117,6 +117,9 @@ bench-expand: $(BENCH)
 
 bench-autogenerate: $(DEV)
 	@$(PY) -m bench.autogenerate --repeat $(or $(repeat),9)
+
+bench-fleet: $(BENCH)
+	@$(PY) -m bench.fleet --schemas $(or $(schemas),300) --files $(or $(files),1000) --repeat $(or $(repeat),1)
 
 clean:
 	rm -rf "$(VENV)" .pytest_cache .mypy_cache .ruff_cache

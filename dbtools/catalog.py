@@ -93,6 +93,12 @@ ENTRIES = (
         "repeat=9",
         command=False,
     ),
+    Entry(
+        "bench-fleet",
+        "Time make upgrade fleet= against django-tenants and a shell loop of make upgrade",
+        "schemas=300, files=1000, repeat=1",
+        command=False,
+    ),
     Entry("clean", "Remove .venv/ and caches (never the database)", command=False),
     Entry("pgserver", "Start or stop a throwaway PostgreSQL server (for CI)"),
 )
