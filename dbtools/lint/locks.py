@@ -35,6 +35,7 @@ from alembic.util import CommandError
 from sqlalchemy.engine import make_url
 
 from dbtools import settings
+from dbtools.lint import phases
 from dbtools.lint.sqltext import statements
 from dbtools.paths import root_of
 from dbtools.run import Run
@@ -103,7 +104,8 @@ def squawk_timeout() -> float:
 def review(config: Config, paths: Iterable[Path]) -> tuple[list[Hazard], set[Path]]:
     """squawk's findings for the revisions in ``paths``, each rendered on its own; and which were."""
     script = ScriptDirectory.from_config(config)
-    wanted = {path.resolve() for path in paths}
+    files = list(paths)
+    wanted = {path.resolve() for path in files}
     revisions = [rev for rev in script.walk_revisions() if Path(str(rev.path)).resolve() in wanted]
     reviewed = {Path(str(rev.path)).resolve() for rev in revisions}
     with tempfile.TemporaryDirectory(prefix="dbtools-lint-") as folder:
@@ -118,7 +120,12 @@ def review(config: Config, paths: Iterable[Path]) -> tuple[list[Hazard], set[Pat
                     Hazard(path, NOT_RENDERED, f"{type(exc).__name__}: {exc}.", RENDER_HELP, "upgrade()")
                 )
                 continue
-            hazards += own_hazards(Path(str(revision.path)).resolve(), sql)
+            path = Path(str(revision.path)).resolve()
+            hazards += own_hazards(path, sql)
+            hazards += [
+                Hazard(path, found.rule, found.message, found.help, found.statement)
+                for found in phases.findings(path, sql, files)
+            ]
             target = Path(folder) / f"{revision.revision}.sql"
             target.write_text(sql)
             rendered[str(target)] = (Path(str(revision.path)), sql.splitlines())

@@ -14,13 +14,13 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from alembic.config import Config
 
 from dbtools.autogenerate.pgsql import FILL_MARKER, USING_MARKER
-from dbtools.lint import acknowledgements, contracts, locks
+from dbtools.lint import acknowledgements, contracts, locks, phases
 from dbtools.lint.dataloss import LockFacts, lock_facts, scan
 from dbtools.lint.locks import Hazard
 from dbtools.paths import VERSIONS
@@ -65,6 +65,9 @@ def review(config: Config, paths: list[str]) -> Verdict:
         mine = [h for h in hazards if h.path == path.resolve() and not _harmless(h, facts)]
         if contract is not None:
             mine = [h for h in mine if not contract[0].acknowledges(h.statement, contract[1])]
+        if contracts.phase_of(text) == "expand":  # a long lock answers to the phase rule (lint.phases)
+            mine = [_in_expand(h) for h in mine]
+        mine = _once_per_statement(mine)
         found_rules = {h.rule for h in mine}
         refused.extend(str(h) for h in mine if h.rule not in marked.locking)
         for rule, reason in marked.locking.items():
@@ -75,6 +78,26 @@ def review(config: Config, paths: list[str]) -> Verdict:
                     f"{path.name}: acknowledges {rule}, which the lock review does not find (any more)"
                 )
     return Verdict(len(files), notes, refused)
+
+
+def _in_expand(hazard: Hazard) -> Hazard:
+    found = phases.in_expand(hazard.rule, hazard.message)
+    if found is None:
+        return hazard
+    return replace(hazard, rule=found.rule, message=found.message, help=found.help)
+
+
+def _once_per_statement(hazards: list[Hazard]) -> list[Hazard]:
+    """A statement a phase rule refuses is refused once, by that rule, whatever squawk also found in it."""
+    phased = {h.statement for h in hazards if h.rule in (phases.EXPAND_RULE, phases.CONTRACT_RULE)}
+    kept: list[Hazard] = []
+    for hazard in hazards:
+        if hazard.statement in phased and hazard.rule not in (phases.EXPAND_RULE, phases.CONTRACT_RULE):
+            continue
+        if any(h.rule == hazard.rule and h.statement == hazard.statement for h in kept):
+            continue
+        kept.append(hazard)
+    return kept
 
 
 def unwritten_casts(text: str, path: Path) -> list[str]:
