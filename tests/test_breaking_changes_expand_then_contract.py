@@ -11,9 +11,17 @@ finishes. On SQLite the same two files give today's one-step change.
 
 from __future__ import annotations
 
+import ast
+import fcntl
 import multiprocessing
+import os
+import pty
+import re
+import struct
+import termios
 import time
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from dbtools import pgserver
+from dbtools.runtime import backfill
 from tests.helpers import Project, engine_for, execute, insert_users, query
 
 ROWS = 3000  # three backfill batches of 1,000
@@ -290,6 +299,8 @@ def test_both_versions_write_through_expand_then_contract_and_downgrades_keep_ro
     time.sleep(0.1)  # the old version writes before the expand starts
     expanded = project.cli("upgrade", "--phase=expand", url=url)
     assert expanded.returncode == 0, expanded.stderr
+    if "DO $$" in generated.expand.read_text():  # not a terminal: plain lines, the last one always
+        assert re.search(r"^Backfill \w+: [\d,]+ rows in [\d.]+ s, [\d,]+ rows/s$", expanded.stderr, re.M)
     time.sleep(0.2)  # both versions write in the window
     assert query(url, change.agree) == [(0,)]
     old_writes = writers.stop("old")  # the last old instance goes
@@ -337,6 +348,16 @@ def test_a_killed_backfill_resumes_and_fills_every_row(renamed: Generated, postg
     assert query(url, "SELECT count(login) FROM users") == [(ROWS,)]
     assert query(url, DIFFERENT) == [(0,)]
 
+    # Run a third time, by hand (as `make sql` prints it), on a terminal: it walks every row, fills
+    # none twice, and rich draws its progress after each batch.
+    shown = drawn_on_a_terminal(url, renamed.expand)
+    assert "backfill users" in shown
+    assert "1000/3000" in shown
+    assert "3000/3000" in shown
+    assert "rows/s" in shown
+    assert "Backfill users:" not in shown  # the bar, not the plain lines
+    assert query(url, DIFFERENT) == [(0,)]
+
 
 def test_sqlite_gets_the_one_step_rename_and_phase_is_checked(renamed: Generated) -> None:
     project, sqlite = renamed.project, renamed.sqlite
@@ -354,3 +375,34 @@ def test_sqlite_gets_the_one_step_rename_and_phase_is_checked(renamed: Generated
     assert project.cli("upgrade", url=sqlite).returncode == 0
     assert query(sqlite, table) == expanded
     assert project.cli("check", url=sqlite).returncode == 0
+
+
+def drawn_on_a_terminal(url: URL, expand: Path) -> str:
+    """The expand revision's DO block run again, its notices drawn by rich on a real pseudo-terminal."""
+    (block,) = (
+        node.args[0].value
+        for node in ast.walk(ast.parse(expand.read_text()))
+        if isinstance(node, ast.Call)
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+        and str(node.args[0].value).startswith("DO $$")
+    )
+    controller, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))  # rows, columns
+    engine = engine_for(url, isolation_level="AUTOCOMMIT")
+    try:
+        with (
+            open(terminal, "w", closefd=False) as stream,
+            engine.connect() as conn,
+            backfill.shown(conn.connection.dbapi_connection, stream),
+        ):
+            conn.execute(sa.text(str(block)))
+        os.close(terminal)
+        chunks = []
+        with suppress(OSError):  # EIO: nothing holds the terminal any more
+            while chunk := os.read(controller, 65536):
+                chunks.append(chunk)
+    finally:
+        engine.dispose()
+        os.close(controller)
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode())

@@ -69,6 +69,7 @@ from dbtools.autogenerate.pgsql import (
     UnknownCast,
     execute,
     ident,
+    literal,
     using,
 )
 from dbtools.autogenerate.renames import NameChange, Named, RenameOp, render_rename
@@ -710,26 +711,36 @@ def _backfill(keyed: Keyed, *, touch: str, where: str) -> str:
     lets foreign keys to them through) and commits (a ``DO`` block may, run
     outside a transaction), so a writer waits for one batch at most. Only
     rows not yet filled are touched, so a killed backfill run again skips
-    what it did. The batch size and the pause between batches are the
+    what it did. It raises a notice as it starts and after each batch: how many rows it walked,
+    of about how many (``pg_class.reltuples``, or a count when never analyzed),
+    which psql prints and a run shows as progress (``dbtools.runtime.backfill``
+    reads the very words). The batch size and the pause between batches are the
     session's ``dbtools.backfill_batch`` and ``dbtools.backfill_pause``, which
     a run sets from ``MIGRATION_BACKFILL_BATCH`` and ``MIGRATION_BACKFILL_PAUSE``
     (``dbtools.runtime.locking``); 1,000 rows and no pause without them.
     """
     table, key, src = ident(keyed.table), ident(keyed.key), ident(touch)
+    name = literal(keyed.table)
     return execute(
         f"DO $$ DECLARE lower {keyed.key_type}; upper {keyed.key_type}; "
         "size integer := coalesce(nullif(current_setting('dbtools.backfill_batch', true), ''), '1000'); "
         "pause float := coalesce(nullif(current_setting('dbtools.backfill_pause', true), ''), '0'); "
-        f"BEGIN SELECT min({key}) INTO lower FROM {table}; "
+        "walked bigint := 0; counted bigint; "
+        f"total bigint := (SELECT reltuples::bigint FROM pg_class WHERE oid = {literal(table)}::regclass); "
+        f"BEGIN IF total < 0 THEN SELECT count(*) INTO total FROM {table}; END IF; "
+        f"RAISE NOTICE 'backfill %: about % rows', {name}, total; "
+        f"SELECT min({key}) INTO lower FROM {table}; "
         "WHILE lower IS NOT NULL LOOP "
-        f"SELECT max(k) INTO upper FROM (SELECT {key} AS k FROM {table} WHERE {key} >= lower "
-        f"ORDER BY {key} LIMIT size) AS batch; "
+        f"SELECT max(k), count(*) INTO upper, counted FROM (SELECT {key} AS k FROM {table} "
+        f"WHERE {key} >= lower ORDER BY {key} LIMIT size) AS batch; "
         f"UPDATE {table} SET {src} = {src} WHERE {key} IN (SELECT {key} FROM {table} "
         f"WHERE {key} >= lower AND {key} <= upper AND {where} "
         f"ORDER BY {key} FOR NO KEY UPDATE); "
-        "COMMIT; PERFORM pg_sleep(pause); "
+        "COMMIT; walked := walked + counted; "
+        f"RAISE NOTICE 'backfill %: % of about % rows', {name}, walked, greatest(total, walked); "
+        "PERFORM pg_sleep(pause); "
         f"SELECT min({key}) INTO lower FROM {table} WHERE {key} > upper; "
-        "END LOOP; END $$"
+        f"END LOOP; RAISE NOTICE 'backfill %: done, % rows', {name}, walked; END $$"
     )
 
 

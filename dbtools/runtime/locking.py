@@ -55,6 +55,7 @@ from dbtools.errors import (
     longer_lock_wait,
     sqlstate,
 )
+from dbtools.runtime import backfill
 from dbtools.settings import (
     LOCK_RETRIES_VAR,
     LOCK_TIMEOUT_VAR,
@@ -396,7 +397,8 @@ def held(connection: Connection, schema: str | None = None) -> Iterator[Session]
     event.listen(connection, "commit", session._on_commit)
     event.listen(connection.engine, "handle_error", session._on_error)  # an engine's event
     try:
-        yield session
+        with backfill.shown(connection.connection.dbapi_connection):  # an expand's backfill, as it goes
+            yield session
     finally:
         event.remove(connection, "begin", session._on_begin)
         event.remove(connection, "commit", session._on_commit)
