@@ -406,3 +406,43 @@ def drawn_on_a_terminal(url: URL, expand: Path) -> str:
         engine.dispose()
         os.close(controller)
     return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode())
+
+
+def test_a_table_without_a_single_column_key_gets_the_one_step_change_and_one_line_why(
+    project_copy: Project, tmp_path: Path
+) -> None:
+    """The backfill walks a single-column primary key: a composite one gets no split, and says so."""
+    sqlite = URL.create("sqlite", database=str(tmp_path / "project" / "app.db"))
+    project = project_copy
+    project.migrate(sqlite)
+    user = project.root / "models" / "user.py"
+    user.write_text(user.read_text() + MEMBERSHIPS)
+    assert project.cli("migration", "--message=memberships", "--renames=", url=sqlite).returncode == 0
+    project.migrate(sqlite)
+    user.write_text(user.read_text().replace(*ROLE_NOT_NULL))
+    made = project.cli("migration", "--message=role", "--renames=", url=sqlite)
+    assert made.returncode == 0, made.stderr
+    said = [line for line in made.stdout.splitlines() if "expand/contract" in line]
+    assert said == [
+        "Written in one step, not expand/contract: memberships has a primary key of 2 columns "
+        "(user_id, team), and the backfill walks a single-column primary key in batches (give the "
+        "table one, e.g. an identity column, to have the change split)"
+    ]
+    (written,) = project.versions.glob("*_role.py")
+    assert "phase = " not in written.read_text()
+    assert not list(project.versions.glob("*_contract.py"))
+
+
+MEMBERSHIPS = """
+
+class Membership(Base):
+    __tablename__ = "memberships"
+
+    user_id: Mapped[int] = mapped_column(primary_key=True)
+    team: Mapped[str] = mapped_column(String(32), primary_key=True)
+    role: Mapped[str | None] = mapped_column(String(16))
+"""
+ROLE_NOT_NULL = (
+    "role: Mapped[str | None] = mapped_column(String(16))",
+    'role: Mapped[str] = mapped_column(String(16), server_default="member")',
+)

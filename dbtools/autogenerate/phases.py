@@ -366,7 +366,9 @@ def _type_change(
         for constraint in table.constraints
     )
     others = [other for other in container.ops if other is not op]
-    if len(key) != 1 or column.primary_key or indexed or column.foreign_keys or others:
+    if len(key) != 1:
+        return None, unkeyed(table)
+    if column.primary_key or indexed or column.foreign_keys or others:
         return None, (
             f"the type of {name} changes with its index, key or other changes of its table, which a "
             "shadow column does not carry over"
@@ -397,6 +399,21 @@ def _type_change(
     return Split(op, container, ExpandOp(pair, one_step), ContractOp(pair)), ""
 
 
+def unkeyed(table: sa.Table) -> str:
+    """Why a table without a single-column primary key gets no expand/contract: the backfill needs one.
+
+    The backfill walks the table in keyset batches on that key, so a batch is
+    a short range a killed run can skip past; without one it would be one long
+    UPDATE. A dropped column or a renamed table needs no backfill, and splits.
+    """
+    key = [column.name for column in table.primary_key.columns]
+    has = f"a primary key of {len(key)} columns ({', '.join(key)})" if key else "no primary key"
+    return (
+        f"{table.name} has {has}, and the backfill walks a single-column primary key in batches "
+        "(give the table one, e.g. an identity column, to have the change split)"
+    )
+
+
 # A placeholder column name the casts are written over, then replaced by ``{}``.
 VALUE = "value_placeholder"
 
@@ -421,7 +438,7 @@ def _not_null(
         return None, f"{op.table_name}.{op.column_name} is not in the models"
     key = list(table.primary_key.columns)
     if len(key) != 1:
-        return None, f"the backfill walks a single-column primary key, and {op.table_name} has none"
+        return None, unkeyed(table)
     keyed = Keyed(op.table_name, key[0].name, _compiled(key[0].type))
     fill = _default(table.c[op.column_name])
     expand = NotNullOp(op, keyed, fill, phase=Phase.EXPAND)
@@ -489,7 +506,7 @@ def _pair(metadata: sa.MetaData, rename: RenameOp) -> tuple[Pair | None, str]:
         return None, f"{rename.table}.{rename.new} is not in the models"
     key = list(table.primary_key.columns)
     if len(key) != 1:
-        return None, f"the backfill walks a single-column primary key, and {rename.table} has none"
+        return None, unkeyed(table)
     others = [name for name in rename.names if name != rename.table]
     changes = rename.names.get(rename.table, [])
     unsupported = [change.old for change in changes if _index(change) is None]
