@@ -59,6 +59,9 @@ class Lines:
             f"Backfill {table}: {rows:,} rows in {time.monotonic() - self.started:.1f} s, {self._rate(rows)}"
         )
 
+    def close(self) -> None:
+        """Nothing drawn to take down."""
+
     def _rate(self, rows: int) -> str:
         return f"{rows / max(time.monotonic() - self.started, 1e-6):,.0f} rows/s"
 
@@ -107,6 +110,11 @@ class Live:
         if table in self.tasks:
             self.progress.update(self.tasks[table], completed=rows, total=rows)
             self.progress.refresh()
+        self.close()
+
+    def close(self) -> None:
+        """The bar left where it stands, the cursor shown again: at the end, or when the run is cut."""
+        if self.progress.live.is_started:
             self.progress.stop()
 
 
@@ -118,25 +126,29 @@ def view(stream: TextIO) -> View:
     return Live(stream) if stream.isatty() else Lines(stream)
 
 
-def on_notice(show: Callable[[], View]) -> Callable[[Any], None]:
+@dataclass
+class Notices:
     """A psycopg notice handler that shows a backfill's notices; a view each, made as it starts."""
-    shown: list[View] = []
 
-    def handle(diagnostic: Any) -> None:
+    show: Callable[[], View]
+    current: View | None = None
+
+    def __call__(self, diagnostic: Any) -> None:
         message = str(getattr(diagnostic, "message_primary", "") or "")
         batch, done = BATCH.match(message), DONE.match(message)
         if START.match(message):
-            shown[:] = [show()]  # its clock starts before the first batch
-            return
-        if (batch is None and done is None) or not shown:
-            return
-        if batch is not None:
-            shown[0].batch(batch[1], int(batch[2]), int(batch[3]))
-        elif done is not None:
-            shown[0].done(done[1], int(done[2]))
-            shown.clear()  # the next backfill of the run starts its own clock
+            self.close()
+            self.current = self.show()  # its clock starts before the first batch
+        elif batch is not None and self.current is not None:
+            self.current.batch(batch[1], int(batch[2]), int(batch[3]))
+        elif done is not None and self.current is not None:
+            self.current.done(done[1], int(done[2]))
+            self.current = None  # the next backfill of the run starts its own clock
 
-    return handle
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.close()
+            self.current = None
 
 
 @contextmanager
@@ -146,9 +158,10 @@ def shown(dbapi_connection: Any, stream: TextIO | None = None) -> Iterator[None]
     if add is None:  # another driver: the backfill runs as before, without progress
         yield
         return
-    handler = on_notice(lambda: view(stream or sys.stderr))
-    add(handler)
+    notices = Notices(lambda: view(stream or sys.stderr))
+    add(notices)
     try:
         yield
     finally:
-        dbapi_connection.remove_notice_handler(handler)
+        notices.close()  # a run cut midway (Ctrl-C, a killed backend) leaves no bar half-drawn
+        dbapi_connection.remove_notice_handler(notices)
