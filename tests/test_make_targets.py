@@ -151,6 +151,7 @@ def test_make_help_and_the_cli_take_each_summary_from_the_catalog(project: Proje
     for entry in catalog.ENTRIES:
         if entry.name not in catalog.CLI_ONLY:
             assert any(line.split()[0] == entry.name and entry.summary in line for line in shown[1:])
+    assert "``" not in (build_parser().description or "")  # --help shows text, not the docstring's markup
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert {name: parser.description for name, parser in sub.choices.items()} == {
         entry.name: entry.summary for entry in catalog.ENTRIES if entry.command
