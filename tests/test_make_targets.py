@@ -204,6 +204,18 @@ def test_make_clean_removes_the_virtualenv_but_never_the_database(
     assert app_db.exists()
 
 
+def test_a_target_that_takes_no_fleet_refuses_one_and_runs_nothing(project: Project, tmp_path: Path) -> None:
+    """make downgrade fleet=... would otherwise step DATABASE_URL's one database back, fleet= ignored."""
+    url = URL.create("sqlite", database=str(tmp_path / "one.db"))
+    project.migrate(url)  # set-up; the target under test follows
+    before = current_revision(url)
+    for argv in (["downgrade", "fleet=fleet.toml"], ["restore", "report=r.json"]):
+        result = project.make(*argv, url=url)
+        assert result.returncode == 2
+        assert f"FAILED: make {argv[0]} takes no fleet= or report=" in failed_line(result)
+    assert current_revision(url) == before
+
+
 def test_commands_that_only_look_do_not_create_the_database(project_copy: Project) -> None:
     app_db = project_copy.root / "app.db"
     for target in ("current", "check"):
