@@ -319,3 +319,17 @@ def test_a_downgrade_to_a_revision_the_squash_replaced_is_refused_by_name(tmp_pa
         with pytest.raises(CommandError, match=f"rev={destination} is below bbbbbbbbbbbb, the squash of 2"):
             squashes.refuse_downgrade(script, squash, ("bbbbbbbbbbbb",), destination)
     squashes.refuse_downgrade(script, squash, ("bbbbbbbbbbbb",), "bbbbbbbbbbbb")  # the squash itself: allowed
+
+
+def test_a_database_inside_a_pruned_range_is_told_which_revisions_it_needs(tmp_path: Path) -> None:
+    """One revision left is named alone ("(b)", not "(b to b)"); several as a range."""
+    module = types.ModuleType("squash")
+    module.down_revision = None  # type: ignore[attr-defined]
+    module.replaces = {"aaaaaaaaaaaa": "a", "cccccccccccc": "c", "bbbbbbbbbbbb": "b"}  # type: ignore[attr-defined]
+    script = ScriptDirectory(str(tmp_path))
+    pruned = Script(module, "bbbbbbbbbbbb", str(tmp_path / "squash.py"))
+    script.revision_map = RevisionMap(lambda: [pruned])  # the history after the prune: the squash alone
+    with pytest.raises(CommandError, match=r"it still needs 1 of them \(bbbbbbbbbbbb\)\. Upgrade"):
+        squashes.refuse_pruned(script, ["cccccccccccc"])
+    with pytest.raises(CommandError, match=r"needs 2 of them \(cccccccccccc to bbbbbbbbbbbb\)\. Upgrade"):
+        squashes.refuse_pruned(script, ["aaaaaaaaaaaa"])

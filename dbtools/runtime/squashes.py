@@ -205,10 +205,11 @@ def refuse_pruned(script: ScriptDirectory, heads: Iterable[str]) -> None:
             if head in squash.replaces:
                 order = list(squash.replaces)
                 needs = order[order.index(head) + 1 :]
+                which = needs[0] if len(needs) == 1 else f"{needs[0]} to {squash.upto}"
                 raise CommandError(
                     f"the database is at {head}, inside the {len(order)} migrations squashed into "
                     f"{squash.upto} whose files were pruned; it still needs {len(needs)} of them "
-                    f"({needs[0]} to {squash.upto}). Upgrade it to {squash.upto} from a checkout before the "
+                    f"({which}). Upgrade it to {squash.upto} from a checkout before the "
                     f"prune (`git log --diff-filter=D -- migrations/versions` finds it; `make upgrade "
                     f"rev={squash.upto}`), then run make upgrade here; nothing was changed"
                 )
