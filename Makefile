@@ -37,6 +37,11 @@ export DBTOOLS_UPTO = $(value upto)
 export DBTOOLS_PRUNE = $(value prune)
 export DBTOOLS_ALLOW_DATA_LOSS = $(value allow_data_loss)
 
+# fleet= and report= go with upgrade, status, check and verify. Any other target that opens a
+# database refuses them: it would ignore them and act on DATABASE_URL's one database instead.
+NO_FLEET = @test -z "$$DBTOOLS_FLEET$$DBTOOLS_REPORT" || { echo "FAILED: make $@ takes no fleet= or \
+report= (upgrade, status, check and verify do); nothing was run" >&2; exit 2; }
+
 .DEFAULT_GOAL := help
 .PHONY: help install upgrade downgrade migration rebase squash check status verify repair rehearse restore current history sql stamp schema test lint bench bench-online bench-expand bench-autogenerate bench-fleet clean
 
@@ -52,18 +57,22 @@ upgrade: $(RUNTIME)
 		$${DBTOOLS_FLEET:+--fleet="$$DBTOOLS_FLEET"} $${DBTOOLS_REPORT:+--report="$$DBTOOLS_REPORT"}
 
 downgrade: $(RUNTIME)
+	$(NO_FLEET)
 	@$(CLI) downgrade "$${DBTOOLS_REV:--1}"
 
 migration: $(DEV)
+	$(NO_FLEET)
 	@test -n "$$DBTOOLS_MSG" || { echo 'usage: make migration msg="describe the change"' >&2; exit 2; }
 	@$(CLI) migration --message="$$DBTOOLS_MSG" --renames="$$DBTOOLS_RENAMES"
 
 # Needs ruff (DEV): the re-pointed migration is formatted as make migration leaves one.
 rebase: $(DEV)
+	$(NO_FLEET)
 	@$(CLI) rebase $${DBTOOLS_ONTO:+--onto="$$DBTOOLS_ONTO"}
 
 # Needs ruff (DEV), as make migration: the squash is formatted as a migration it writes.
 squash: $(DEV)
+	$(NO_FLEET)
 	@$(CLI) squash --upto="$$DBTOOLS_UPTO" --prune="$${DBTOOLS_PRUNE:-0}" --allow-data-loss="$${DBTOOLS_ALLOW_DATA_LOSS:-0}"
 
 check: $(RUNTIME)
@@ -76,15 +85,19 @@ verify: $(RUNTIME)
 	@$(CLI) verify $${DBTOOLS_FLEET:+--fleet="$$DBTOOLS_FLEET"} $${DBTOOLS_REPORT:+--report="$$DBTOOLS_REPORT"}
 
 repair: $(RUNTIME)
+	$(NO_FLEET)
 	@$(CLI) repair
 
 rehearse: $(RUNTIME)
+	$(NO_FLEET)
 	@$(CLI) rehearse $${DBTOOLS_REV:+"$$DBTOOLS_REV"}
 
 restore: $(RUNTIME)
+	$(NO_FLEET)
 	@$(CLI) restore $${DBTOOLS_FILE:+"$$DBTOOLS_FILE"}
 
 current: $(RUNTIME)
+	$(NO_FLEET)
 	@$(CLI) current
 
 history: $(RUNTIME)
@@ -94,6 +107,7 @@ sql: $(RUNTIME)
 	@$(ALEMBIC) upgrade "$${DBTOOLS_REV:-head}" --sql
 
 stamp: $(RUNTIME)
+	$(NO_FLEET)
 	@$(CLI) stamp
 
 schema: $(DEV)

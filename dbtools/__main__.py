@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 def build_parser() -> argparse.ArgumentParser:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m dbtools", description=__doc__.split("\n\n")[0])
+    # The docstring's first paragraph, without its reStructuredText quotes (``...``).
+    description = __doc__.split("\n\n")[0].replace("``", "")
+    parser = argparse.ArgumentParser(prog="python -m dbtools", description=description)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str) -> argparse.ArgumentParser:

@@ -29,6 +29,9 @@ import pytest
 from sqlalchemy.engine import URL
 
 from dbtools import pgserver
+from dbtools.fleet import runner
+from dbtools.fleet.report import Outcome, Result
+from dbtools.fleet.targets import Target
 from dbtools.runtime.locking import lock_key
 from tests.helpers import (
     VENV,
@@ -384,6 +387,24 @@ def test_a_fleet_file_is_checked_before_anything_runs(
 def test_report_without_a_fleet_is_refused(project: Project, tmp_path: Path) -> None:
     result = project.cli("upgrade", f"--report={tmp_path / 'r.json'}", url=URL.create("sqlite", database="x"))
     assert "report= goes with fleet=" in failed_line(result)
+
+
+def test_a_status_row_between_expand_and_contract_gives_the_summary_line(tmp_path: Path) -> None:
+    """make status's window line after its summary says " applied, " too; the row's reason is the summary."""
+    summary = "2 applied, 1 pending; current: 385159a2b2fd; checksums: all match; models: in sync."
+    log = tmp_path / "log"
+    log.write_text(
+        "INFO  [alembic.runtime.migration] Context impl SQLiteImpl.\n"
+        "[ ] 4c5f9eba41e1  handle, contract  pending, contract\n"
+        f"{summary}\n"
+        "Between expand and contract: 385159a2b2fd (handle) is applied, its contract is not; ...\n"
+    )
+    (tmp_path / "facts").write_text(json.dumps({"from": "385159a2b2fd", "to": "385159a2b2fd"}))
+    job = runner._Running(
+        Outcome(Target("all", "sqlite:///a.db", "sqlite:///a.db")), 0.0, log, tmp_path / "facts"
+    )
+    outcome = runner._finish(runner.Kind.STATUS, job, 0, "4c5f9eba41e1")
+    assert (outcome.result, outcome.reason) == (Result.PENDING, summary)
 
 
 def test_status_check_and_verify_of_a_fleet_look_and_stop_at_nothing(

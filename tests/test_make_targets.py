@@ -151,6 +151,7 @@ def test_make_help_and_the_cli_take_each_summary_from_the_catalog(project: Proje
     for entry in catalog.ENTRIES:
         if entry.name not in catalog.CLI_ONLY:
             assert any(line.split()[0] == entry.name and entry.summary in line for line in shown[1:])
+    assert "``" not in (build_parser().description or "")  # --help shows text, not the docstring's markup
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     assert {name: parser.description for name, parser in sub.choices.items()} == {
         entry.name: entry.summary for entry in catalog.ENTRIES if entry.command
@@ -201,6 +202,18 @@ def test_make_clean_removes_the_virtualenv_but_never_the_database(
     assert not venv.exists()
     assert not cache.exists()
     assert app_db.exists()
+
+
+def test_a_target_that_takes_no_fleet_refuses_one_and_runs_nothing(project: Project, tmp_path: Path) -> None:
+    """make downgrade fleet=... would otherwise step DATABASE_URL's one database back, fleet= ignored."""
+    url = URL.create("sqlite", database=str(tmp_path / "one.db"))
+    project.migrate(url)  # set-up; the target under test follows
+    before = current_revision(url)
+    for argv in (["downgrade", "fleet=fleet.toml"], ["restore", "report=r.json"]):
+        result = project.make(*argv, url=url)
+        assert result.returncode == 2
+        assert f"FAILED: make {argv[0]} takes no fleet= or report=" in failed_line(result)
+    assert current_revision(url) == before
 
 
 def test_commands_that_only_look_do_not_create_the_database(project_copy: Project) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +23,15 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic.script import Script, ScriptDirectory
+from alembic.script.revision import RevisionMap
+from alembic.util import CommandError
 from alembic_linear_migrations import head as head_file
 from sqlalchemy.engine import URL
 
 from dbtools import pgserver
 from dbtools.commands import check, verify
-from dbtools.runtime import replay, snapshot
+from dbtools.runtime import replay, snapshot, squashes
 from tests import workers
 from tests.helpers import Project, engine_for, failed_line, query
 
@@ -298,3 +302,34 @@ def test_a_squash_that_builds_something_else_is_described() -> None:
         "SQLite: -CREATE TABLE t (a TEXT DEFAULT 'x'); +CREATE TABLE t (a TEXT DEFAULT 'y')"
     ]
     assert replay.differences(old, old) == []
+
+
+def test_a_downgrade_to_a_revision_the_squash_replaced_is_refused_by_name(tmp_path: Path) -> None:
+    """Such a revision is no revision of the squashed history: the squash's refusal, not Alembic's
+    "Can't locate revision" (``make downgrade rev=<an old revision>`` on a database the squash built)."""
+    module = types.ModuleType("squash")
+    module.down_revision = None  # type: ignore[attr-defined]
+    squash = squashes.Squash(
+        Script(module, "bbbbbbbbbbbb", str(tmp_path / "squash.py.squash")),
+        {"aaaaaaaaaaaa": "checksum a", "bbbbbbbbbbbb": "checksum b"},
+    )
+    script = ScriptDirectory(str(tmp_path))
+    script.revision_map = RevisionMap(lambda: [squash.script])  # the squashed history: the squash alone
+    for destination in ("aaaaaaaaaaaa", "aaaa"):  # a whole id, or a prefix of one, as Alembic takes them
+        with pytest.raises(CommandError, match=f"rev={destination} is below bbbbbbbbbbbb, the squash of 2"):
+            squashes.refuse_downgrade(script, squash, ("bbbbbbbbbbbb",), destination)
+    squashes.refuse_downgrade(script, squash, ("bbbbbbbbbbbb",), "bbbbbbbbbbbb")  # the squash itself: allowed
+
+
+def test_a_database_inside_a_pruned_range_is_told_which_revisions_it_needs(tmp_path: Path) -> None:
+    """One revision left is named alone ("(b)", not "(b to b)"); several as a range."""
+    module = types.ModuleType("squash")
+    module.down_revision = None  # type: ignore[attr-defined]
+    module.replaces = {"aaaaaaaaaaaa": "a", "cccccccccccc": "c", "bbbbbbbbbbbb": "b"}  # type: ignore[attr-defined]
+    script = ScriptDirectory(str(tmp_path))
+    pruned = Script(module, "bbbbbbbbbbbb", str(tmp_path / "squash.py"))
+    script.revision_map = RevisionMap(lambda: [pruned])  # the history after the prune: the squash alone
+    with pytest.raises(CommandError, match=r"it still needs 1 of them \(bbbbbbbbbbbb\)\. Upgrade"):
+        squashes.refuse_pruned(script, ["cccccccccccc"])
+    with pytest.raises(CommandError, match=r"needs 2 of them \(cccccccccccc to bbbbbbbbbbbb\)\. Upgrade"):
+        squashes.refuse_pruned(script, ["aaaaaaaaaaaa"])

@@ -38,6 +38,9 @@ from dbtools.settings import DATABASE_URL_VAR, SCHEMA_VAR, quoted_schema
 
 # A logging line of a run (Alembic's format): not what the run says of the target.
 LOG_LINE = re.compile(r"^[A-Z]+ +\[")
+# make status's summary line ("2 applied, 1 pending; current: ..."), not the lines after it: the
+# window between expand and contract ("... is applied, its contract is not; ...") says " applied, " too.
+STATUS_SUMMARY = re.compile(r"^(?:\d+ applied, \d+ pending|applied and pending unknown:)")
 
 
 class Kind(StrEnum):
@@ -306,7 +309,7 @@ def _finish(kind: Kind, job: _Running, code: int, heads: str | None) -> Outcome:
         outcome.after = heads
         outcome.result = Result.CURRENT if outcome.before == heads else Result.PENDING
         # make status's summary: "1 applied, 0 pending; current: ...; checksums: ...; models: ..."
-        outcome.reason = next((line for line in reversed(lines) if " applied, " in line), "")
+        outcome.reason = next((line for line in reversed(lines) if STATUS_SUMMARY.match(line)), "")
     else:  # check, verify: what the command said of the target, its logging aside
         outcome.result = Result.OK
         outcome.reason = next(

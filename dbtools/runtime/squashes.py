@@ -158,18 +158,25 @@ def refuse_downgrade(
 
     A database built by the squash never had the steps below it (and once pruned, nobody has their
     files); stopping at the squash's own downgrade() would leave the steps above it reverted, and
-    committed where they commit midway.
+    committed where they commit midway. A revision the squash replaced is no revision of the
+    squashed history at all: refused the same way, not with Alembic's "Can't locate revision".
     """
+    if squash.inside(destination):
+        raise _below(squash, destination)
     try:
         steps = script._downgrade_revs(destination, heads)  # type: ignore[arg-type]
     except Exception:  # not a downgrade target from here: an upgrade, which Alembic checks itself
         return
     if any(step.revision.revision == squash.upto for step in steps):
-        raise CommandError(
-            f"rev={destination} is below {squash.upto}, the squash of {len(squash.replaces)} migrations this "
-            f"database went through: it was built in one step and cannot step below {squash.upto}; nothing "
-            f"was changed. Downgrade to {squash.upto} at most, or restore a backup (make restore)"
-        )
+        raise _below(squash, destination)
+
+
+def _below(squash: Squash, destination: str) -> CommandError:
+    return CommandError(
+        f"rev={destination} is below {squash.upto}, the squash of {len(squash.replaces)} migrations this "
+        f"database went through: it was built in one step and cannot step below {squash.upto}; nothing "
+        f"was changed. Downgrade to {squash.upto} at most, or restore a backup (make restore)"
+    )
 
 
 def came_through_file(database: Path, squash: Squash) -> bool:
@@ -198,10 +205,11 @@ def refuse_pruned(script: ScriptDirectory, heads: Iterable[str]) -> None:
             if head in squash.replaces:
                 order = list(squash.replaces)
                 needs = order[order.index(head) + 1 :]
+                which = needs[0] if len(needs) == 1 else f"{needs[0]} to {squash.upto}"
                 raise CommandError(
                     f"the database is at {head}, inside the {len(order)} migrations squashed into "
                     f"{squash.upto} whose files were pruned; it still needs {len(needs)} of them "
-                    f"({needs[0]} to {squash.upto}). Upgrade it to {squash.upto} from a checkout before the "
+                    f"({which}). Upgrade it to {squash.upto} from a checkout before the "
                     f"prune (`git log --diff-filter=D -- migrations/versions` finds it; `make upgrade "
                     f"rev={squash.upto}`), then run make upgrade here; nothing was changed"
                 )
