@@ -32,7 +32,7 @@ from sqlalchemy.engine import URL
 
 from dbtools import pgserver
 from dbtools.runtime import backfill
-from tests.helpers import Project, engine_for, execute, insert_users, query
+from tests.helpers import Project, engine_for, execute, failed_line, insert_users, query
 
 ROWS = 3000  # three backfill batches of 1,000
 FORK = multiprocessing.get_context("fork")
@@ -401,6 +401,10 @@ def test_sqlite_gets_the_one_step_rename_and_phase_is_checked(renamed: Generated
     assert "login" in str(expanded)
     assert "username" not in str(expanded)
     assert query(sqlite, "SELECT login FROM users ORDER BY id") == [(f"user{i}",) for i in range(3)]
+    # In the window, make check never tells the user to run the contract while old instances may run.
+    window = failed_line(project.cli("check", url=sqlite))
+    assert "between expand and contract" in window
+    assert "once the last instance of the old application version is gone" in window
     assert project.cli("upgrade", url=sqlite).returncode == 0
     assert query(sqlite, table) == expanded
     assert project.cli("check", url=sqlite).returncode == 0

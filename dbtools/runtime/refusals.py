@@ -14,6 +14,9 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import MetaData, inspect
 
+from dbtools.runtime import phases
+from dbtools.runtime.phases import Phase
+
 
 def check_database(
     migration_context: MigrationContext,
@@ -53,6 +56,14 @@ def check_autogenerate_base(migration_context: MigrationContext, script: ScriptD
     current = migration_context.get_current_heads()
     if set(current) != set(heads):
         at = ", ".join(current) or "no revision (empty)"
+        if current and not phases.upgrade_steps(script, heads[0], current, Phase.EXPAND):
+            # Only contracts are pending: `make upgrade` now would break the old application version.
+            raise CommandError(
+                f"the database is between expand and contract (at {at}, its contract pending), and the "
+                "models describe the shape after the contract; nothing was compared. Compare a "
+                "development database at head, or this one once the last instance of the old "
+                "application version is gone and `make upgrade` has run the contract"
+            )
         raise CommandError(
             f"the database is at {at} but the newest migration is {', '.join(heads)}; "
             "run `make upgrade` first, so the comparison starts from the latest schema"
