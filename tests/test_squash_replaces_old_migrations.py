@@ -246,6 +246,7 @@ def test_bad_input_is_refused_with_nothing_written(histories: Histories) -> None
     for expected, argv in refusals.items():
         assert expected in failed_line(old.cli("squash", *argv))
     assert "there is no squash to prune" in failed_line(old.cli("squash", "--prune=1"))
+    assert "give it alone, without upto=" in failed_line(old.cli("squash", "--prune=1", f"--upto={UPTO}"))
     # Through make, as typed: upto= reaches the command as one argument.
     assert "upto=base is before every migration" in failed_line(old.make("squash", "upto=base"))
     assert "a squash of a squash is not supported" in failed_line(squashed.cli("squash", f"--upto={UPTO}"))

@@ -72,12 +72,11 @@ class Plan:
 
     def report(self, path: Path, *, proved_on_postgresql: bool) -> list[str]:
         """What make squash says once it wrote the file."""
-        backends = "an empty SQLite database"
-        if proved_on_postgresql:
-            backends = "an empty SQLite and an empty PostgreSQL database"
+        backends = "SQLite and PostgreSQL" if proved_on_postgresql else "SQLite"
         lines = [
             f"Wrote {path}: {len(self.replaced)} migrations up to {self.upto}.",
-            f"Proved: {backends} built by it dump the same as by them.",
+            f"Proved: on {backends}, an empty database built by the squash dumps the same as one built by "
+            "the migrations it replaces.",
         ]
         if self.carried:
             lines.append(

@@ -23,6 +23,11 @@ def squash(config: Config, upto: str = "", prune: str = "0", allow_data_loss: st
         if value not in ("0", "1"):
             raise CommandError(f"{name}={value!r}: give 1 (or 0); nothing was written")
     if prune == "1":
+        if upto:
+            raise CommandError(
+                "prune=1 deletes the files of the squash already written; give it alone, without upto=. "
+                "Nothing was deleted"
+            )
         pruning = files.plan_prune(config)
         squashes.refuse_changed_since(pruning.replaces, pruning.files)  # it was proved against them
         files.prune(pruning)
