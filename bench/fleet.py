@@ -444,15 +444,18 @@ class Bench:
         listing = (
             listing[listing.index("ncalls") :].replace(f"{self.project}/", "").replace(f"{sys.prefix}/", "")
         )
-        seconds = [t["seconds"] for t in json.loads(report.read_text())["targets"]]
+        rows = json.loads(report.read_text())["targets"]
+        # A target answered at head without a run reports the look's time, not a run's: left out.
+        seconds = [t["seconds"] for t in rows if not t["reason"].startswith("at head:")]
         return fleet_results.Profile(
             scenario=scenario,
             wall=wall,
             profiled=stats.total_tt,  # type: ignore[attr-defined]
             fleet_run=fleet_run,
-            targets=len(seconds),
+            targets=len(rows),
+            answered=len(rows) - len(seconds),
             target_seconds=sum(seconds),
-            slowest=max(seconds),
+            slowest=max(seconds, default=0.0),
             top=listing,
         )
 

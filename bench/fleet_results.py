@@ -46,7 +46,8 @@ class Profile:
     profiled: float  # what cProfile saw of the fleet's own process
     fleet_run: float | None  # of which the fleet's run(): loading the file, forking, waiting
     targets: int
-    target_seconds: float  # the sum of the report's per-target times (each forked run's wall time)
+    answered: int  # targets answered at head by the fleet's own look, without a run
+    target_seconds: float  # the sum of the forked runs' wall times, as the report gives them
     slowest: float
     top: str  # pstats of the fleet's own process, by own time
 
@@ -148,14 +149,20 @@ def write(measured: list[Measured], sizes: Sizes, profiles: list[Profile], elaps
 
 
 def profile_lines(profile: Profile) -> list[str]:
-    average = profile.target_seconds / profile.targets
     run = "" if profile.fleet_run is None else f", of which {profile.fleet_run:.2f} s in the fleet's run()"
+    forked = profile.targets - profile.answered
+    runs = (
+        f"The {forked} forked runs took {profile.target_seconds / forked * 1000:.1f} ms each on average "
+        f"(slowest {profile.slowest * 1000:.0f} ms), {profile.target_seconds:.2f} s in all, "
+        f"{PROCESSES} at a time."
+        if forked
+        else "No run was forked."
+    )
     return [
         f"**{profile.scenario}**: {profile.wall:.2f} s wall; cProfile saw {profile.profiled:.2f} s of the "
-        f"fleet's own process{run} (the rest: start-up and imports). The {profile.targets} forked runs took "
-        f"{average * 1000:.1f} ms each on average (slowest {profile.slowest * 1000:.0f} ms), "
-        f"{profile.target_seconds:.2f} s in all, {PROCESSES} at a time. The fleet's own process, "
-        "by its own time:",
+        f"fleet's own process{run} (the rest: start-up and imports). {profile.answered} of the "
+        f"{profile.targets} targets were answered at head by the fleet's own look. {runs} "
+        "The fleet's own process, by its own time:",
         "",
         "```",
         profile.top.strip(),
