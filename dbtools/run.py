@@ -46,24 +46,52 @@ log = logging.getLogger(__name__)
 
 
 class StepTimer:
-    """How long each migration of a run took: logged, and kept for `make rehearse`."""
+    """How long each migration of a run took, and where the run took the database.
+
+    Logged, kept for `make rehearse`, and read by a fleet's forked run
+    (``dbtools.fleet.runner``) for its report's from and to, which it would
+    otherwise open two more connections to read.
+    """
 
     def __init__(self) -> None:
         self.steps: list[tuple[str, float]] = []  # (revision, seconds)
         self._mark = time.perf_counter()
+        # The heads when the migrations started, under the migration lock, and after the last step.
+        self.before: tuple[str, ...] = ()
+        self.after: tuple[str, ...] = ()
 
-    def start(self) -> None:
+    def start(self, heads: Collection[str]) -> None:
+        """Called as the migrations start (again, when a run is retried): what was there first."""
+        global _started
         self._mark = time.perf_counter()
+        self.before = self.after = tuple(sorted(heads))
+        _started = self
 
     def on_version_apply(
         self, ctx: MigrationContext, step: MigrationInfo, heads: Collection[str], run_args: Mapping[str, Any]
     ) -> None:
         now = time.perf_counter()
         elapsed, self._mark = now - self._mark, now
+        self.after = tuple(sorted(heads))
         # Up or down, the migration that ran is the "up" side of the step.
         revision = ",".join(step.up_revision_ids)
         self.steps.append((revision, elapsed))
         log.info("%s %s took %.3f s", "Upgrade to" if step.is_upgrade else "Downgrade of", revision, elapsed)
+
+
+# The timer of the last run that started migrating in this process (a fleet's forked run has one).
+_started: StepTimer | None = None
+
+
+def last_started() -> StepTimer | None:
+    """The last run's timer in this process, if a run got as far as migrating since ``forget_started``."""
+    return _started
+
+
+def forget_started() -> None:
+    """Before a run whose timer will be read: a forked process must not read its parent's."""
+    global _started
+    _started = None
 
 
 @dataclass(frozen=True)

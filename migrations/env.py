@@ -165,7 +165,7 @@ def run_migrations_online() -> None:
                 resume.install(
                     migration_context, context.script, reverts_half_applied=this_run.reverts_half_applied
                 )
-                this_run.timer.start()
+                this_run.timer.start(heads)
                 context.run_migrations()
 
 

@@ -225,9 +225,7 @@ def _child(
             os.environ[SCHEMA_VAR] = target.schema
         else:
             os.environ.pop(SCHEMA_VAR, None)
-        before = revision(target)
-        code = run_one(list(argv))
-        after = revision(target) if argv[0] == Kind.UPGRADE else before
+        code, before, after = _run_and_see(target, argv, run_one)
         facts.write_text(json.dumps({"from": before, "to": after}))
     except BaseException:  # not main's to catch: the log's last line is this target's reason
         import traceback
@@ -238,6 +236,35 @@ def _child(
             sys.stdout.flush()
             sys.stderr.flush()
         os._exit(code)
+
+
+def _run_and_see(
+    target: Target, argv: Sequence[str], run_one: Callable[[list[str]], int]
+) -> tuple[int, str | None, str | None]:
+    """Run the command: its exit status, and where it took the database, as the run saw it when it can say.
+
+    A run that migrated says where it started and ended (``dbtools.run.StepTimer``):
+    two connections fewer for each target, each a backend's start and a password
+    exchange on PostgreSQL. Otherwise (a run refused before migrating, or one that
+    failed after committing a step) the database is read: its revision now is the
+    one to report, and, if the run never started migrating, the one before it too.
+    """
+    from dbtools import run as runs
+
+    runs.forget_started()
+    code = run_one(list(argv))
+    started = runs.last_started()
+    if argv[0] != Kind.UPGRADE:
+        now = revision(target) if started is None else _joined(started.before)
+        return code, now, now
+    if code == 0 and started is not None:
+        return code, _joined(started.before), _joined(started.after)
+    now = revision(target)
+    return code, (now if started is None else _joined(started.before)), now
+
+
+def _joined(heads: Sequence[str]) -> str | None:
+    return ",".join(sorted(heads)) or None
 
 
 def revision(target: Target) -> str | None:
