@@ -56,7 +56,7 @@ from alembic.autogenerate import renderers
 from alembic.operations import ops
 from alembic.runtime.plugins import Plugin
 
-from dbtools.autogenerate import indexes, nonblocking, phases, portable, renames
+from dbtools.autogenerate import indexes, nonblocking, phases, phasesql, portable, renames
 
 PLUGIN = "dbtools.autogenerate.portable"
 INDEX_PLUGIN = "dbtools.autogenerate.indexes"
@@ -66,11 +66,11 @@ for _op in (portable.EnumTypeOp, portable.EnumValuesOp, portable.SequenceTypeOp,
 renderers.dispatch_for(nonblocking.OnlineOp)(nonblocking.render_online)
 renderers.dispatch_for(nonblocking.RewriteOp)(nonblocking.render_rewrite)
 renderers.dispatch_for(renames.RenameOp)(renames.render_rename)
-renderers.dispatch_for(phases.ExpandOp)(phases.render_expand)
-renderers.dispatch_for(phases.ContractOp)(phases.render_contract)
-renderers.dispatch_for(phases.ViewOp)(phases.render_view)
-renderers.dispatch_for(phases.DropLaterOp)(phases.render_drop_later)
-renderers.dispatch_for(phases.NotNullOp)(phases.render_not_null)
+renderers.dispatch_for(phases.ExpandOp)(phasesql.render_expand)
+renderers.dispatch_for(phases.ContractOp)(phasesql.render_contract)
+renderers.dispatch_for(phases.ViewOp)(phasesql.render_view)
+renderers.dispatch_for(phases.DropLaterOp)(phasesql.render_drop_later)
+renderers.dispatch_for(phases.NotNullOp)(phasesql.render_not_null)
 renderers.dispatch_for(ops.CreatePrimaryKeyOp, replace=True)(renames.render_create_primary_key)
 # Alembic's own, wrapped: it renders every ALTER COLUMN, and this one adds what it leaves out.
 renderers.dispatch_for(ops.AlterColumnOp, replace=True)(

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-# The notices the generated DO block raises (dbtools.autogenerate.phases._backfill writes them).
+# The notices the generated DO block raises (dbtools.autogenerate.phasesql._backfill writes them).
 START = re.compile(r"^backfill (\S+): about (\d+) rows$")
 BATCH = re.compile(r"^backfill (\S+): (\d+) of about (\d+) rows$")
 DONE = re.compile(r"^backfill (\S+): done, (\d+) rows$")
