@@ -45,7 +45,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from bench import squash
-from bench.harness import Series, compare, in_child, machine, timed_command
+from bench.harness import Series, compare, copy_project, in_child, machine, timed_command
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.prefix) / "bin"
@@ -136,13 +136,7 @@ class Workspace:
         self.base = base
         self.rows = rows
         self.project = base / "project"
-        shutil.copytree(
-            ROOT,
-            self.project,
-            ignore=shutil.ignore_patterns(
-                ".venv", ".git", "*.db*", "backups", "__pycache__", ".*_cache", ".dbtools"
-            ),
-        )
+        copy_project(self.project)
         self.ini = str(self.project / "alembic.ini")
         self.head = self._alembic_heads()
 

@@ -36,7 +36,7 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import URL
 
-from bench.harness import Series, compare, machine
+from bench.harness import Series, compare, copy_project, machine
 from dbtools import pgserver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -98,11 +98,8 @@ def projects(base: Path) -> Iterator[dict[str, Path]]:
     if found.returncode != 0:
         raise SystemExit(f"bench-autogenerate: commit {BASELINE} is not in {ROOT} (a shallow clone?)")
     folders = {"baseline": base / "baseline", "head": base / "head", "head-pg": base / "head-pg"}
-    ignore = shutil.ignore_patterns(
-        ".venv", ".git", "*.db*", "backups", "__pycache__", ".*_cache", ".dbtools"
-    )
     for name in ("head", "head-pg"):
-        shutil.copytree(ROOT, folders[name], ignore=ignore)
+        copy_project(folders[name])
     git = ["git", "-C", str(ROOT), "worktree"]
     subprocess.run([*git, "add", "--quiet", "--detach", str(folders["baseline"]), BASELINE], check=True)
     try:

@@ -39,7 +39,7 @@ import psycopg
 from sqlalchemy.engine import URL
 
 from bench.harness import machine
-from bench.online import FORK, ROOT, USER_MODEL, _admin_sql, _cli, _dsn, _slug
+from bench.online import FORK, ROOT, _admin_sql, _cli, _dsn, _slug, copy_with_bench_models
 from dbtools import pgserver
 
 RESULTS = ROOT / "bench" / "expand.md"
@@ -286,18 +286,7 @@ def run_all(folder: Path, admin: URL, rows: int, only: str = "") -> Iterator[Out
 
 def prepare(project: Path, admin: URL, rows: int) -> str:
     """The project with the benchmark's model, migrated; a filled template database."""
-    shutil.copytree(
-        ROOT,
-        project,
-        ignore=shutil.ignore_patterns(
-            ".venv", ".git", "app.db*", "__pycache__", ".*_cache", ".dbtools", "backups"
-        ),
-    )
-    (project / "models" / "user.py").write_text(USER_MODEL)
-    init = project / "models" / "__init__.py"
-    init.write_text(
-        init.read_text().replace("from models.user import User", "from models.user import Team, User")
-    )
+    copy_with_bench_models(project)
     sqlite = {**os.environ, "DATABASE_URL": f"sqlite:///{project / 'app.db'}"}
     _cli(project, None, "upgrade", env=sqlite)
     _cli(project, None, "migration", "--message=prepare", "--renames=", env=sqlite)

@@ -41,7 +41,7 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import URL
 
-from bench import fleet_django, fleet_results
+from bench import fleet_django, fleet_results, harness
 from dbtools import pgserver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,13 +174,7 @@ def timed(side: Side) -> float:
 
 
 def copy_project(project: Path) -> None:
-    shutil.copytree(
-        ROOT,
-        project,
-        ignore=shutil.ignore_patterns(
-            ".venv", ".git", "app.db*", "__pycache__", ".*_cache", ".dbtools", "backups", "bench", "tests"
-        ),
-    )
+    harness.copy_project(project, "bench", "tests")
     # make builds nothing: the benchmark's own virtualenv is the project's.
     (project / ".venv").symlink_to(sys.prefix)
 

@@ -11,12 +11,22 @@ from __future__ import annotations
 import os
 import pickle
 import platform
+import shutil
 import statistics
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# What a benchmark's copy of the project leaves out: the virtualenv, git, databases, backups, caches.
+COPY_IGNORE = (".venv", ".git", "*.db*", "backups", "__pycache__", ".*_cache", ".dbtools")
+
+
+def copy_project(target: Path, *also_ignore: str) -> None:
+    """This checkout, copied to ``target`` for a benchmark to change and migrate."""
+    shutil.copytree(ROOT, target, ignore=shutil.ignore_patterns(*COPY_IGNORE, *also_ignore))
 
 
 @dataclass

@@ -35,7 +35,7 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import URL
 
-from bench.harness import machine
+from bench.harness import copy_project, machine
 from dbtools import pgserver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -254,20 +254,19 @@ def run_all(folder: Path, admin: URL, rows: int, repeat: int) -> Iterator[Outcom
         _admin_sql(admin, f"DROP DATABASE IF EXISTS {prepared} WITH (FORCE)")
 
 
-def prepare(project: Path, admin: URL, rows: int) -> str:
-    """A copy of the project whose models have the benchmark's columns, and a filled template database."""
-    shutil.copytree(
-        ROOT,
-        project,
-        ignore=shutil.ignore_patterns(
-            ".venv", ".git", "app.db*", "__pycache__", ".*_cache", ".dbtools", "backups"
-        ),
-    )
+def copy_with_bench_models(project: Path) -> None:
+    """A copy of the project whose models have the benchmark's columns (``USER_MODEL``)."""
+    copy_project(project)
     (project / "models" / "user.py").write_text(USER_MODEL)
     init = project / "models" / "__init__.py"
     init.write_text(
         init.read_text().replace("from models.user import User", "from models.user import Team, User")
     )
+
+
+def prepare(project: Path, admin: URL, rows: int) -> str:
+    """A copy of the project whose models have the benchmark's columns, and a filled template database."""
+    copy_with_bench_models(project)
     generate(project, Change("prepare", "", "", ""), online=True)
     name = f"bench_online_{os.getpid()}"
     _admin_sql(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
