@@ -32,7 +32,7 @@ from dbtools import pgserver
 from dbtools.fleet import runner
 from dbtools.fleet.report import Outcome, Result
 from dbtools.fleet.targets import Target
-from dbtools.runtime.locking import lock_key
+from dbtools.runtime.lockkeys import lock_key
 from tests.helpers import (
     VENV,
     Project,

@@ -14,7 +14,7 @@ from sqlalchemy.engine import URL
 
 from dbtools import pgserver
 from dbtools.autogenerate import portable
-from dbtools.runtime.locking import ADVISORY_LOCK_KEY
+from dbtools.runtime.lockkeys import ADVISORY_LOCK_KEY
 from models import Base
 from tests.helpers import (
     Project,

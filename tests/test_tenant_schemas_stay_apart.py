@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
 from dbtools import pgserver
-from dbtools.runtime.locking import lock_key
+from dbtools.runtime.lockkeys import lock_key
 from tests.helpers import Project, engine_for, execute, failed_line, query
 
 BOOKKEEPING = {"alembic_version", "alembic_checksums"}

@@ -28,7 +28,6 @@ begins, including the one after such a block, gets its timeouts set again:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import re
@@ -56,6 +55,7 @@ from dbtools.errors import (
     sqlstate,
 )
 from dbtools.runtime import backfill
+from dbtools.runtime.lockkeys import lock_key
 from dbtools.settings import (
     LOCK_RETRIES_VAR,
     LOCK_TIMEOUT_VAR,
@@ -67,11 +67,6 @@ from dbtools.settings import (
 )
 from dbtools.target import Target
 
-# pg_advisory_lock key shared by every migration run on a database's default schema.
-# Fixed forever: runs of different versions of this project must exclude each other.
-ADVISORY_LOCK_KEY = 7_362_410_518_202_611
-# What a tenant schema's key is derived from (lock_key); as fixed as the key above.
-SCHEMA_KEY_PREFIX = b"dbtools migration lock\0"
 COMMITTED_MIDWAY = (
     "a non-transactional step (autocommit_block) had already committed, so what ran before it stays "
     "applied: `make current` shows the revision reached, and `make upgrade` resumes from there"
@@ -82,19 +77,6 @@ FIRST_DELAY, MAX_DELAY = 1.0, 30.0
 SLICE = 0.1
 
 log = logging.getLogger(__name__)
-
-
-def lock_key(schema: str | None) -> int:
-    """The advisory lock key of a run on ``schema`` (None: the database's default schema).
-
-    A tenant schema's is the first 8 bytes of a SHA-256 of its name, as a signed
-    bigint: the same in every process and every version, and apart from every
-    other schema's (a collision would only make two tenants queue, as before).
-    """
-    if schema is None:
-        return ADVISORY_LOCK_KEY
-    digest = hashlib.sha256(SCHEMA_KEY_PREFIX + schema.encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def timeouts(*, online_step: bool) -> dict[str, str]:
