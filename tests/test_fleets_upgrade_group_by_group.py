@@ -181,7 +181,7 @@ def test_a_target_is_answered_at_head_only_on_the_runs_own_terms(
 ) -> None:
     """The fleet's look never says "at head" where the run would wait or refuse: a tenant whose
     migration lock is held goes to its run, which queues; an edited migration goes to each run,
-    which refuses it."""
+    which refuses it. Where it does say so, it imported neither SQLAlchemy nor Alembic."""
     entry = _pg_entry(pg_url, "SAAS_PASSWORD", '["tenant_a", "tenant_b"]')
     fleet = _fleet(
         tmp_path,
@@ -191,6 +191,22 @@ def test_a_target_is_answered_at_head_only_on_the_runs_own_terms(
     report = tmp_path / "report.json"
     result, rows = _run(project_copy, fleet, report, **env)  # named outright: both schemas created
     assert [row["result"] for row in rows.values()] == ["upgraded", "upgraded"], result.stderr
+    # At head, as make runs it: answered by the look, with psycopg alone (no SQLAlchemy, no Alembic).
+    done = subprocess.run(
+        [str(VENV / "bin" / "python"), "-X", "importtime", "-m", "dbtools", "upgrade", f"--fleet={fleet}"],
+        cwd=project_copy.root,
+        env={**base_env(), **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    imported = [
+        line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "import time:" in line
+    ]
+    assert "psycopg" in imported
+    assert not [name for name in imported if name.split(".")[0] in ("sqlalchemy", "alembic", "models")]
+    assert done.stdout.count("at head: one look at the database answered, no run") == 2, done.stdout
     engine = engine_for(pg_url)
     elsewhere = engine_for(pg_url.set(database="postgres"))  # another database: its locks are its own
     try:

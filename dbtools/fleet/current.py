@@ -27,16 +27,20 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from dbtools import paths
+from dbtools.fleet import servers, split
+from dbtools.fleet.servers import ServerUrl
 from dbtools.fleet.targets import Target
 from dbtools.paths import CACHE, CHECKSUM_TABLE, VERSION_TABLE, VERSIONS
 from dbtools.runtime import fastpath
+from dbtools.runtime.lockkeys import lock_key
 from dbtools.settings import DATABASE_URL_VAR, SCHEMA_VAR, quoted_schema
 
 FORMAT = 1
@@ -44,14 +48,17 @@ RECORD = "fleet-history.json"
 # The reason a target answered here has in the report: no run of its own was started.
 SQLITE_REASON = "at head: the no-op fast path answered, no run"
 POSTGRESQL_REASON = "at head: one look at the database answered, no run"
+# The schemas whose tables one query reads: a query naming every table of 300 schemas takes
+# half as long again to plan as six naming 50 schemas' each (measured: 50 ms against 35 ms).
+SCHEMAS_PER_QUERY = 50
 # One look at a database: its default schema, which of the target schemas (or the default one)
 # hold the version and checksum tables, and every advisory lock held or waited for.
 LOOK = """
 SELECT current_schema(),
     coalesce((SELECT array_agg(n.nspname || '.' || c.relname)
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relname IN (:version, :checksums) AND c.relkind IN ('r', 'p')
-        AND (n.nspname = ANY(CAST(:schemas AS text[])) OR n.nspname = current_schema())), '{}'),
+        WHERE c.relname IN (%(version)s, %(checksums)s) AND c.relkind IN ('r', 'p')
+        AND (n.nspname = ANY(CAST(%(schemas)s AS text[])) OR n.nspname = current_schema())), '{}'),
     coalesce((SELECT array_agg(ARRAY[l.classid::bigint, l.objid::bigint])
         FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1
         AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())), '{}')
@@ -78,10 +85,11 @@ class History:
         return all(self.checkout.matches(sum_, self.files[revision]) for revision, sum_ in recorded.items())
 
 
-def at_head(targets: Iterable[Target]) -> tuple[set[Target], str]:
+def at_head(targets: Iterable[Target], parallel: int = 1) -> tuple[set[Target], str]:
     """Those of ``targets`` already at head (see the module's docstring), and the heads, comma-joined.
 
     The others need their run; so do all of them when the history cannot be read here.
+    SQLite files are looked at in up to ``parallel`` processes (the group's bound).
     """
     history = None
     with suppress(Exception):  # a history Alembic cannot read: each run says why
@@ -89,34 +97,35 @@ def at_head(targets: Iterable[Target]) -> tuple[set[Target], str]:
     if history is None:
         return set(), ""
     targets = list(targets)
-    found = _sqlite_at_head([t for t in targets if t.sqlite_path is not None], history)
-    servers: dict[str, list[Target]] = {}
+    files = [t for t in targets if t.sqlite_path is not None]
+    found = {
+        files[i] for i in split.found_across_processes(files, partial(_sqlite_at_head, history), parallel)
+    }
+    on_server: dict[ServerUrl, list[Target]] = {}
     for target in targets:
-        if target.sqlite_path is None:
-            servers.setdefault(target.url, []).append(target)
-    for url, on_it in servers.items():
+        if target.server is not None:
+            on_server.setdefault(target.server, []).append(target)
+    for server, on_it in on_server.items():
         with suppress(Exception):  # unreachable, no rights, ...: each run says why
-            found.update(_postgresql_at_head(url, on_it, history))
+            found.update(_postgresql_at_head(server, on_it, history))
     return found, history.joined
 
 
-def _sqlite_at_head(targets: list[Target], history: History) -> set[Target]:
+def _sqlite_at_head(history: History, targets: Sequence[Target]) -> set[int]:
     """The single run's fast path for each file, with the settings its run gets, on the fleet's checkout.
 
-    A file's record (keyed on those settings, its URL among them) must name that
-    very file and the history's heads: anything else, and its run decides. All
-    the records are read first, then the databases: a sixth less CPU than
-    alternating, measured on a thousand files.
+    Which of ``targets`` (their indexes) are at head. A file's record (keyed on
+    those settings, its URL among them) must name that very file and the
+    history's heads: anything else, and its run decides. All the records are
+    read first, then the databases: a sixth less CPU than alternating, measured
+    on a thousand files.
     """
     # What each file's run gets (fleet.runner._child): the fleet's environment, its own URL, no schema.
     environ = {name: value for name, value in os.environ.items() if name != SCHEMA_VAR}
-    records = [
-        (target, fastpath.record_for({**environ, DATABASE_URL_VAR: target.url}, history.checkout))
-        for target in targets
-    ]
+    records = [fastpath.record_for({**environ, DATABASE_URL_VAR: t.url}, history.checkout) for t in targets]
     return {
-        target
-        for target, record in records
+        index
+        for index, (target, record) in enumerate(zip(targets, records, strict=True))
         if record is not None
         and record.database == target.sqlite_path
         and record.heads == history.heads
@@ -124,37 +133,35 @@ def _sqlite_at_head(targets: list[Target], history: History) -> set[Target]:
     }
 
 
-def _postgresql_at_head(url: str, targets: list[Target], history: History) -> set[Target]:
-    from sqlalchemy import create_engine, pool, text
-
-    from dbtools.runtime.locking import lock_key  # with SQLAlchemy: only a fleet with a server pays
-
-    engine = create_engine(url, poolclass=pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            default, tables, locks = conn.execute(
-                text(LOOK),
-                {
-                    "version": VERSION_TABLE,
-                    "checksums": CHECKSUM_TABLE,
-                    "schemas": [t.schema for t in targets if t.schema],
-                },
-            ).one()
-            held = {(int(a), int(b)) for a, b in locks}
-            schema_of = {t: t.schema or default for t in targets}
-            ready = [
-                t
-                for t in targets
-                if f"{schema_of[t]}.{VERSION_TABLE}" in tables
-                and f"{schema_of[t]}.{CHECKSUM_TABLE}" in tables
-                and _lock_parts(lock_key(t.schema)) not in held
-            ]
-            if not ready:
-                return set()
-            schemas = sorted({schema_of[t] for t in ready})
-            rows = conn.execute(text(_union(schemas))).all()
-    finally:
-        engine.dispose()
+def _postgresql_at_head(server: ServerUrl, targets: list[Target], history: History) -> set[Target]:
+    with servers.connected(server) as conn:
+        default, tables, locks = conn.execute(
+            LOOK,
+            {
+                "version": VERSION_TABLE,
+                "checksums": CHECKSUM_TABLE,
+                "schemas": [t.schema for t in targets if t.schema],
+            },
+        ).fetchone() or ("", [], [])
+        held = {(int(a), int(b)) for a, b in locks}
+        schema_of = {t: t.schema or str(default) for t in targets}
+        ready = [
+            t
+            for t in targets
+            if f"{schema_of[t]}.{VERSION_TABLE}" in tables
+            and f"{schema_of[t]}.{CHECKSUM_TABLE}" in tables
+            and _lock_parts(lock_key(t.schema)) not in held
+        ]
+        if not ready:
+            return set()
+        schemas = sorted({schema_of[t] for t in ready})
+        rows = [
+            (start + index, kind, first, second)
+            for start in range(0, len(schemas), SCHEMAS_PER_QUERY)
+            for index, kind, first, second in conn.execute(
+                _union(schemas[start : start + SCHEMAS_PER_QUERY])
+            ).fetchall()
+        ]
     versions: dict[str, list[str]] = {s: [] for s in schemas}
     recorded: dict[str, dict[str, str]] = {s: {} for s in schemas}
     for index, kind, first, second in rows:

@@ -29,7 +29,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TextIO
 
-from dbtools.fleet import current, progress
+from dbtools.fleet import current, progress, servers
 from dbtools.fleet.errors import FleetError
 from dbtools.fleet.fleetfile import OnError, load
 from dbtools.fleet.report import Outcome, Result, show, write_report
@@ -84,10 +84,12 @@ def run(
         )
     if report is not None and not report.resolve().parent.is_dir():
         raise FleetError(f"report={report}: its folder does not exist; nothing was run")
-    groups = load(fleet)
-    if any(target.sqlite_path is None for group in groups for target in group.targets):
-        for module in ("psycopg", "sqlalchemy.dialects.postgresql.psycopg"):
-            importlib.import_module(module)  # once here, not in every forked run
+    try:
+        groups = load(fleet)
+    except BaseException:
+        servers.close_kept()  # a later entry's mistake: the listing's connection is not needed
+        raise
+    on_servers = any(target.server is not None for group in groups for target in group.targets)
     heads = _heads() if kind is Kind.STATUS else None
     # An upgrade to head may find targets there already, without a run each (fleet.current).
     # At head is at head for phase=expand too: a database with a contract pending is not at head.
@@ -120,7 +122,7 @@ def run(
             for group in groups:
                 pending = [by_target[id(t)] for t in group.targets]
                 if looks_first and pending and not stopped and not interrupts:
-                    pending = _answered(pending, outcomes, shown)
+                    pending = _answered(pending, outcomes, shown, group.parallel)
                 while True:
                     if interrupts and not stopped:
                         stopped = "not started: the fleet was interrupted (Ctrl-C)"
@@ -128,7 +130,10 @@ def run(
                         if not warmed:  # the first run: what a fleet at head never needs
                             import tempfile
 
+                            servers.close_kept()  # no run shares the fleet's own connection
                             warm()
+                            if on_servers:  # once here, not in every forked run
+                                importlib.import_module("sqlalchemy.dialects.postgresql.psycopg")
                             warmed = True
                             made = tempfile.TemporaryDirectory(prefix="dbtools-fleet-")
                             scratch = Path(scratch_folder.enter_context(made))
@@ -158,6 +163,7 @@ def run(
                     outcome.reason = stopped
     finally:
         signal.signal(signal.SIGINT, previous)
+        servers.close_kept()
     show(outcomes, out)
     if report is not None:
         write_report(report, outcomes)
@@ -174,10 +180,12 @@ def run(
     return outcomes
 
 
-def _answered(pending: list[Outcome], outcomes: list[Outcome], shown: progress.View) -> list[Outcome]:
+def _answered(
+    pending: list[Outcome], outcomes: list[Outcome], shown: progress.View, parallel: int
+) -> list[Outcome]:
     """Mark the targets already at head ``current``, as their no-op runs would; the rest still to run."""
     started = time.monotonic()
-    found, heads = current.at_head(o.target for o in pending)
+    found, heads = current.at_head((o.target for o in pending), parallel)
     seconds = time.monotonic() - started  # one look answered them together
     before = progress.Counts.of(outcomes, 0)
     answered = [o for o in pending if o.target in found]
@@ -280,16 +288,13 @@ def revision(target: Target) -> str | None:
             with closing(sqlite3.connect(uri, uri=True)) as db:
                 rows = db.execute("SELECT version_num FROM alembic_version").fetchall()
         else:
-            from sqlalchemy import create_engine, pool, text
-
+            assert target.server is not None
             table = f"{quoted_schema(target.schema)}.alembic_version" if target.schema else "alembic_version"
-            engine = create_engine(target.url, poolclass=pool.NullPool)
-            try:
-                with engine.connect() as conn:
-                    found = conn.execute(text("SELECT to_regclass(:t)"), {"t": table}).scalar()
-                    rows = list(conn.execute(text(f"SELECT version_num FROM {table}"))) if found else []
-            finally:
-                engine.dispose()
+            with servers.connected(target.server) as conn:
+                found = conn.execute("SELECT to_regclass(%s)", [table]).fetchone()
+                rows = (
+                    conn.execute(f"SELECT version_num FROM {table}").fetchall() if found and found[0] else []
+                )
     except Exception:  # unreadable: the run says why
         return None
     return ",".join(sorted(str(row[0]) for row in rows)) or None

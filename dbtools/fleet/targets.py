@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dbtools.fleet import servers
 from dbtools.fleet.errors import FleetError
+from dbtools.fleet.servers import ServerUrl
 from dbtools.settings import MAX_IDENTIFIER_BYTES
 
 TABLE_KEYS = {"url", "password_env", "schemas"}
@@ -34,6 +36,7 @@ class Target:
     url: str  # what DATABASE_URL gets: may hold the password, never printed
     schema: str | None = None
     sqlite_path: Path | None = None
+    server: ServerUrl | None = None  # a PostgreSQL target's database, as the fleet's own look connects
 
     @property
     def database(self) -> str:
@@ -100,9 +103,6 @@ def _regular_files(found: list[str]) -> list[str]:
 
 
 def _server_targets(where: str, group: str, entry: dict[str, Any]) -> list[Target]:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
     unknown = sorted(set(entry) - TABLE_KEYS)
     if unknown:
         raise FleetError(
@@ -111,42 +111,18 @@ def _server_targets(where: str, group: str, entry: dict[str, Any]) -> list[Targe
     raw = entry.get("url")
     if not isinstance(raw, str) or not raw:
         raise FleetError(f"{where}: url is missing; give the database URL without its password")
-    try:
-        url = make_url(raw)
-    except (ArgumentError, ValueError):
-        url = None
-    if url is None or "@" in (url.host or ""):  # never echoed: it may hold a password
-        raise FleetError(f"{where}: url is not a valid database URL")
-    if url.password is not None:
-        raise FleetError(
-            f"{where}: url holds a password, which a fleet file must not; nothing was run. "
-            "Remove it and name an environment variable holding it with password_env"
-        )
-    if url.drivername in ("postgres", "postgresql"):
-        url = url.set(drivername="postgresql+psycopg")
-    if url.get_backend_name() != "postgresql":
-        raise FleetError(
-            f"{where}: {url.render_as_string(hide_password=True)!r} is neither a SQLite file nor PostgreSQL"
-        )
-    password_env = entry.get("password_env")
-    if password_env is not None:
-        if not isinstance(password_env, str) or not password_env:
-            raise FleetError(f"{where}: password_env is not the name of an environment variable")
-        if password_env not in os.environ:
-            raise FleetError(f"{where}: password_env names {password_env}, which is not set; nothing was run")
-        url = url.set(password=os.environ[password_env])
-    shown = url.render_as_string(hide_password=True)
-    full = url.render_as_string(hide_password=False)
+    server = servers.parse(where, raw, entry.get("password_env"))
+    shown, full = server.shown, server.full
     schemas = entry.get("schemas")
     if schemas is None:
-        return [Target(group, shown, full)]
+        return [Target(group, shown, full, server=server)]
     patterns = [schemas] if isinstance(schemas, str) else schemas
     if not isinstance(patterns, list) or not patterns or not all(isinstance(p, str) for p in patterns):
         raise FleetError(f"{where}: schemas is neither a schema name, a list of them, nor a * pattern")
     for pattern in patterns:
         _check_pattern(where, pattern)
     names: list[str] = []
-    existing = _schemas(where, full, shown) if any("*" in p for p in patterns) else []
+    existing = _schemas(where, server) if any("*" in p for p in patterns) else []
     for pattern in patterns:
         matched = (
             sorted(n for n in existing if fnmatch.fnmatchcase(n, pattern)) if "*" in pattern else [pattern]
@@ -154,7 +130,7 @@ def _server_targets(where: str, group: str, entry: dict[str, Any]) -> list[Targe
         if not matched:
             raise FleetError(f"{where}: schemas {pattern!r} matches no schema in {shown}")
         names.extend(n for n in matched if n not in names)
-    return [Target(group, f"{shown}#{name}", full, name) for name in names]
+    return [Target(group, f"{shown}#{name}", full, name, server=server) for name in names]
 
 
 def _check_pattern(where: str, pattern: str) -> None:
@@ -173,26 +149,17 @@ def _check_pattern(where: str, pattern: str) -> None:
         )
 
 
-def _schemas(where: str, url: str, shown: str) -> list[str]:
+def _schemas(where: str, server: servers.ServerUrl) -> list[str]:
     """The database's own schemas (PostgreSQL's aside), in one query on one connection."""
-    from sqlalchemy import create_engine, pool, text
-    from sqlalchemy.exc import SQLAlchemyError
+    import psycopg
 
-    engine = create_engine(url, poolclass=pool.NullPool)
     try:
-        with engine.connect() as conn:
+        with servers.connected(server, keep=True) as conn:  # for the look at head, if one follows
             rows = conn.execute(
-                text(
-                    "SELECT nspname FROM pg_namespace "
-                    "WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'"
-                )
-            ).all()
-    except SQLAlchemyError as exc:
-        password = engine.url.password
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        if password:
-            reason = reason.replace(str(password), "***")
-        raise FleetError(f"{where}: cannot list the schemas of {shown}: {reason}; nothing was run") from None
-    finally:
-        engine.dispose()
-    return [name for (name,) in rows]
+                "SELECT nspname FROM pg_namespace "
+                "WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'"
+            ).fetchall()
+    except psycopg.Error as exc:
+        said = f"cannot list the schemas of {server.shown}: {servers.reason(server, exc)}"
+        raise FleetError(f"{where}: {said}; nothing was run") from None
+    return [str(name) for (name,) in rows]

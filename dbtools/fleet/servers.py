@@ -1,0 +1,163 @@
+"""A fleet's PostgreSQL targets: their URLs read, and their databases looked at, with psycopg alone.
+
+A fleet whose every tenant is at head should cost little more than one look
+at each server (``dbtools.fleet.current``), and importing SQLAlchemy costs
+more than the look itself (about 0.13 s of a 0.45 s fleet, measured in
+bench/fleet.md). So a URL of the everyday shape (``postgresql://user@host:port/db``,
+plain characters, no password, no parameters) is read here, and rendered
+exactly as SQLAlchemy renders it; any other URL goes to SQLAlchemy, which says
+what it says of it to a single run. Either way, the result holds the keywords
+SQLAlchemy's psycopg dialect would connect with, so the look (psycopg) and
+each target's run (SQLAlchemy) reach the same database.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from dbtools.fleet.errors import FleetError
+
+if TYPE_CHECKING:
+    import psycopg
+
+DRIVER = "postgresql+psycopg"
+# What this module reads itself: characters SQLAlchemy's rendering leaves as they are
+# (quote's unreserved ones), and nothing it would decode, drop or reorder.
+PLAIN = re.compile(
+    r"(?:postgres|postgresql|postgresql\+psycopg)://"
+    r"(?:(?P<user>[A-Za-z0-9_.~-]+)@)?"
+    r"(?P<host>[A-Za-z0-9.-]+)(?::(?P<port>[0-9]{1,5}))?"
+    r"/(?P<database>[A-Za-z0-9_.~-]+)"
+)
+
+
+@dataclass(frozen=True)
+class ServerUrl:
+    """One server database a fleet names: as shown, as handed to its runs, and as psycopg connects."""
+
+    shown: str  # masked: never the password
+    full: str  # what DATABASE_URL gets: may hold the password, never printed
+    connect: tuple[
+        tuple[str, str | int], ...
+    ]  # psycopg.connect's keywords, as SQLAlchemy's dialect gives them
+    password: str | None
+
+    def masked(self, text: str) -> str:
+        """``text`` (a server's error) without this URL's password."""
+        return text.replace(self.password, "***") if self.password else text
+
+
+def parse(where: str, raw: str, password_env: object) -> ServerUrl:
+    """The URL a fleet file gives (without a password) with the one ``password_env`` names, checked."""
+    plain = PLAIN.fullmatch(raw)
+    if plain is None or not 1 <= int(plain.group("port") or 1) <= 65535:
+        return _parse_general(where, raw, password_env)  # SQLAlchemy's words for it
+    user, host, port, database = plain.group("user", "host", "port", "database")
+    password = _password(where, password_env)
+    where_to = host + (f":{int(port)}" if port else "") + f"/{database}"
+    shown = full = f"{DRIVER}://"
+    keywords: dict[str, str | int] = {"host": host, "dbname": database}
+    if port is not None:
+        keywords["port"] = int(port)
+    if user is not None:
+        keywords["user"] = user
+        shown, full = shown + user, full + user
+        if password is not None:
+            keywords["password"] = password
+            shown, full = shown + ":***", full + ":" + quote(password, safe=" +")
+        shown, full = shown + "@", full + "@"
+    return ServerUrl(shown + where_to, full + where_to, tuple(sorted(keywords.items())), password)
+
+
+def _password(where: str, password_env: object) -> str | None:
+    if password_env is None:
+        return None
+    if not isinstance(password_env, str) or not password_env:
+        raise FleetError(f"{where}: password_env is not the name of an environment variable")
+    if password_env not in os.environ:
+        raise FleetError(f"{where}: password_env names {password_env}, which is not set; nothing was run")
+    return os.environ[password_env]
+
+
+def _parse_general(where: str, raw: str, password_env: object) -> ServerUrl:
+    """Any other URL, as SQLAlchemy reads it: what a single run with it would connect to."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(raw)
+    except (ArgumentError, ValueError):
+        url = None
+    if url is None or "@" in (url.host or ""):  # never echoed: it may hold a password
+        raise FleetError(f"{where}: url is not a valid database URL")
+    if url.password is not None:
+        raise FleetError(
+            f"{where}: url holds a password, which a fleet file must not; nothing was run. "
+            "Remove it and name an environment variable holding it with password_env"
+        )
+    if url.drivername in ("postgres", "postgresql"):
+        url = url.set(drivername=DRIVER)
+    if url.get_backend_name() != "postgresql":
+        raise FleetError(
+            f"{where}: {url.render_as_string(hide_password=True)!r} is neither a SQLite file nor PostgreSQL"
+        )
+    password = _password(where, password_env)
+    if password is not None:
+        url = url.set(password=password)
+    full = url.render_as_string(hide_password=False)
+    # As each run reads the URL it is handed (a password without a user name is not in it).
+    handed = make_url(full)
+    _, keywords = handed.get_dialect()().create_connect_args(handed)
+    connect = tuple(
+        sorted(
+            (str(name), value if isinstance(value, (str, int)) else str(value))
+            for name, value in keywords.items()
+        )
+    )
+    return ServerUrl(url.render_as_string(hide_password=True), full, connect, password)
+
+
+# A connection that listed a database's schemas while the fleet file was read, kept for the
+# look at head that follows: one backend start and password exchange fewer. Never shared
+# with a forked run: close_kept() comes before the first fork.
+_kept: dict[ServerUrl, psycopg.Connection[tuple[Any, ...]]] = {}
+
+
+@contextmanager
+def connected(server: ServerUrl, keep: bool = False) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    """A psycopg connection to ``server``'s database, in autocommit: a look reads, and holds nothing.
+
+    The one kept for ``server`` if there is one; kept in turn if ``keep`` and all went well.
+    """
+    import psycopg
+
+    conn = _kept.pop(server, None)
+    if conn is None or conn.closed:
+        conn = psycopg.connect(autocommit=True, **dict(server.connect))  # type: ignore[arg-type]
+    try:
+        yield conn
+    except BaseException:
+        conn.close()
+        raise
+    if keep:
+        _kept[server] = conn
+    else:
+        conn.close()
+
+
+def close_kept() -> None:
+    """Close every kept connection: before a run is forked, and when the fleet ends."""
+    while _kept:
+        _kept.popitem()[1].close()
+
+
+def reason(server: ServerUrl, exc: Exception) -> str:
+    """A failed connection or query as one line, without the password."""
+    lines = str(exc).strip().splitlines()
+    return server.masked(lines[0] if lines else type(exc).__name__)

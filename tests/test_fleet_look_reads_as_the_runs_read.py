@@ -1,0 +1,145 @@
+"""A fleet's own look at its targets reaches what their runs reach, and may say less, never more.
+
+The look reads a plain PostgreSQL URL itself, without SQLAlchemy (a fleet at
+head would otherwise spend a third of its time importing it), so it must read
+it exactly as SQLAlchemy does: the same masked and full URL, and the same
+psycopg connection keywords as SQLAlchemy's dialect. Every other URL goes to
+SQLAlchemy, and is compared here too. A look at many SQLite files is split
+across forked processes; a child that fails must take none of its files with
+it as "at head".
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from dbtools.fleet import servers, split
+from dbtools.fleet.errors import FleetError
+from tests.helpers import ROOT
+
+PLAIN = [
+    "postgresql://app@db.example.com:5432/saas",
+    "postgres://app@db.example.com/saas",
+    "postgresql+psycopg://app.reader@10.0.0.7:06432/tenants-eu",
+    "postgresql://db.internal/app_db",
+    "postgresql://a_b~c@localhost/x.y",
+]
+GENERAL = [
+    "postgresql://app@db.example.com/saas?sslmode=require&application_name=fleet",
+    "postgresql://app@[::1]:5433/saas",
+    "postgresql://app%40corp@db/saas",
+    "postgresql://app@/saas?host=/var/run/postgresql",
+    "postgresql+psycopg://app@db:70000/saas",
+    "postgresql:///saas",
+]
+# Every character a password may hold that a URL spells differently.
+PASSWORD = "p@ss:w/rd +%?#&=é"
+
+
+def _as_sqlalchemy_reads_it(raw: str, password: str | None) -> tuple[str, str, dict[str, object]]:
+    """As shown, as a run is handed it, and what that run connects with (SQLAlchemy's psycopg dialect)."""
+    url = make_url(raw)
+    if url.drivername in ("postgres", "postgresql"):
+        url = url.set(drivername="postgresql+psycopg")
+    if password is not None:
+        url = url.set(password=password)
+    full = url.render_as_string(hide_password=False)
+    handed = make_url(full)
+    _, keywords = handed.get_dialect()().create_connect_args(handed)
+    return url.render_as_string(hide_password=True), full, dict(keywords)
+
+
+@pytest.mark.parametrize("raw", PLAIN + GENERAL)
+@pytest.mark.parametrize("password", [None, PASSWORD])
+def test_a_server_url_reads_as_sqlalchemy_reads_it(
+    raw: str, password: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shown, handed to the runs and connected to alike, with or without a password from the env."""
+    if password is not None:
+        monkeypatch.setenv("FLEET_PASSWORD", password)
+    server = servers.parse("targets[0]", raw, "FLEET_PASSWORD" if password is not None else None)
+    shown, full, keywords = _as_sqlalchemy_reads_it(raw, password)
+    assert (server.shown, server.full, dict(server.connect)) == (shown, full, keywords)
+    assert make_url(server.full).password == (password if make_url(raw).username else None)
+    if password is not None:
+        assert password not in server.shown
+        assert server.masked(f"FATAL: {password} rejected") == "FATAL: *** rejected"
+
+
+def test_plain_urls_never_import_sqlalchemy_and_others_are_checked_by_it() -> None:
+    """The everyday shape is read without SQLAlchemy (a fleet at head stays light), in a process of
+    its own; any other goes to SQLAlchemy, and a mistake is one FleetError either way."""
+    program = (
+        "import sys\nfrom dbtools.fleet import servers\n"
+        f"for raw in {PLAIN!r}:\n    servers.parse('targets[0]', raw, None)\n"
+        "print(sorted({name.split('.')[0] for name in sys.modules} & {'sqlalchemy', 'alembic'}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stderr
+    for raw, said in [
+        ("postgresql://app:secret@db/saas", "url holds a password"),
+        ("mysql://app@db/saas", "is neither a SQLite file nor PostgreSQL"),
+        ("not a url", "url is not a valid database URL"),
+    ]:
+        with pytest.raises(FleetError, match=said) as refused:
+            servers.parse("targets[0]", raw, None)
+        assert "secret" not in str(refused.value)
+    with pytest.raises(FleetError, match="password_env names NOT_SET_ANYWHERE, which is not set"):
+        servers.parse("targets[0]", PLAIN[0], "NOT_SET_ANYWHERE")
+
+
+def _multiples_of_seven(items: Sequence[int]) -> set[int]:
+    return {index for index, item in enumerate(items) if item % 7 == 0}
+
+
+def test_a_look_split_across_processes_finds_what_one_process_finds(tmp_path: Path) -> None:
+    """Halves looked at in a forked child and here, put back together by index."""
+    items = list(range(1000))
+    pids = tmp_path / "pids"
+
+    def look(part: Sequence[int]) -> set[int]:
+        with pids.open("a") as out:
+            out.write(f"{os.getpid()}\n")
+        return _multiples_of_seven(part)
+
+    expected = {index for index in range(1000) if index % 7 == 0}
+    assert split.found_across_processes(items, look, bound=1) == expected
+    assert pids.read_text().split() == [str(os.getpid())]  # one process: nothing forked
+    pids.unlink()
+    processes = min(4, len(os.sched_getaffinity(0)))
+    assert split.found_across_processes(items, look, bound=4) == expected
+    assert len(set(pids.read_text().split())) == processes
+    assert split.found_across_processes(items[:100], _multiples_of_seven, bound=4) == {
+        index for index in range(100) if index % 7 == 0
+    }
+
+
+def test_a_child_that_fails_takes_none_of_its_items_as_found() -> None:
+    """Raising, or leaving without a word, in the child: its part goes to the runs; the rest stands.
+
+    On one core nothing is forked, and the one process finds them all."""
+    parent = os.getpid()
+    items = list(range(600))
+
+    def raises(part: Sequence[int]) -> set[int]:
+        if os.getpid() != parent:
+            raise RuntimeError("the child's look failed")
+        return set(range(len(part)))
+
+    def leaves(part: Sequence[int]) -> set[int]:
+        if os.getpid() != parent:
+            os._exit(0)  # a clean exit, nothing written: not a result
+        return set(range(len(part)))
+
+    forked = len(os.sched_getaffinity(0)) >= 2
+    for look in (raises, leaves):
+        assert split.found_across_processes(items, look, bound=2) == set(range(300 if forked else 600))
