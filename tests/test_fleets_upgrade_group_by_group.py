@@ -245,13 +245,17 @@ def test_a_fleet_at_head_imports_no_sqlalchemy_and_leaves_every_change_to_the_ru
         tmp_path, '[[group]]\nname = "all"\non_error = "continue"\ntargets = ["sqlite:///tenants/*.db"]\n'
     )
     tenants = tmp_path / "tenants"
-    targets = [f"sqlite:///tenants/{name}" for name in ("a.db", "b.db", "c.db")]
+    # Names a URL reads differently (a query, a percent-escape, a fragment): each run gets its own file.
+    names = ("a?x.db", "b%41.db", "c#x.db")
+    targets = [f"sqlite:///tenants/{name}" for name in names]
     for target in targets:
         (tmp_path / target.removeprefix("sqlite:///")).touch()
     env = {"MIGRATION_LOCK_TIMEOUT": "0.2"}  # the fast path's records are keyed on it: a held lock fails fast
     report = tmp_path / "report.json"
     result, rows = _run(project_copy, fleet, report, **env)
     assert [row["result"] for row in rows.values()] == ["upgraded"] * 3, result.stderr
+    assert sorted(path.name for path in tenants.iterdir()) == sorted(names)
+    assert {_revision(tenants / name) for name in names} == {head}
 
     # As make runs it: a new process, every import it makes listed on stderr.
     python = [str(VENV / "bin" / "python"), "-X", "importtime", "-m", "dbtools"]
@@ -277,9 +281,9 @@ def test_a_fleet_at_head_imports_no_sqlalchemy_and_leaves_every_change_to_the_ru
 
     # A file changed (a new, empty one in its place) and another's write lock held: both go to their
     # runs (the new one is upgraded, the locked one waits its 0.2 s and fails); the third is answered.
-    (tenants / "a.db").unlink()
-    (tenants / "a.db").touch()
-    with closing(sqlite3.connect(tenants / "b.db", isolation_level=None)) as writer:
+    (tenants / names[0]).unlink()
+    (tenants / names[0]).touch()
+    with closing(sqlite3.connect(tenants / names[1], isolation_level=None)) as writer:
         writer.execute("BEGIN IMMEDIATE")
         result, rows = _run(project_copy, fleet, report, **env)
     a, b, c = rows.values()

@@ -17,6 +17,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from dbtools.fleet import servers
 from dbtools.fleet.errors import FleetError
@@ -73,8 +74,10 @@ def _sqlite_targets(base: Path, where: str, group: str, url: str) -> list[Target
     else:
         paths = [os.path.realpath(absolute)]
     beneath = os.path.join(os.path.realpath(base), "")  # the fleet file's folder, resolved, with its /
+    # Percent-encoded in the URL each run gets: SQLAlchemy decodes it back to the very file,
+    # where a ? would start its parameters and a %41 would name another file.
     return [
-        Target(group, "sqlite:///" + path.removeprefix(beneath), f"sqlite:///{path}", None, Path(path))
+        Target(group, "sqlite:///" + path.removeprefix(beneath), "sqlite:///" + quote(path), None, Path(path))
         for path in paths
     ]
 
