@@ -30,9 +30,11 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -219,11 +221,35 @@ def server() -> Iterator[URL]:
         return
     # Not under a private temp root: the server may run as another user.
     base = Path(tempfile.mkdtemp(prefix="pgserver-"))
+    with _stopped_by_sigterm():
+        try:
+            yield start(base)
+        finally:
+            stop(base)
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def _stopped_by_sigterm() -> Iterator[None]:
+    """A SIGTERM (a timeout's kill, a CI job cancelled) unwinds the block, so the server is stopped.
+
+    By default it ends the process at once, leaving the server running and its
+    folder behind. Only where nobody else handles it: the main thread, the default action.
+    """
+    if threading.current_thread() is not threading.main_thread() or (
+        signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+
+    def unwind(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, unwind)
     try:
-        yield start(base)
+        yield
     finally:
-        stop(base)
-        shutil.rmtree(base, ignore_errors=True)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @contextmanager

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -82,3 +83,38 @@ def test_without_postgresql_installed_the_wheel_serves_and_only_its_user_reaches
         shutil.rmtree(base, ignore_errors=True)
     assert stopped.returncode == 0, stopped.stderr
     assert (again.returncode, again.stderr) == (0, "")
+
+
+SERVE_UNTIL_KILLED = """
+import sys, time
+from dbtools import pgserver
+with pgserver.server() as admin:
+    print(admin.port, flush=True)
+    time.sleep(120)
+"""
+
+
+def test_a_program_holding_a_throwaway_server_stops_it_when_terminated() -> None:
+    """SIGTERM (a timeout's kill, a cancelled CI job) to a benchmark or `make squash`'s proof stops
+    their server and removes its folder, as the end of the block does: none is left running."""
+    # Not under pytest's private tmp_path: as root, the server runs as another user.
+    tmp_path = Path(tempfile.mkdtemp(prefix="pgterm-"))
+    tmp_path.chmod(0o755)
+    env = {key: value for key, value in os.environ.items() if key != "TEST_DATABASE_URL"}
+    env["TMPDIR"] = str(tmp_path)  # the server's folder: pgserver-* in here
+    holder = subprocess.Popen(
+        [sys.executable, "-c", SERVE_UNTIL_KILLED], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None
+        port = int(holder.stdout.readline())
+        assert len(list(tmp_path.glob("pgserver-*"))) == 1
+        holder.terminate()
+        assert holder.wait(timeout=60) == 128 + 15
+        left = list(tmp_path.glob("pgserver-*"))
+    finally:
+        holder.kill()
+        shutil.rmtree(tmp_path, ignore_errors=True)
+    assert not left
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "the server still listens"
