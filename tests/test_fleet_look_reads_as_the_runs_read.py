@@ -115,7 +115,7 @@ def test_a_look_split_across_processes_finds_what_one_process_finds(tmp_path: Pa
     assert split.found_across_processes(items, look, bound=1) == expected
     assert pids.read_text().split() == [str(os.getpid())]  # one process: nothing forked
     pids.unlink()
-    processes = min(4, len(os.sched_getaffinity(0)))
+    processes = min(4, split.cores())
     assert split.found_across_processes(items, look, bound=4) == expected
     assert len(set(pids.read_text().split())) == processes
     assert split.found_across_processes(items[:100], _multiples_of_seven, bound=4) == {
@@ -140,6 +140,6 @@ def test_a_child_that_fails_takes_none_of_its_items_as_found() -> None:
             os._exit(0)  # a clean exit, nothing written: not a result
         return set(range(len(part)))
 
-    forked = len(os.sched_getaffinity(0)) >= 2
+    forked = split.cores() >= 2
     for look in (raises, leaves):
         assert split.found_across_processes(items, look, bound=2) == set(range(300 if forked else 600))

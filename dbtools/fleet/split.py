@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from typing import TypeVar
 
@@ -34,20 +34,41 @@ def found_across_processes(
     ``look`` gets a slice and returns indexes into that slice. No more processes
     than the cores this process may run on, nor than ``MIN_PER_PROCESS`` allows.
     """
-    processes = max(1, min(bound, len(os.sched_getaffinity(0)), len(items) // MIN_PER_PROCESS))
+    processes = max(1, min(bound, cores(), len(items) // MIN_PER_PROCESS))
     starts = [len(items) * part // processes for part in range(processes + 1)]
     sys.stdout.flush()  # nothing buffered is written twice: a child ends with os._exit
     sys.stderr.flush()
     children = [_start(items[starts[p] : starts[p + 1]], look) for p in range(1, processes)]
     found = look(items[: starts[1]])
-    for part, (pid, reading) in enumerate(children, start=1):
-        found.update(starts[part] + index for index in _result(pid, reading, starts[part + 1] - starts[part]))
+    for part, child in enumerate(children, start=1):
+        count = starts[part + 1] - starts[part]
+        if child is None:  # no process to be had (a fork refused): looked at here
+            indexes: Iterable[int] = look(items[starts[part] : starts[part + 1]])
+        else:
+            indexes = _result(*child, count)
+        found.update(starts[part] + index for index in indexes)
     return found
 
 
-def _start(items: Sequence[Item], look: Callable[[Sequence[Item]], set[int]]) -> tuple[int, int]:
-    reading, writing = os.pipe()
-    pid = os.fork()
+def cores() -> int:
+    """The cores this process may run on (Linux's affinity; elsewhere, the machine's)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _start(items: Sequence[Item], look: Callable[[Sequence[Item]], set[int]]) -> tuple[int, int] | None:
+    """A child looking at ``items``: its pid and the pipe it answers on; None if none could start."""
+    try:
+        reading, writing = os.pipe()
+    except OSError:
+        return None
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(reading)
+        os.close(writing)
+        return None
     if pid == 0:  # the child: look, write the indexes, and leave without running anything else
         status = 1
         try:
