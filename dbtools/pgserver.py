@@ -221,35 +221,37 @@ def server() -> Iterator[URL]:
         return
     # Not under a private temp root: the server may run as another user.
     base = Path(tempfile.mkdtemp(prefix="pgserver-"))
-    with _stopped_by_sigterm():
+    unwinds = _unwind_on_sigterm()
+    try:
+        yield start(base)
+    finally:
+        if unwinds:  # a second SIGTERM must not cut the cleanup short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
-            yield start(base)
-        finally:
             stop(base)
             shutil.rmtree(base, ignore_errors=True)
+        finally:
+            if unwinds:
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-@contextmanager
-def _stopped_by_sigterm() -> Iterator[None]:
-    """A SIGTERM (a timeout's kill, a CI job cancelled) unwinds the block, so the server is stopped.
+def _unwind_on_sigterm() -> bool:
+    """Make SIGTERM (a timeout's kill, a CI job cancelled) unwind the block, so the server is stopped.
 
     By default it ends the process at once, leaving the server running and its
-    folder behind. Only where nobody else handles it: the main thread, the default action.
+    folder behind. Only where nobody else handles it (the main thread, the
+    default action); True if it was made so.
     """
-    if threading.current_thread() is not threading.main_thread() or (
-        signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
-    ):
-        yield
-        return
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False
 
     def unwind(signum: int, _frame: object) -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, unwind)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    return True
 
 
 @contextmanager

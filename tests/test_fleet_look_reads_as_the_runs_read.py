@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from dbtools import target
 from dbtools.fleet import servers, split
 from dbtools.fleet.errors import FleetError
 from tests.helpers import ROOT
@@ -43,32 +44,43 @@ GENERAL = [
 PASSWORD = "p@ss:w/rd +%?#&=é"
 
 
-def _as_sqlalchemy_reads_it(raw: str, password: str | None) -> tuple[str, str, dict[str, object]]:
-    """As shown, as a run is handed it, and what that run connects with (SQLAlchemy's psycopg dialect)."""
-    url = make_url(raw)
-    if url.drivername in ("postgres", "postgresql"):
-        url = url.set(drivername="postgresql+psycopg")
-    if password is not None:
-        url = url.set(password=password)
-    full = url.render_as_string(hide_password=False)
-    handed = make_url(full)
-    _, keywords = handed.get_dialect()().create_connect_args(handed)
-    return url.render_as_string(hide_password=True), full, dict(keywords)
+def _as_a_run_connects(full: str, monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """What a run handed ``DATABASE_URL=full`` connects with: the project's own reading, its engine's
+    dialect (dbtools.target), not this module's."""
+    monkeypatch.setenv("DATABASE_URL", full)
+    engine = target.Target.of(target.resolve_url(None, ROOT)).engine()
+    try:
+        keywords = engine.dialect.create_connect_args(engine.url)[1]
+    finally:
+        engine.dispose()
+    # Where it connects, and as whom: psycopg's type adapters (context) are the dialect's own.
+    return {name: value for name, value in keywords.items() if name != "context"}
 
 
 @pytest.mark.parametrize("raw", PLAIN + GENERAL)
-@pytest.mark.parametrize("password", [None, PASSWORD])
+@pytest.mark.parametrize("password", [None, PASSWORD, ""])
 def test_a_server_url_reads_as_sqlalchemy_reads_it(
     raw: str, password: str | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Shown, handed to the runs and connected to alike, with or without a password from the env."""
+    """Shown as SQLAlchemy shows it, handed to the runs with the password from the env, and
+    connected to as those runs connect, with or without a password (an empty one too)."""
     if password is not None:
         monkeypatch.setenv("FLEET_PASSWORD", password)
     server = servers.parse("targets[0]", raw, "FLEET_PASSWORD" if password is not None else None)
-    shown, full, keywords = _as_sqlalchemy_reads_it(raw, password)
-    assert (server.shown, server.full, dict(server.connect)) == (shown, full, keywords)
-    assert make_url(server.full).password == (password if make_url(raw).username else None)
-    if password is not None:
+    url = make_url(raw).set(drivername="postgresql+psycopg")
+    with_password = url if password is None else url.set(password=password)
+    assert server.shown == with_password.render_as_string(hide_password=True)
+    handed = make_url(server.full)
+    assert (handed.drivername, handed.host, handed.port, handed.database, handed.query) == (
+        "postgresql+psycopg",
+        url.host,
+        url.port,
+        url.database,
+        url.query,
+    )
+    assert (handed.username, handed.password) == (url.username, password if url.username else None)
+    assert dict(server.connect) == _as_a_run_connects(server.full, monkeypatch)
+    if password:
         assert password not in server.shown
         assert server.masked(f"FATAL: {password} rejected") == "FATAL: *** rejected"
 
@@ -88,6 +100,8 @@ def test_plain_urls_never_import_sqlalchemy_and_others_are_checked_by_it() -> No
     for raw, said in [
         ("postgresql://app:secret@db/saas", "url holds a password"),
         ("mysql://app@db/saas", "is neither a SQLite file nor PostgreSQL"),
+        ("postgresql+psycopg2://app@db/saas", "names the driver 'postgresql\\+psycopg2'"),
+        ("postgresql+nosuchdriver://app@db/saas", "names the driver 'postgresql\\+nosuchdriver'"),
         ("not a url", "url is not a valid database URL"),
     ]:
         with pytest.raises(FleetError, match=said) as refused:

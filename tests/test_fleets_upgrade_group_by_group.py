@@ -245,11 +245,13 @@ def test_a_fleet_at_head_imports_no_sqlalchemy_and_leaves_every_change_to_the_ru
         tmp_path, '[[group]]\nname = "all"\non_error = "continue"\ntargets = ["sqlite:///tenants/*.db"]\n'
     )
     tenants = tmp_path / "tenants"
-    # Names a URL reads differently (a query, a percent-escape, a fragment): each run gets its own file.
-    names = ("a?x.db", "b%41.db", "c#x.db")
-    targets = [f"sqlite:///tenants/{name}" for name in names]
-    for target in targets:
-        (tmp_path / target.removeprefix("sqlite:///")).touch()
+    # Names a URL reads differently (a query, a percent-escape, a fragment, bytes that are not
+    # UTF-8): each run gets its own file.
+    names = ("a?x.db", "b%41.db", os.fsdecode(b"c#\xff.db"))
+    # As the table and the report show them: the byte that is not UTF-8 escaped.
+    targets = ["sqlite:///tenants/a?x.db", "sqlite:///tenants/b%41.db", "sqlite:///tenants/c#\\xff.db"]
+    for name in names:
+        (tenants / name).touch()
     env = {"MIGRATION_LOCK_TIMEOUT": "0.2"}  # the fast path's records are keyed on it: a held lock fails fast
     report = tmp_path / "report.json"
     result, rows = _run(project_copy, fleet, report, **env)

@@ -86,11 +86,11 @@ def run(
         raise FleetError(f"report={report}: its folder does not exist; nothing was run")
     try:
         groups = load(fleet)
+        heads = _heads() if kind is Kind.STATUS else None
     except BaseException:
-        servers.close_kept()  # a later entry's mistake: the listing's connection is not needed
+        servers.close_kept()  # nothing runs: the listing's connection is not needed
         raise
     on_servers = any(target.server is not None for group in groups for target in group.targets)
-    heads = _heads() if kind is Kind.STATUS else None
     # An upgrade to head may find targets there already, without a run each (fleet.current).
     # At head is at head for phase=expand too: a database with a contract pending is not at head.
     looks_first = kind is Kind.UPGRADE and [word for word in argv[1:] if word != "--phase=expand"] in (

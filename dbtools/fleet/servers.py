@@ -69,8 +69,9 @@ def parse(where: str, raw: str, password_env: object) -> ServerUrl:
         keywords["user"] = user
         shown, full = shown + user, full + user
         if password is not None:
-            keywords["password"] = password
             shown, full = shown + ":***", full + ":" + quote(password, safe=" +")
+        if password:  # an empty one is no password to SQLAlchemy's dialect: libpq's own (PGPASSWORD) rules
+            keywords["password"] = password
         shown, full = shown + "@", full + "@"
     return ServerUrl(shown + where_to, full + where_to, tuple(sorted(keywords.items())), password)
 
@@ -107,13 +108,19 @@ def _parse_general(where: str, raw: str, password_env: object) -> ServerUrl:
         raise FleetError(
             f"{where}: {url.render_as_string(hide_password=True)!r} is neither a SQLite file nor PostgreSQL"
         )
+    if url.drivername != DRIVER:  # the driver this project installs, which every run would need
+        raise FleetError(
+            f"{where}: url names the driver {url.drivername!r}; this project connects with psycopg 3: "
+            "write postgresql://... (or postgresql+psycopg://...); nothing was run"
+        )
     password = _password(where, password_env)
     if password is not None:
         url = url.set(password=password)
     full = url.render_as_string(hide_password=False)
     # As each run reads the URL it is handed (a password without a user name is not in it).
-    handed = make_url(full)
-    _, keywords = handed.get_dialect()().create_connect_args(handed)
+    from sqlalchemy.dialects.postgresql.psycopg import dialect
+
+    _, keywords = dialect().create_connect_args(make_url(full))  # type: ignore[no-untyped-call]
     connect = tuple(
         sorted(
             (str(name), value if isinstance(value, (str, int)) else str(value))
@@ -125,7 +132,7 @@ def _parse_general(where: str, raw: str, password_env: object) -> ServerUrl:
 
 # A connection that listed a database's schemas while the fleet file was read, kept for the
 # look at head that follows: one backend start and password exchange fewer. Never shared
-# with a forked run: close_kept() comes before the first fork.
+# with a forked process: close_kept() comes before the look's own forks and every run's.
 _kept: dict[ServerUrl, psycopg.Connection[tuple[Any, ...]]] = {}
 
 

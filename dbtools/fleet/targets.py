@@ -17,7 +17,6 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from dbtools.fleet import servers
 from dbtools.fleet.errors import FleetError
@@ -74,12 +73,32 @@ def _sqlite_targets(base: Path, where: str, group: str, url: str) -> list[Target
     else:
         paths = [os.path.realpath(absolute)]
     beneath = os.path.join(os.path.realpath(base), "")  # the fleet file's folder, resolved, with its /
-    # Percent-encoded in the URL each run gets: SQLAlchemy decodes it back to the very file,
-    # where a ? would start its parameters and a %41 would name another file.
     return [
-        Target(group, "sqlite:///" + path.removeprefix(beneath), "sqlite:///" + quote(path), None, Path(path))
+        Target(
+            group,
+            "sqlite:///" + _shown(path.removeprefix(beneath)),
+            "sqlite:///" + _escaped(path),
+            None,
+            Path(path),
+        )
         for path in paths
     ]
+
+
+def _shown(name: str) -> str:
+    """A file's name as the table, the progress lines and the report show it: a byte that is not
+    UTF-8 as \\xff, which any terminal, log or JSON reader takes (printed as it is, it fails)."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+def _escaped(path: str) -> str:
+    """A path as a SQLite URL's database part, which SQLAlchemy decodes back to the very file.
+
+    Unescaped, a ? would start the URL's parameters and %41 name another file (A).
+    Only those two: SQLAlchemy decodes no other part of it, and leaves a name
+    that is not UTF-8 as it is, where percent-encoding it would name another.
+    """
+    return path.replace("%", "%25").replace("?", "%3F")
 
 
 def _regular_files(found: list[str]) -> list[str]:
