@@ -19,9 +19,9 @@ import sqlite3
 import subprocess
 from collections.abc import Iterable
 from contextlib import closing, suppress
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
@@ -37,8 +37,7 @@ PARTIAL = ".partial"  # a copy being written; never a backup
 ROLLBACK_JOURNAL_MODES = ("delete", "truncate", "persist")
 
 
-@dataclass(frozen=True)
-class Backup:
+class Backup(NamedTuple):
     path: Path
     revision: str
     taken_at: datetime

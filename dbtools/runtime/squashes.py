@@ -29,8 +29,8 @@ import importlib.util
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import ResolutionError, RevisionMap
@@ -40,8 +40,7 @@ from dbtools.paths import CHECKSUM_TABLE, SQUASH_SUFFIX
 from dbtools.runtime.digest import checksum_of, matches, read_script
 
 
-@dataclass(frozen=True)
-class Squash:
+class Squash(NamedTuple):
     """One squash migration, pending (beside the old files) or pruned (in their place)."""
 
     script: Script
