@@ -95,6 +95,11 @@ def forget_started() -> None:
 
 @dataclass(frozen=True)
 class Run:
+    """One run's options, set by whoever starts it; the defaults are the full safety net.
+
+    (A docstring of its own also spares the dataclass building one from its signature at import.)
+    """
+
     # Migrate through this instead of opening the configured database
     # (make stamp and make rehearse hold the migration lock on it already).
     connection: Connection | Engine | None = None

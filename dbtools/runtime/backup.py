@@ -17,7 +17,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from contextlib import closing, suppress
 from datetime import UTC, datetime
 from pathlib import Path
@@ -208,10 +208,16 @@ def _is_sqlite(path: Path) -> bool:
 
 
 def before_change(
-    connection: Connection, context: MigrationContext, database: Path | None, *, changes: bool = False
+    connection: Connection,
+    context: MigrationContext,
+    heads: Collection[str],
+    database: Path | None,
+    *,
+    changes: bool = False,
 ) -> Path | None:
     """Back up an existing SQLite file (``database``; None for memory or a server) about to change.
 
+    ``heads``: the database's revisions, read under the run's write lock.
     A new database (no revision yet) has nothing to lose, and a run with
     nothing pending changes nothing, so neither is copied. Only a run with a
     destination (upgrade, downgrade, stamp) can move; the step function of
@@ -220,7 +226,7 @@ def before_change(
     """
     if database is None or backup_keep() == 0:
         return None
-    heads = context.get_current_heads()
+    heads = tuple(heads)
     if not heads or context.opts.get("destination_rev") is None or "fn" not in context.opts:
         return None
     if not changes and not context.opts["fn"](heads, context):
