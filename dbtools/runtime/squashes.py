@@ -89,7 +89,10 @@ def load(path: Path) -> Squash:
 
 def pending(script: ScriptDirectory) -> Squash | None:
     """The squash kept beside the files it replaces, if there is one."""
-    found = sorted(Path(script.versions).glob(f"*{SQUASH_SUFFIX}"))
+    # Every run asks: a listing, not a glob (which compiles a pattern in each process).
+    versions = Path(script.versions)
+    listed = versions.iterdir() if versions.is_dir() else ()
+    found = sorted(path for path in listed if path.name.endswith(SQUASH_SUFFIX))
     if len(found) > 1:
         names = ", ".join(path.name for path in found)
         raise CommandError(
