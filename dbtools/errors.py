@@ -166,8 +166,9 @@ def _describe_postgresql(exc: DBAPIError, detail: str, target: Target) -> str | 
 
 
 # PostgreSQL's 42501 messages: an object only its owner may alter, and a schema the role may not use.
-NOT_OWNER = re.compile(r"^must be owner of (?P<kind>[a-z ]+?) (?P<name>\S.*)$")
-SCHEMA_DENIED = re.compile(r"^permission denied for schema (?P<name>\S.*)$")
+# Patterns, compiled on first use (re caches them): every run imports this module, few fail.
+NOT_OWNER = r"^must be owner of (?P<kind>[a-z ]+?) (?P<name>\S.*)$"
+SCHEMA_DENIED = r"^permission denied for schema (?P<name>\S.*)$"
 # The ALTER ... OWNER TO for each kind of object a migration may alter; an index follows its table.
 OWNER_TO = {
     "table": "TABLE",
@@ -185,7 +186,7 @@ OWNER_TO = {
 def _insufficient_privilege(detail: str, role: str) -> str:
     """What the role lacks (SQLSTATE 42501), and what gives it: ownership is not a grant."""
     lacks = f"the role {role!r} lacks a privilege the migration needs ({detail}); {UNCHANGED}"
-    owner = NOT_OWNER.match(detail)
+    owner = re.match(NOT_OWNER, detail)
     if owner:
         kind, name = owner["kind"], owner["name"]
         if kind == "index":
@@ -200,7 +201,7 @@ def _insufficient_privilege(detail: str, role: str) -> str:
             f"the role {role!r} does not own the {kind} {name}, which the migration changes ({detail}); "
             f"{UNCHANGED}. Only the owner may alter it, whatever is granted on it or on its schema: {fix}"
         )
-    schema = SCHEMA_DENIED.match(detail)
+    schema = re.match(SCHEMA_DENIED, detail)
     if schema and schema["name"] == "public":  # USAGE on public is everyone's by default
         return (
             f"{lacks}. Since PostgreSQL 15 only the database owner may create in schema public: "

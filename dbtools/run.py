@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext, MigrationInfo
@@ -31,15 +31,14 @@ def _ask(question: str) -> bool:
     return sys.stdin.readline().strip().lower() in ("y", "yes")
 
 
-@dataclass
-class Decisions:
+class Decisions(NamedTuple):
     """What the user said about renames (``dbtools.autogenerate.renames``): ``renames=``
     answers, and whether a terminal may be asked."""
 
     answers: tuple[str, ...] = ()
     ask: bool = False
     message: str = ""
-    ask_one: Callable[[str], bool] = field(default=lambda question: _ask(question))
+    ask_one: Callable[[str], bool] = _ask
 
 
 log = logging.getLogger(__name__)
@@ -94,8 +93,15 @@ def forget_started() -> None:
     _started = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Run:
+    """One run's options, set by whoever starts it; the defaults are the full safety net.
+
+    A run compares by identity (it holds a live connection and its own timer). Every run imports
+    this class: without a generated ``__eq__`` and ``__hash__``, and with a docstring (else the
+    dataclass renders its signature into one), it costs a no-op run less (bench/).
+    """
+
     # Migrate through this instead of opening the configured database
     # (make stamp and make rehearse hold the migration lock on it already).
     connection: Connection | Engine | None = None
@@ -136,7 +142,6 @@ class Run:
 CONTEXT_KEY = "dbtools"
 
 
-@dataclass
 class InContext:
     """What env.py hands autogenerate's hooks through Alembic's migration context, as one typed value.
 
@@ -144,16 +149,23 @@ class InContext:
     ``context.opts``; this is the only one the project adds (``CONTEXT_KEY``).
     """
 
-    # Where autogenerate finds schema/ (dbtools.autogenerate.pgfacts).
-    project_root: Path | None = None
-    # make migration: which renames the user accepted, and whether to ask.
-    rename_decisions: Decisions | None = None
-    # Online forms on PostgreSQL (off only for make bench-online's baseline).
-    renders_online: bool = True
-    # PostgreSQL's facts, loaded once by the first comparator that needs them
-    # (a dbtools.autogenerate.pgfacts.PgFacts, or None when none could be seen).
-    pg_facts: object = None
-    facts_loaded: bool = False
+    def __init__(
+        self,
+        *,
+        project_root: Path | None = None,
+        rename_decisions: Decisions | None = None,
+        renders_online: bool = True,
+    ) -> None:
+        # Where autogenerate finds schema/ (dbtools.autogenerate.pgfacts).
+        self.project_root = project_root
+        # make migration: which renames the user accepted, and whether to ask.
+        self.rename_decisions = rename_decisions
+        # Online forms on PostgreSQL (off only for make bench-online's baseline).
+        self.renders_online = renders_online
+        # PostgreSQL's facts, loaded once by the first comparator that needs them
+        # (a dbtools.autogenerate.pgfacts.PgFacts, or None when none could be seen).
+        self.pg_facts: object = None
+        self.facts_loaded = False
 
 
 def in_context(context: MigrationContext) -> InContext:

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import enum
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, unquote
 
 from alembic.util import CommandError
@@ -41,9 +40,12 @@ class Backend(enum.Enum):
     OTHER = "other"
 
 
-@dataclass(frozen=True)
-class Target:
-    """A database URL with every answer a command needs about it, computed once."""
+class Target(NamedTuple):
+    """A database URL with every answer a command needs about it, computed once.
+
+    Immutable; a NamedTuple, not a frozen dataclass, whose generated methods every run
+    would compile at import (bench/).
+    """
 
     url: URL
     backend: Backend

@@ -131,20 +131,22 @@ def run_migrations_online() -> None:
         for attempt in migration_lock.attempts():  # PostgreSQL retries a run that hit a lock timeout
             with attempt, context.begin_transaction():
                 migration_context = context.get_context()
+                # Read once, under the lock: nothing below moves them before the migrations run.
+                heads = migration_context.get_current_heads()
                 # A squash (make squash): the history this database follows, before anything reads it.
                 squashes.adopt(
                     context.script,
-                    migration_context.get_current_heads(),
+                    heads,
                     lambda: checksums.recorded(connection),
                     getattr(environment, "context_opts", {}).get("destination_rev"),  # None: check, current
                 )
                 refusals.check_database(
                     migration_context,
                     context.script,
+                    heads,
                     lambda: target_metadata or load_models(),
                     adopting=this_run.adopting,
                 )
-                heads = migration_context.get_current_heads()
                 if this_run.autogenerates:
                     refusals.check_autogenerate_base(migration_context, context.script)
                     checksums.refuse_skipped(connection, context.script, heads)  # not "in sync"
@@ -158,7 +160,7 @@ def run_migrations_online() -> None:
                         outoforder.check_disjoint(skipped, applied, connection.dialect.name)
                     if this_run.backs_up:
                         backup.before_change(
-                            connection, migration_context, database.sqlite_path, changes=bool(skipped)
+                            connection, migration_context, heads, database.sqlite_path, changes=bool(skipped)
                         )
                 outoforder.apply(connection, migration_context, skipped)
                 # A migration that commits midway resumes there (or, one step down, is reverted).

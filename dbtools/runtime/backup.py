@@ -17,11 +17,11 @@ import re
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from contextlib import closing, suppress
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from alembic.runtime.migration import MigrationContext
 from alembic.util import CommandError
@@ -37,8 +37,7 @@ PARTIAL = ".partial"  # a copy being written; never a backup
 ROLLBACK_JOURNAL_MODES = ("delete", "truncate", "persist")
 
 
-@dataclass(frozen=True)
-class Backup:
+class Backup(NamedTuple):
     path: Path
     revision: str
     taken_at: datetime
@@ -209,10 +208,16 @@ def _is_sqlite(path: Path) -> bool:
 
 
 def before_change(
-    connection: Connection, context: MigrationContext, database: Path | None, *, changes: bool = False
+    connection: Connection,
+    context: MigrationContext,
+    heads: Collection[str],
+    database: Path | None,
+    *,
+    changes: bool = False,
 ) -> Path | None:
     """Back up an existing SQLite file (``database``; None for memory or a server) about to change.
 
+    ``heads``: the database's revisions, read under the run's write lock.
     A new database (no revision yet) has nothing to lose, and a run with
     nothing pending changes nothing, so neither is copied. Only a run with a
     destination (upgrade, downgrade, stamp) can move; the step function of
@@ -221,7 +226,7 @@ def before_change(
     """
     if database is None or backup_keep() == 0:
         return None
-    heads = context.get_current_heads()
+    heads = tuple(heads)
     if not heads or context.opts.get("destination_rev") is None or "fn" not in context.opts:
         return None
     if not changes and not context.opts["fn"](heads, context):

@@ -16,9 +16,8 @@ import enum
 import re
 import warnings
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext, MigrationInfo
@@ -55,8 +54,7 @@ class Mismatch(enum.Enum):
     SKIPPED = "skipped: never applied here, though later migrations were; see `make upgrade`"
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(NamedTuple):
     revision: str
     kind: Mismatch
     recorded: str | None = None

@@ -34,7 +34,6 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from types import TracebackType
 
 from alembic.runtime.migration import MigrationContext
@@ -54,7 +53,6 @@ from dbtools.errors import (
     longer_lock_wait,
     sqlstate,
 )
-from dbtools.runtime import backfill
 from dbtools.runtime.lockkeys import lock_key
 from dbtools.settings import (
     LOCK_RETRIES_VAR,
@@ -206,21 +204,25 @@ def offline_epilogue(schema: str | None = None) -> list[str]:
     ]
 
 
-@dataclass
 class Session:
-    """The migration lock held on one connection, for one run."""
+    """The migration lock held on one connection, for one run.
 
-    connection: Connection
-    postgresql: bool
-    # A connection handed in already inside a transaction (make stamp, make
-    # rehearse): that transaction is its owner's, so a run never retries it.
-    owns_transactions: bool
-    # Set when a transaction commits during an attempt: an autocommit_block()
-    # made changes that a rollback no longer undoes.
-    committed: bool = False
-    # Whether the last statement that failed ran inside an autocommit_block(), where no
-    # statement timeout caps the lock timeout: which lock timeout its FAILED line names.
-    failed_online: bool = False
+    A plain class, as ``Attempt``: every run makes one, and a dataclass costs
+    a no-op run its generated methods' compile at import (bench/).
+    """
+
+    def __init__(self, connection: Connection, postgresql: bool, *, owns_transactions: bool) -> None:
+        self.connection = connection
+        self.postgresql = postgresql
+        # A connection handed in already inside a transaction (make stamp, make
+        # rehearse): that transaction is its owner's, so a run never retries it.
+        self.owns_transactions = owns_transactions
+        # Set when a transaction commits during an attempt: an autocommit_block()
+        # made changes that a rollback no longer undoes.
+        self.committed = False
+        # Whether the last statement that failed ran inside an autocommit_block(), where no
+        # statement timeout caps the lock timeout: which lock timeout its FAILED line names.
+        self.failed_online = False
 
     def attempts(self) -> Iterator[Attempt]:
         """``for attempt in session.attempts(): with attempt: <the run>``, tenacity-style.
@@ -326,9 +328,8 @@ def _after_commit(exc: DBAPIError, *, online_step: bool) -> str:
 # SQLSTATE unique_violation, and the statement of an online unique build (the generated form:
 # DROP INDEX CONCURRENTLY IF EXISTS, then this), which leaves an INVALID index when it fails.
 UNIQUE_VIOLATION = "23505"
-UNIQUE_BUILD = re.compile(
-    r"^\s*CREATE\s+UNIQUE\s+INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?(\S+)", re.I
-)
+# A pattern, compiled on first use (re caches it): only a failed run needs it.
+UNIQUE_BUILD = r"(?i)^\s*CREATE\s+UNIQUE\s+INDEX\s+CONCURRENTLY\s+(?:IF\s+NOT\s+EXISTS\s+)?(\S+)"
 
 
 def _duplicates(exc: DBAPIError) -> str:
@@ -341,7 +342,7 @@ def _duplicates(exc: DBAPIError) -> str:
     diag = getattr(exc.orig, "diag", None)
     key = " ".join(str(getattr(diag, "message_detail", None) or "").split())
     said = f" ({key[:300]}{'...' if len(key) > 300 else ''})" if key else ""
-    build = UNIQUE_BUILD.match(str(exc.statement or ""))
+    build = re.match(UNIQUE_BUILD, str(exc.statement or ""))
     if build is None:
         return said
     index = getattr(diag, "constraint_name", None) or build[1].strip('"')
@@ -378,6 +379,8 @@ def held(connection: Connection, schema: str | None = None) -> Iterator[Session]
     event.listen(connection, "begin", session._on_begin)
     event.listen(connection, "commit", session._on_commit)
     event.listen(connection.engine, "handle_error", session._on_error)  # an engine's event
+    from dbtools.runtime import backfill  # PostgreSQL only: not imported by a SQLite run
+
     try:
         with backfill.shown(connection.connection.dbapi_connection):  # an expand's backfill, as it goes
             yield session

@@ -59,10 +59,11 @@ def install() -> None:
     impl._impls[sqlite.SQLiteImpl.__dialect__] = SQLiteImpl
 
 
-_BEGIN = re.compile(r'^\s*CREATE TABLE "?_alembic_tmp_(?P<table>\w+)"?\s*\(', re.IGNORECASE)
-_END = re.compile(
-    r'^\s*ALTER TABLE "?_alembic_tmp_(?P<table>\w+)"? RENAME TO "?(?P<new>\w+)"?\s*$', re.IGNORECASE
-)
+# A rebuild's statements name Alembic's temporary table, always spelled so; the patterns
+# compile on the first such statement (re caches them), which a run without a rebuild never sends.
+_TEMPORARY = "_alembic_tmp_"
+_BEGIN = r'(?i)^\s*CREATE TABLE "?_alembic_tmp_(?P<table>\w+)"?\s*\('
+_END = r'(?i)^\s*ALTER TABLE "?_alembic_tmp_(?P<table>\w+)"? RENAME TO "?(?P<new>\w+)"?\s*$'
 EXPRESSION_INDEXES = (
     "SELECT m.sql FROM sqlite_master AS m WHERE m.type = 'index' AND m.tbl_name = ? AND m.sql IS NOT NULL "
     "AND EXISTS (SELECT 1 FROM pragma_index_info(m.name) AS i WHERE i.name IS NULL) ORDER BY m.name"
@@ -81,13 +82,17 @@ def keep_expression_indexes(connection: Connection) -> Iterator[None]:
     kept: dict[str, list[str]] = {}
 
     def before(conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
-        begun = _BEGIN.match(statement)
+        if _TEMPORARY not in statement:  # every statement of the run passes here
+            return
+        begun = re.match(_BEGIN, statement)
         if begun is not None:
             rows = cursor.connection.execute(EXPRESSION_INDEXES, (begun["table"],)).fetchall()
             kept[begun["table"]] = [sql for (sql,) in rows]
 
     def after(conn: Connection, cursor: Any, statement: str, *args: Any) -> None:
-        ended = _END.match(statement)
+        if _TEMPORARY not in statement:
+            return
+        ended = re.match(_END, statement)
         if ended is not None:
             for sql in kept.pop(ended["table"], []):
                 cursor.connection.execute(sql)

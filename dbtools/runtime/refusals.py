@@ -7,25 +7,26 @@ says what to run instead.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import MetaData, inspect
 
-from dbtools.runtime import phases
-from dbtools.runtime.phases import Phase
-
 
 def check_database(
     migration_context: MigrationContext,
     script: ScriptDirectory,
+    current: Collection[str],
     models: Callable[[], MetaData],
     *,
     adopting: bool,
 ) -> None:
-    current = migration_context.get_current_heads()
+    """Refuse a database at a revision no file defines, or one with tables but no history.
+
+    ``current``: the database's revisions, read under the migration lock.
+    """
     known = {rev.revision for rev in script.walk_revisions()}
     for rev in current:
         if rev not in known:
@@ -56,7 +57,9 @@ def check_autogenerate_base(migration_context: MigrationContext, script: ScriptD
     current = migration_context.get_current_heads()
     if set(current) != set(heads):
         at = ", ".join(current) or "no revision (empty)"
-        if current and not phases.upgrade_steps(script, heads[0], current, Phase.EXPAND):
+        from dbtools.runtime import phases  # autogenerate only: a plain run does not import it
+
+        if current and not phases.upgrade_steps(script, heads[0], current, phases.Phase.EXPAND):
             # Only contracts are pending: `make upgrade` now would break the old application version.
             raise CommandError(
                 f"the database is between expand and contract (at {at}, its contract pending), and the "

@@ -41,9 +41,9 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from functools import cache
 from types import FrameType
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from alembic.runtime.migration import MigrationContext, MigrationInfo
@@ -58,19 +58,25 @@ from dbtools.paths import PROGRESS_TABLE
 
 log = logging.getLogger(__name__)
 
-TABLE = sa.Table(
-    PROGRESS_TABLE,
-    sa.MetaData(),
-    sa.Column("revision", sa.String(32), primary_key=True),
-    sa.Column("direction", sa.String(10), primary_key=True),
-    sa.Column("units_done", sa.Integer, nullable=False),
-    # The index an unfinished block was building concurrently: INVALID if the build was cut.
-    sa.Column("building", sa.String(63)),
-)
+# env.py imports this module for every run, but only PostgreSQL's use it: the table is built
+# on first use, and no record here is a dataclass (each costs a no-op run its generated
+# methods' compile at import; bench/).
 
 
-@dataclass(frozen=True)
-class HalfApplied:
+@cache
+def table() -> sa.Table:
+    return sa.Table(
+        PROGRESS_TABLE,
+        sa.MetaData(),
+        sa.Column("revision", sa.String(32), primary_key=True),
+        sa.Column("direction", sa.String(10), primary_key=True),
+        sa.Column("units_done", sa.Integer, nullable=False),
+        # The index an unfinished block was building concurrently: INVALID if the build was cut.
+        sa.Column("building", sa.String(63)),
+    )
+
+
+class HalfApplied(NamedTuple):
     """A migration a run left between two revisions."""
 
     revision: str
@@ -79,16 +85,16 @@ class HalfApplied:
     building: str | None = None  # an index whose concurrent build it had started
 
 
-@dataclass
 class _Position:
     """The running migration, its current unit, and how many units a record says are done."""
 
-    revision: str = ""
-    direction: str = ""
-    unit: int = 0
-    done: int = 0
-    # A half-applied migration this run reverts: its downgrade skips what was never applied.
-    reverting: str = ""
+    def __init__(self) -> None:
+        self.revision = ""
+        self.direction = ""
+        self.unit = 0
+        self.done = 0
+        # A half-applied migration this run reverts: its downgrade skips what was never applied.
+        self.reverting = ""
 
     @property
     def skipping(self) -> bool:
@@ -158,14 +164,16 @@ def finished(context: MigrationContext, step: MigrationInfo) -> None:
             if half.revision == revision and half.direction == "upgrade" and half.building:
                 quoted = connection.dialect.identifier_preparer.quote(half.building)
                 connection.exec_driver_sql(f"DROP INDEX IF EXISTS {quoted}")
-    connection.execute(TABLE.delete().where(TABLE.c.revision == revision))
+    progress = table()
+    connection.execute(progress.delete().where(progress.c.revision == revision))
 
 
 def half_applied(connection: Connection) -> list[HalfApplied]:
     """Migrations a run left midway, for ``make status`` and ``make downgrade``."""
     if connection.dialect.name != "postgresql" or not _exists(connection):
         return []
-    rows = connection.execute(sa.select(TABLE).order_by(TABLE.c.revision))
+    progress = table()
+    rows = connection.execute(sa.select(progress).order_by(progress.c.revision))
     return [HalfApplied(row.revision, row.direction, row.units_done, row.building) for row in rows]
 
 
@@ -185,8 +193,11 @@ def _follow(context: MigrationContext, position: _Position) -> None:
     if direction == "downgrade" and revision != position.reverting:
         _refuse_below(connection)
     if _exists(connection):
+        progress = table()
         found = connection.execute(
-            sa.select(TABLE.c.units_done).where(TABLE.c.revision == revision, TABLE.c.direction == direction)
+            sa.select(progress.c.units_done).where(
+                progress.c.revision == revision, progress.c.direction == direction
+            )
         ).scalar()
         position.done = int(found or 0)
 
@@ -258,14 +269,15 @@ def _running_step() -> Any:
 
 
 def _record(connection: Connection, position: _Position, units: int, building: str | None = None) -> None:
+    progress = table()
     if not _exists(connection):
-        TABLE.create(connection, checkfirst=True)
-    where = (TABLE.c.revision == position.revision, TABLE.c.direction == position.direction)
+        progress.create(connection, checkfirst=True)
+    where = (progress.c.revision == position.revision, progress.c.direction == position.direction)
     values = {"units_done": units, "building": building}
-    updated = connection.execute(TABLE.update().where(*where).values(**values))
+    updated = connection.execute(progress.update().where(*where).values(**values))
     if not updated.rowcount:
         connection.execute(
-            TABLE.insert().values(revision=position.revision, direction=position.direction, **values)
+            progress.insert().values(revision=position.revision, direction=position.direction, **values)
         )
 
 

@@ -29,8 +29,8 @@ import importlib.util
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from alembic.script import Script, ScriptDirectory
 from alembic.script.revision import ResolutionError, RevisionMap
@@ -40,8 +40,7 @@ from dbtools.paths import CHECKSUM_TABLE, SQUASH_SUFFIX
 from dbtools.runtime.digest import checksum_of, matches, read_script
 
 
-@dataclass(frozen=True)
-class Squash:
+class Squash(NamedTuple):
     """One squash migration, pending (beside the old files) or pruned (in their place)."""
 
     script: Script
@@ -90,7 +89,10 @@ def load(path: Path) -> Squash:
 
 def pending(script: ScriptDirectory) -> Squash | None:
     """The squash kept beside the files it replaces, if there is one."""
-    found = sorted(Path(script.versions).glob(f"*{SQUASH_SUFFIX}"))
+    # Every run asks: a listing, not a glob (which compiles a pattern in each process).
+    versions = Path(script.versions)
+    listed = versions.iterdir() if versions.is_dir() else ()
+    found = sorted(path for path in listed if path.name.endswith(SQUASH_SUFFIX))
     if len(found) > 1:
         names = ", ".join(path.name for path in found)
         raise CommandError(
