@@ -14,7 +14,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from dbtools import catalog
-from dbtools.runtime import fastpath, nochange
+from dbtools.runtime import bytecode, fastpath, nochange
 
 if TYPE_CHECKING:
     import argparse
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         print(unchanged)
         print(f"INFO  [dbtools.runtime.nochange] {nochange.WHY}", file=sys.stderr)
         return 0
+    bytecode.drop_racy()  # before any model or migration file is imported
     fleet_line = as_make_writes_a_fleet(argv)
     options = fleet_line or vars(build_parser().parse_args(argv))  # argparse: the standard library
     name = options.pop("command")

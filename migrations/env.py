@@ -21,7 +21,17 @@ from sqlalchemy.engine import Connection
 
 from dbtools import paths, run, settings, target
 from dbtools.errors import friendly_errors
-from dbtools.runtime import backup, checksums, locking, outoforder, rebuilds, refusals, resume, squashes
+from dbtools.runtime import (
+    backup,
+    bytecode,
+    checksums,
+    locking,
+    outoforder,
+    rebuilds,
+    refusals,
+    resume,
+    squashes,
+)
 from dbtools.runtime.options import context_options, load_models
 from dbtools.target import Backend
 
@@ -32,6 +42,7 @@ if config.config_file_name is not None:
 this_run = run.of(config)
 database = this_run.target or target.resolve(config)  # resolved once: every helper reads its fields
 settings.check_all()  # a malformed MIGRATION_* variable fails before anything is opened
+bytecode.drop_racy()  # a model or migration file edited within the second its .pyc was written
 rebuilds.install()  # SQLite's table rebuilds leave generated columns to SQLite
 
 

@@ -14,6 +14,7 @@ import contextlib
 import itertools
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,12 @@ from dbtools import pgserver
 from dbtools.target import Target
 from tests.helpers import ROOT, Project, url_string
 from tests.revision_data import REVISION_DATA
+
+# As on a machine that never set PYTHONDONTWRITEBYTECODE (this one does): Python writes
+# bytecode, in this process and in every command a test runs, so a stale .pyc shows
+# (dbtools.runtime.bytecode; tests/test_stale_bytecode_never_runs.py).
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
 
 BACKENDS = ["sqlite", "postgresql"]
 SERVER_BASE = pytest.StashKey[Path]()
