@@ -462,6 +462,9 @@ def main() -> None:
         "--repeat", type=int, default=1, help="rounds, sides alternated; the median is reported"
     )
     options = parser.parse_args()
+    # Every side runs as Python does by default, its bytecode cached, as `make bench` measures:
+    # a machine that sets PYTHONDONTWRITEBYTECODE has each command compile its project's modules anew.
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     sizes = Sizes(options.schemas, options.files, options.repeat)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as folder, pgserver.server() as admin:

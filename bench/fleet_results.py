@@ -139,6 +139,7 @@ def write(measured: list[Measured], sizes: Sizes, profiles: list[Profile], elaps
         "Machine:",
         "",
         *(f"- {key}: {value}" for key, value in machine().items()),
+        "- bytecode: cached (PYTHONDONTWRITEBYTECODE unset for every command measured, both sides)",
         f"- benchmark wall time: {elapsed / 60:.1f} min, preparation included",
         "",
         "![time per target](fleet.png)",
