@@ -18,12 +18,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
-from dbtools import target
-from dbtools.fleet import servers, split
+from dbtools import pgserver, target
+from dbtools.fleet import current, servers, split
 from dbtools.fleet.errors import FleetError
-from tests.helpers import ROOT
+from dbtools.fleet.targets import Target
+from dbtools.runtime import fastpath
+from tests.helpers import ROOT, execute, url_string
 
 PLAIN = [
     "postgresql://app@db.example.com:5432/saas",
@@ -157,3 +159,49 @@ def test_a_child_that_fails_takes_none_of_its_items_as_found() -> None:
     forked = split.cores() >= 2
     for look in (raises, leaves):
         assert split.found_across_processes(items, look, bound=2) == set(range(300 if forked else 600))
+
+
+def test_a_look_with_a_second_connection_finds_what_one_connection_finds(
+    pg_admin_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The look at head splits a database's schemas between two connections from SPLIT_FROM
+    schemas on (lowered here, as a fleet of a few hundred schemas would): each schema is still
+    judged on its own rows, whichever connection read them."""
+    revisions = {"r1": "r1.py", "r2": "r2.py"}
+    history = current.History(
+        ["r2"], revisions, fastpath.Checkout("fingerprint", {"r1.py": ("s1", "s1"), "r2.py": ("s2", "s2")})
+    )
+    good = "INSERT INTO {0}.alembic_checksums VALUES ('r1', 's1'), ('r2', 's2')"
+    schemas = {
+        "tenant_a": good,
+        "tenant_b": good,
+        "tenant_c": "INSERT INTO {0}.alembic_checksums VALUES ('r1', 's1'), ('r2', 'edited')",
+        "tenant_d": good,
+        "tenant_e": "INSERT INTO {0}.alembic_checksums VALUES ('r1', 's1')",
+        "tenant_f": good,
+    }
+    with pgserver.fresh_database(pg_admin_url) as url:
+        execute(
+            url,
+            *(
+                statement.format(schema)
+                for schema, checksums in schemas.items()
+                for statement in (
+                    "CREATE SCHEMA {0}",
+                    "CREATE TABLE {0}.alembic_version (version_num varchar(32) PRIMARY KEY)",
+                    "CREATE TABLE {0}.alembic_checksums (revision varchar(32) PRIMARY KEY, checksum text)",
+                    "INSERT INTO {0}.alembic_version VALUES ('r2')",
+                    checksums,
+                )
+            ),
+        )
+        monkeypatch.setenv("LOOK_PASSWORD", str(url.password))
+        server = servers.parse("targets[0]", url_string(url._replace(password=None)), "LOOK_PASSWORD")
+        targets = [
+            Target("all", f"{server.shown}#{name}", server.full, name, server=server) for name in schemas
+        ]
+        expected = {t for t in targets if t.schema in ("tenant_a", "tenant_b", "tenant_d", "tenant_f")}
+        assert current._postgresql_at_head(server, targets, history, parallel=1) == expected
+        monkeypatch.setattr(current, "SPLIT_FROM", 2)
+        assert current._postgresql_at_head(server, targets, history, parallel=2) == expected
+        assert current._postgresql_at_head(server, targets[:1], history, parallel=2) == set(targets[:1])

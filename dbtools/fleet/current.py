@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ RECORD = "fleet-history.json"
 # The reason a target answered here has in the report: no run of its own was started.
 SQLITE_REASON = "at head: the no-op fast path answered, no run"
 POSTGRESQL_REASON = "at head: one look at the database answered, no run"
+# From this many target schemas in a database on, a second connection reads half of them.
+SPLIT_FROM = 100
 # The schemas whose tables one query reads: a query naming every table of 300 schemas takes
 # half as long again to plan as six naming 50 schemas' each (measured: 50 ms against 35 ms).
 SCHEMAS_PER_QUERY = 50
@@ -107,7 +110,7 @@ def at_head(targets: Iterable[Target], parallel: int = 1) -> tuple[set[Target], 
             on_server.setdefault(target.server, []).append(target)
     for server, on_it in on_server.items():
         with suppress(Exception):  # unreachable, no rights, ...: each run says why
-            found.update(_postgresql_at_head(server, on_it, history))
+            found.update(_postgresql_at_head(server, on_it, history, parallel))
     return found, history.joined
 
 
@@ -133,43 +136,84 @@ def _sqlite_at_head(history: History, targets: Sequence[Target]) -> set[int]:
     }
 
 
-def _postgresql_at_head(server: ServerUrl, targets: list[Target], history: History) -> set[Target]:
-    with servers.connected(server) as conn:
-        default, tables, locks = conn.execute(
-            LOOK,
-            {
-                "version": VERSION_TABLE,
-                "checksums": CHECKSUM_TABLE,
-                "schemas": [t.schema for t in targets if t.schema],
-            },
-        ).fetchone() or ("", [], [])
-        held = {(int(a), int(b)) for a, b in locks}
-        schema_of = {t: t.schema or str(default) for t in targets}
-        ready = [
-            t
-            for t in targets
-            if f"{schema_of[t]}.{VERSION_TABLE}" in tables
-            and f"{schema_of[t]}.{CHECKSUM_TABLE}" in tables
-            and _lock_parts(lock_key(t.schema)) not in held
-        ]
-        if not ready:
-            return set()
-        schemas = sorted({schema_of[t] for t in ready})
-        rows = [
-            (start + index, kind, first, second)
-            for start in range(0, len(schemas), SCHEMAS_PER_QUERY)
-            for index, kind, first, second in conn.execute(
-                _union(schemas[start : start + SCHEMAS_PER_QUERY])
-            ).fetchall()
-        ]
+def _postgresql_at_head(
+    server: ServerUrl, targets: list[Target], history: History, parallel: int
+) -> set[Target]:
+    # A second connection reads half the schemas at once: each table read costs the server,
+    # in a new backend, about 60 µs to open, and two backends open them side by side.
+    helper = _Helper(server) if parallel > 1 and len(targets) >= SPLIT_FROM else None
+    try:
+        with servers.connected(server) as conn:
+            default, tables, locks = conn.execute(
+                LOOK,
+                {
+                    "version": VERSION_TABLE,
+                    "checksums": CHECKSUM_TABLE,
+                    "schemas": [t.schema for t in targets if t.schema],
+                },
+            ).fetchone() or ("", [], [])
+            held = {(int(a), int(b)) for a, b in locks}
+            schema_of = {t: t.schema or str(default) for t in targets}
+            ready = [
+                t
+                for t in targets
+                if f"{schema_of[t]}.{VERSION_TABLE}" in tables
+                and f"{schema_of[t]}.{CHECKSUM_TABLE}" in tables
+                and _lock_parts(lock_key(t.schema)) not in held
+            ]
+            schemas = sorted({schema_of[t] for t in ready})
+            half = len(schemas) // 2 if helper is not None else len(schemas)
+            if helper is not None:
+                helper.start_reading(schemas[half:])
+            rows = _read(conn, schemas[:half])
+    finally:
+        helped = helper.rows() if helper is not None else []  # joined: its connection is closed
     versions: dict[str, list[str]] = {s: [] for s in schemas}
     recorded: dict[str, dict[str, str]] = {s: {} for s in schemas}
-    for index, kind, first, second in rows:
-        if kind == "v":
-            versions[schemas[index]].append(first)
-        else:
-            recorded[schemas[index]][first] = second
+    for start, part in ((0, rows), (half, helped)):
+        for index, kind, first, second in part:
+            if kind == "v":
+                versions[schemas[start + index]].append(first)
+            else:
+                recorded[schemas[start + index]][first] = second
     return {t for t in ready if history.matches(sorted(versions[schema_of[t]]), recorded[schema_of[t]])}
+
+
+def _read(conn: Any, schemas: list[str]) -> list[tuple[Any, ...]]:
+    """Every schema's revisions and checksums, each row tagged with the schema's index in ``schemas``."""
+    return [
+        (start + index, kind, first, second)
+        for start in range(0, len(schemas), SCHEMAS_PER_QUERY)
+        for index, kind, first, second in conn.execute(_union(schemas[start : start + SCHEMAS_PER_QUERY]))
+    ]
+
+
+class _Helper:
+    """A second connection, on a thread: it connects while the first reads the catalog, then reads
+    the schemas it is handed. Any failure, and it has no rows: its schemas go to their runs."""
+
+    def __init__(self, server: ServerUrl) -> None:
+        self._server = server
+        self._schemas: list[str] = []
+        self._handed = threading.Event()
+        self._rows: list[tuple[Any, ...]] = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with suppress(Exception), servers.connected(self._server) as conn:
+            self._handed.wait()
+            self._rows = _read(conn, self._schemas)
+
+    def start_reading(self, schemas: list[str]) -> None:
+        self._schemas = schemas
+        self._handed.set()
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """Its rows, once its thread ended (and closed its connection); none if it was handed none."""
+        self._handed.set()
+        self._thread.join()
+        return self._rows
 
 
 def _lock_parts(key: int) -> tuple[int, int]:
