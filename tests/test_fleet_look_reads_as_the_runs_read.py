@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy.engine import URL, make_url
 
 from dbtools import pgserver, target
-from dbtools.fleet import current, servers, split
+from dbtools.fleet import current, libpq, servers, split
 from dbtools.fleet.errors import FleetError
 from dbtools.fleet.targets import Target
 from dbtools.runtime import fastpath
@@ -161,12 +161,18 @@ def test_a_child_that_fails_takes_none_of_its_items_as_found() -> None:
         assert split.found_across_processes(items, look, bound=2) == set(range(300 if forked else 600))
 
 
+@pytest.mark.parametrize("client", ["libpq", "psycopg"])
 def test_a_look_with_a_second_connection_finds_what_one_connection_finds(
-    pg_admin_url: URL, monkeypatch: pytest.MonkeyPatch
+    client: str, pg_admin_url: URL, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The look at head splits a database's schemas between two connections from SPLIT_FROM
     schemas on (lowered here, as a fleet of a few hundred schemas would): each schema is still
-    judged on its own rows, whichever connection read them."""
+    judged on its own rows, whichever connection read them. Through libpq by ctypes, and through
+    psycopg where no libpq can be loaded."""
+    if client == "psycopg":
+        monkeypatch.setattr(libpq, "_searched", True)
+        monkeypatch.setattr(libpq, "_lib", None)
+    assert libpq.available() is (client == "libpq")
     revisions = {"r1": "r1.py", "r2": "r2.py"}
     history = current.History(
         ["r2"], revisions, fastpath.Checkout("fingerprint", {"r1.py": ("s1", "s1"), "r2.py": ("s2", "s2")})
@@ -205,3 +211,26 @@ def test_a_look_with_a_second_connection_finds_what_one_connection_finds(
         monkeypatch.setattr(current, "SPLIT_FROM", 2)
         assert current._postgresql_at_head(server, targets, history, parallel=2) == expected
         assert current._postgresql_at_head(server, targets[:1], history, parallel=2) == set(targets[:1])
+
+
+@pytest.mark.parametrize("client", ["libpq", "psycopg"])
+def test_a_refused_connection_or_statement_is_libpqs_own_words_without_the_password(
+    client: str, pg_admin_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if client == "psycopg":
+        monkeypatch.setattr(libpq, "_searched", True)
+        monkeypatch.setattr(libpq, "_lib", None)
+    monkeypatch.setenv("LOOK_PASSWORD", "not-the-password-7f3")
+    wrong = servers.parse("targets[0]", url_string(pg_admin_url._replace(password=None)), "LOOK_PASSWORD")
+    with pytest.raises(libpq.LibpqError) as refused, servers.connected(wrong):
+        pass
+    said = servers.reason(wrong, refused.value)
+    assert "password authentication failed" in said
+    assert "not-the-password-7f3" not in said
+    monkeypatch.setenv("LOOK_PASSWORD", str(pg_admin_url.password))
+    right = servers.parse("targets[0]", url_string(pg_admin_url._replace(password=None)), "LOOK_PASSWORD")
+    with servers.connected(right) as conn:
+        with pytest.raises(libpq.LibpqError, match='relation "no_such_table" does not exist'):
+            conn.rows("SELECT * FROM no_such_table")
+        assert conn.rows("SELECT $1, NULL, 'é'", ["a b"]) == [("a b", None, "é")]  # the same connection
+    assert conn.closed

@@ -57,14 +57,16 @@ SCHEMAS_PER_QUERY = 50
 # One look at a database: its default schema, which of the target schemas (or the default one)
 # hold the version and checksum tables, and every advisory lock held or waited for.
 LOOK = """
-SELECT current_schema(),
-    coalesce((SELECT array_agg(n.nspname || '.' || c.relname)
-        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE c.relname IN (%(version)s, %(checksums)s) AND c.relkind IN ('r', 'p')
-        AND (n.nspname = ANY(CAST(%(schemas)s AS text[])) OR n.nspname = current_schema())), '{}'),
-    coalesce((SELECT array_agg(ARRAY[l.classid::bigint, l.objid::bigint])
-        FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1
-        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())), '{}')
+SELECT 'schema', current_schema(), NULL
+UNION ALL
+SELECT 'table', n.nspname || '.' || c.relname, NULL
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relname IN ($1, $2) AND c.relkind IN ('r', 'p')
+    AND (n.nspname IN (SELECT json_array_elements_text(CAST($3 AS json))) OR n.nspname = current_schema())
+UNION ALL
+SELECT 'lock', CAST(l.classid AS text), CAST(l.objid AS text)
+    FROM pg_locks l WHERE l.locktype = 'advisory' AND l.objsubid = 1
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
 """
 
 
@@ -144,16 +146,13 @@ def _postgresql_at_head(
     helper = _Helper(server) if parallel > 1 and len(targets) >= SPLIT_FROM else None
     try:
         with servers.connected(server) as conn:
-            default, tables, locks = conn.execute(
-                LOOK,
-                {
-                    "version": VERSION_TABLE,
-                    "checksums": CHECKSUM_TABLE,
-                    "schemas": [t.schema for t in targets if t.schema],
-                },
-            ).fetchone() or ("", [], [])
-            held = {(int(a), int(b)) for a, b in locks}
-            schema_of = {t: t.schema or str(default) for t in targets}
+            looked = conn.rows(
+                LOOK, [VERSION_TABLE, CHECKSUM_TABLE, json.dumps([t.schema for t in targets if t.schema])]
+            )
+            default = next((first for kind, first, _ in looked if kind == "schema"), None) or ""
+            tables = {first for kind, first, _ in looked if kind == "table"}
+            held = {(int(str(a)), int(str(b))) for kind, a, b in looked if kind == "lock"}
+            schema_of = {t: t.schema or default for t in targets}
             ready = [
                 t
                 for t in targets
@@ -175,16 +174,16 @@ def _postgresql_at_head(
             if kind == "v":
                 versions[schemas[start + index]].append(first)
             else:
-                recorded[schemas[start + index]][first] = second
+                recorded[schemas[start + index]][first] = second or ""  # NULL: no file's checksum
     return {t for t in ready if history.matches(sorted(versions[schema_of[t]]), recorded[schema_of[t]])}
 
 
-def _read(conn: Any, schemas: list[str]) -> list[tuple[Any, ...]]:
+def _read(conn: servers.Reader, schemas: list[str]) -> list[tuple[int, str, str, str | None]]:
     """Every schema's revisions and checksums, each row tagged with the schema's index in ``schemas``."""
     return [
-        (start + index, kind, first, second)
+        (start + int(str(index)), str(kind), str(first), second)
         for start in range(0, len(schemas), SCHEMAS_PER_QUERY)
-        for index, kind, first, second in conn.execute(_union(schemas[start : start + SCHEMAS_PER_QUERY]))
+        for index, kind, first, second in conn.rows(_union(schemas[start : start + SCHEMAS_PER_QUERY]))
     ]
 
 
@@ -196,7 +195,7 @@ class _Helper:
         self._server = server
         self._schemas: list[str] = []
         self._handed = threading.Event()
-        self._rows: list[tuple[Any, ...]] = []
+        self._rows: list[tuple[int, str, str, str | None]] = []
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -209,7 +208,7 @@ class _Helper:
         self._schemas = schemas
         self._handed.set()
 
-    def rows(self) -> list[tuple[Any, ...]]:
+    def rows(self) -> list[tuple[int, str, str, str | None]]:
         """Its rows, once its thread ended (and closed its connection); none if it was handed none."""
         self._handed.set()
         self._thread.join()

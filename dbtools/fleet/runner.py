@@ -291,10 +291,8 @@ def revision(target: Target) -> str | None:
             assert target.server is not None
             table = f"{quoted_schema(target.schema)}.alembic_version" if target.schema else "alembic_version"
             with servers.connected(target.server) as conn:
-                found = conn.execute("SELECT to_regclass(%s)", [table]).fetchone()
-                rows = (
-                    conn.execute(f"SELECT version_num FROM {table}").fetchall() if found and found[0] else []
-                )
+                ((found,),) = conn.rows("SELECT CAST(to_regclass($1) AS text)", [table])
+                rows = conn.rows(f"SELECT version_num FROM {table}") if found else []
     except Exception:  # unreadable: the run says why
         return None
     return ",".join(sorted(str(row[0]) for row in rows)) or None

@@ -1,4 +1,4 @@
-"""A fleet's PostgreSQL targets: their URLs read, and their databases looked at, with psycopg alone.
+"""A fleet's PostgreSQL targets: their URLs read, and their databases looked at, without SQLAlchemy.
 
 A fleet whose every tenant is at head should cost little more than one look
 at each server (``dbtools.fleet.current``), and importing SQLAlchemy costs
@@ -7,24 +7,22 @@ bench/fleet.md). So a URL of the everyday shape (``postgresql://user@host:port/d
 plain characters, no password, no parameters) is read here, and rendered
 exactly as SQLAlchemy renders it; any other URL goes to SQLAlchemy, which says
 what it says of it to a single run. Either way, the result holds the keywords
-SQLAlchemy's psycopg dialect would connect with, so the look (psycopg) and
-each target's run (SQLAlchemy) reach the same database.
+SQLAlchemy's psycopg dialect would connect with, so the look (libpq, or
+psycopg) and each target's run (SQLAlchemy) reach the same database.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 from urllib.parse import quote
 
+from dbtools.fleet import libpq
 from dbtools.fleet.errors import FleetError
-
-if TYPE_CHECKING:
-    import psycopg
 
 DRIVER = "postgresql+psycopg"
 # What this module reads itself: characters SQLAlchemy's rendering leaves as they are
@@ -133,20 +131,32 @@ def _parse_general(where: str, raw: str, password_env: object) -> ServerUrl:
 # A connection that listed a database's schemas while the fleet file was read, kept for the
 # look at head that follows: one backend start and password exchange fewer. Never shared
 # with a forked process: close_kept() comes before the look's own forks and every run's.
-_kept: dict[ServerUrl, psycopg.Connection[tuple[Any, ...]]] = {}
+_kept: dict[ServerUrl, Reader] = {}
+
+
+class Reader(Protocol):
+    """A connection the look reads through: one statement's rows, every value as text."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def rows(self, sql: str, parameters: Sequence[str] = ()) -> list[tuple[str | None, ...]]: ...
+
+    def close(self) -> None: ...
 
 
 @contextmanager
-def connected(server: ServerUrl, keep: bool = False) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
-    """A psycopg connection to ``server``'s database, in autocommit: a look reads, and holds nothing.
+def connected(server: ServerUrl, keep: bool = False) -> Iterator[Reader]:
+    """A connection to ``server``'s database, in autocommit: a look reads, and holds nothing.
 
-    The one kept for ``server`` if there is one; kept in turn if ``keep`` and all went well.
+    Through libpq itself when it can be loaded (``dbtools.fleet.libpq``: no psycopg
+    import), else through psycopg. The one kept for ``server`` if there is one;
+    kept in turn if ``keep`` and all went well.
     """
-    import psycopg
-
     conn = _kept.pop(server, None)
     if conn is None or conn.closed:
-        conn = psycopg.connect(autocommit=True, **dict(server.connect))  # type: ignore[arg-type]
+        keywords = {name: str(value) for name, value in server.connect}
+        conn = libpq.Connection(keywords) if libpq.available() else _ViaPsycopg(keywords)
     try:
         yield conn
     except BaseException:
@@ -156,6 +166,37 @@ def connected(server: ServerUrl, keep: bool = False) -> Iterator[psycopg.Connect
         _kept[server] = conn
     else:
         conn.close()
+
+
+class _ViaPsycopg:
+    """The same reads through psycopg's own libpq binding, where ctypes finds no libpq."""
+
+    def __init__(self, keywords: dict[str, str]) -> None:
+        import psycopg
+
+        try:
+            self._conn = psycopg.connect(autocommit=True, **keywords)  # type: ignore[arg-type]
+        except psycopg.Error as exc:
+            raise libpq.LibpqError(str(exc)) from None
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._conn.closed)
+
+    def rows(self, sql: str, parameters: Sequence[str] = ()) -> list[tuple[str | None, ...]]:
+        from psycopg import pq
+
+        result = self._conn.pgconn.exec_params(sql.encode(), [value.encode() for value in parameters])
+        if result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+            raise libpq.LibpqError((result.error_message or b"").decode(errors="replace").strip())
+        values = [
+            [result.get_value(row, column) for column in range(result.nfields)]
+            for row in range(result.ntuples)
+        ]
+        return [tuple(None if value is None else bytes(value).decode() for value in row) for row in values]
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 def close_kept() -> None:

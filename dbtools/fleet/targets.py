@@ -20,6 +20,7 @@ from typing import Any
 
 from dbtools.fleet import servers
 from dbtools.fleet.errors import FleetError
+from dbtools.fleet.libpq import LibpqError
 from dbtools.fleet.servers import ServerUrl
 from dbtools.settings import MAX_IDENTIFIER_BYTES
 
@@ -173,15 +174,13 @@ def _check_pattern(where: str, pattern: str) -> None:
 
 def _schemas(where: str, server: servers.ServerUrl) -> list[str]:
     """The database's own schemas (PostgreSQL's aside), in one query on one connection."""
-    import psycopg
-
     try:
         with servers.connected(server, keep=True) as conn:  # for the look at head, if one follows
-            rows = conn.execute(
+            rows = conn.rows(
                 "SELECT nspname FROM pg_namespace "
                 "WHERE nspname NOT LIKE 'pg\\_%' AND nspname <> 'information_schema'"
-            ).fetchall()
-    except psycopg.Error as exc:
+            )
+    except LibpqError as exc:
         said = f"cannot list the schemas of {server.shown}: {servers.reason(server, exc)}"
         raise FleetError(f"{where}: {said}; nothing was run") from None
     return [str(name) for (name,) in rows]
