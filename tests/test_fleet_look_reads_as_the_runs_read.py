@@ -234,3 +234,7 @@ def test_a_refused_connection_or_statement_is_libpqs_own_words_without_the_passw
             conn.rows("SELECT * FROM no_such_table")
         assert conn.rows("SELECT $1, NULL, 'é'", ["a b"]) == [("a b", None, "é")]  # the same connection
     assert conn.closed
+    # An empty setting: libpq's keyword form would ignore it where the runs' string form refuses it.
+    keywords = {**{name: str(value) for name, value in right.connect}, "sslmode": ""}
+    with pytest.raises(libpq.LibpqError, match="an empty connection setting"):
+        servers._ViaPsycopg(keywords) if client == "psycopg" else libpq.Connection(keywords)

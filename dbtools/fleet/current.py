@@ -181,7 +181,7 @@ def _postgresql_at_head(
 def _read(conn: servers.Reader, schemas: list[str]) -> list[tuple[int, str, str, str | None]]:
     """Every schema's revisions and checksums, each row tagged with the schema's index in ``schemas``."""
     return [
-        (start + int(str(index)), str(kind), str(first), second)
+        (start + int(str(index)), str(kind), "" if first is None else first, second)
         for start in range(0, len(schemas), SCHEMAS_PER_QUERY)
         for index, kind, first, second in conn.rows(_union(schemas[start : start + SCHEMAS_PER_QUERY]))
     ]

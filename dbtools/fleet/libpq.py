@@ -22,6 +22,7 @@ import ctypes
 import glob
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from importlib.util import find_spec
 
@@ -29,6 +30,7 @@ CONNECTION_OK = 0
 COMMAND_OK, TUPLES_OK = 1, 2
 _lib: ctypes.CDLL | None = None
 _searched = False
+_loading = threading.Lock()
 
 
 class LibpqError(Exception):
@@ -54,14 +56,15 @@ def _candidates() -> list[str]:
 
 def _load() -> ctypes.CDLL | None:
     global _lib, _searched
-    if not _searched:
-        _searched = True
-        for candidate in _candidates():
-            try:
-                _lib = _declare(ctypes.CDLL(candidate))
-                break
-            except (OSError, AttributeError):
-                continue
+    with _loading:  # the look's second connection starts on a thread: one search, seen whole
+        if not _searched:
+            for candidate in _candidates():
+                try:
+                    _lib = _declare(ctypes.CDLL(candidate))
+                    break
+                except (OSError, AttributeError):
+                    continue
+            _searched = True
     return _lib
 
 
@@ -99,6 +102,10 @@ class Connection:
         if lib is None:
             raise LibpqError("no libpq library could be loaded")
         self._lib = lib
+        if any(value == "" for value in keywords.values()):
+            # libpq's keyword form ignores an empty value where psycopg's string form is
+            # refused for some (sslmode=''): the look would reach what the runs never do.
+            raise LibpqError("an empty connection setting; each target's run decides")
         words = {**keywords, "client_encoding": "UTF8"}
         self._conn = lib.PQconnectdbParams(_texts(list(words)), _texts(list(words.values())), 0)
         if not self._conn or lib.PQstatus(self._conn) != CONNECTION_OK:
@@ -125,15 +132,18 @@ class Connection:
         try:
             if not result or lib.PQresultStatus(result) not in (COMMAND_OK, TUPLES_OK):
                 raise LibpqError(self._message(lib.PQresultErrorMessage(result) if result else b""))
-            return [
-                tuple(
-                    None
-                    if lib.PQgetisnull(result, row, column)
-                    else lib.PQgetvalue(result, row, column).decode()
-                    for column in range(lib.PQnfields(result))
-                )
-                for row in range(lib.PQntuples(result))
-            ]
+            try:
+                return [
+                    tuple(
+                        None
+                        if lib.PQgetisnull(result, row, column)
+                        else lib.PQgetvalue(result, row, column).decode()
+                        for column in range(lib.PQnfields(result))
+                    )
+                    for row in range(lib.PQntuples(result))
+                ]
+            except UnicodeDecodeError as exc:  # an SQL_ASCII database's bytes: not converted to UTF-8
+                raise LibpqError(f"a value that is not UTF-8 ({exc.reason})") from None
         finally:
             if result:
                 lib.PQclear(result)

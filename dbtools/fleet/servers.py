@@ -174,8 +174,10 @@ class _ViaPsycopg:
     def __init__(self, keywords: dict[str, str]) -> None:
         import psycopg
 
+        if any(value == "" for value in keywords.values()):
+            raise libpq.LibpqError("an empty connection setting; each target's run decides")
         try:
-            self._conn = psycopg.connect(autocommit=True, **keywords)  # type: ignore[arg-type]
+            self._conn = psycopg.connect(autocommit=True, client_encoding="UTF8", **keywords)  # type: ignore[arg-type]
         except psycopg.Error as exc:
             raise libpq.LibpqError(str(exc)) from None
 
@@ -184,16 +186,24 @@ class _ViaPsycopg:
         return bool(self._conn.closed)
 
     def rows(self, sql: str, parameters: Sequence[str] = ()) -> list[tuple[str | None, ...]]:
+        import psycopg
         from psycopg import pq
 
-        result = self._conn.pgconn.exec_params(sql.encode(), [value.encode() for value in parameters])
-        if result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
-            raise libpq.LibpqError((result.error_message or b"").decode(errors="replace").strip())
-        values = [
-            [result.get_value(row, column) for column in range(result.nfields)]
-            for row in range(result.ntuples)
-        ]
-        return [tuple(None if value is None else bytes(value).decode() for value in row) for row in values]
+        try:
+            result = self._conn.pgconn.exec_params(sql.encode(), [value.encode() for value in parameters])
+            if result.status not in (pq.ExecStatus.COMMAND_OK, pq.ExecStatus.TUPLES_OK):
+                raise libpq.LibpqError((result.error_message or b"").decode(errors="replace").strip())
+            values = [
+                [result.get_value(row, column) for column in range(result.nfields)]
+                for row in range(result.ntuples)
+            ]
+            return [
+                tuple(None if value is None else bytes(value).decode() for value in row) for row in values
+            ]
+        except UnicodeDecodeError as exc:  # an SQL_ASCII database's bytes: not converted to UTF-8
+            raise libpq.LibpqError(f"a value that is not UTF-8 ({exc.reason})") from None
+        except psycopg.Error as exc:
+            raise libpq.LibpqError(str(exc).strip()) from None
 
     def close(self) -> None:
         self._conn.close()
