@@ -273,12 +273,14 @@ def test_bad_input_is_refused_with_nothing_written(histories: Histories) -> None
     finally:
         subprocess.run([*GIT, "reset", "-q", "--hard", "HEAD~1"], cwd=old.root, check=True)
     (old.versions / "stray.py").write_text("")
+    (old.versions / "stray.cpython-311.pyc").write_bytes(b"")  # bytecode is no change of the user's
     try:
-        assert "migrations/ has uncommitted changes (migrations/versions/stray.py)" in failed_line(
+        assert "migrations/ has uncommitted changes (migrations/versions/stray.py);" in failed_line(
             old.cli("squash", f"--upto={UPTO}", "--allow-data-loss=1")
         )
     finally:
         (old.versions / "stray.py").unlink()
+        (old.versions / "stray.cpython-311.pyc").unlink()
     assert sorted(path.name for path in old.versions.glob("*.py*")) == before
 
 

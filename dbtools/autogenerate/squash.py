@@ -178,7 +178,13 @@ def refuse_dirty(root: Path) -> None:
         return
     if status.returncode != 0:  # not a git work tree: nothing to protect
         return
-    changed = [line[3:] for line in status.stdout.splitlines() if line.strip()]
+    # Python's bytecode is no change of the user's: written by any run, removed when stale
+    # (dbtools.runtime.bytecode), whether or not the repository ignores it.
+    changed = [
+        line[3:]
+        for line in status.stdout.splitlines()
+        if line.strip() and "__pycache__/" not in line and not line.rstrip().endswith(".pyc")
+    ]
     if changed:
         shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
         raise CommandError(
