@@ -90,7 +90,14 @@ def before_and_after(repeat: int) -> tuple[Series, Series, Series]:
         subprocess.run(squash, cwd=project, env=env, check=True, capture_output=True)
         after = compare(repeat, {"after": (fresh, upgrade)})["after"]
         commit(project, "squash")  # the two-step release: the squash ships, then the prune
-        subprocess.run([*squash, "--prune=1"], cwd=project, env=env, check=True, capture_output=True)
+        prune = [
+            sys.executable,
+            "-m",
+            "dbtools",
+            "squash",
+            "--prune=1",
+        ]  # alone: make squash refuses upto= with it
+        subprocess.run(prune, cwd=project, env=env, check=True, capture_output=True)
         pruned = compare(repeat, {"pruned": (fresh, upgrade)})["pruned"]
     return before, after, pruned
 
