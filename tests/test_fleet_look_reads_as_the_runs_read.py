@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy.engine import URL, make_url
 
 from dbtools import pgserver, target
-from dbtools.fleet import current, libpq, servers, split
+from dbtools.fleet import current, libpq, servers, split, targets
 from dbtools.fleet.errors import FleetError
 from dbtools.fleet.targets import Target
 from dbtools.runtime import fastpath
@@ -238,3 +238,16 @@ def test_a_refused_connection_or_statement_is_libpqs_own_words_without_the_passw
     keywords = {**{name: str(value) for name, value in right.connect}, "sslmode": ""}
     with pytest.raises(libpq.LibpqError, match="an empty connection setting"):
         servers._ViaPsycopg(keywords) if client == "psycopg" else libpq.Connection(keywords)
+
+
+def test_no_server_connection_outlives_a_look_into_its_forks(
+    pg_admin_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection that listed a database's schemas is kept for that database's look; a group
+    whose look forks for its SQLite files (a canary group of files first, say) closes it first."""
+    monkeypatch.setenv("LOOK_PASSWORD", str(pg_admin_url.password))
+    server = servers.parse("targets[0]", url_string(pg_admin_url._replace(password=None)), "LOOK_PASSWORD")
+    assert "public" in targets._schemas("targets[0]", server)
+    assert server in servers._kept  # kept for the look that follows
+    current.at_head([], parallel=2)  # a group with no target on that server
+    assert servers._kept == {}

@@ -102,10 +102,7 @@ def at_head(targets: Iterable[Target], parallel: int = 1) -> tuple[set[Target], 
     if history is None:
         return set(), ""
     targets = list(targets)
-    files = [t for t in targets if t.sqlite_path is not None]
-    found = {
-        files[i] for i in split.found_across_processes(files, partial(_sqlite_at_head, history), parallel)
-    }
+    found: set[Target] = set()
     on_server: dict[ServerUrl, list[Target]] = {}
     for target in targets:
         if target.server is not None:
@@ -113,6 +110,11 @@ def at_head(targets: Iterable[Target], parallel: int = 1) -> tuple[set[Target], 
     for server, on_it in on_server.items():
         with suppress(Exception):  # unreachable, no rights, ...: each run says why
             found.update(_postgresql_at_head(server, on_it, history, parallel))
+    servers.close_kept()  # before the SQLite look forks: no child holds a server connection
+    files = [t for t in targets if t.sqlite_path is not None]
+    found.update(
+        files[i] for i in split.found_across_processes(files, partial(_sqlite_at_head, history), parallel)
+    )
     return found, history.joined
 
 
