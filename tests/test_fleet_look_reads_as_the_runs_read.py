@@ -11,6 +11,7 @@ it as "at head".
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -235,9 +236,9 @@ def test_a_refused_connection_or_statement_is_libpqs_own_words_without_the_passw
         assert conn.rows("SELECT $1, NULL, 'é'", ["a b"]) == [("a b", None, "é")]  # the same connection
     assert conn.closed
     # An empty setting: libpq's keyword form would ignore it where the runs' string form refuses it.
-    keywords = {**{name: str(value) for name, value in right.connect}, "sslmode": ""}
-    with pytest.raises(libpq.LibpqError, match="an empty connection setting"):
-        servers._ViaPsycopg(keywords) if client == "psycopg" else libpq.Connection(keywords)
+    empty = dataclasses.replace(right, connect=(*right.connect, ("sslmode", "")))
+    with pytest.raises(libpq.LibpqError, match="an empty connection setting"), servers.connected(empty):
+        pass
 
 
 def test_no_server_connection_outlives_a_look_into_its_forks(

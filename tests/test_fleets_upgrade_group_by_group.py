@@ -85,6 +85,33 @@ def _pg_entry(url: URL, password_env: str, schemas: str = "") -> str:
     )
 
 
+def _imports_of_a_fleet(
+    project: Project, fleet: Path, env: dict[str, str], *options: str
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """``make upgrade fleet=`` as make runs it, a new process, and every module its own process
+    imported (each run's imports go to its log). It must succeed."""
+    done = subprocess.run(
+        [
+            str(VENV / "bin" / "python"),
+            "-X",
+            "importtime",
+            "-m",
+            "dbtools",
+            "upgrade",
+            f"--fleet={fleet}",
+            *options,
+        ],
+        cwd=project.root,
+        env={**base_env(), **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    return done, [line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")]
+
+
 TENANTS = [f"tenant_{n:02d}" for n in range(10)]
 
 
@@ -190,36 +217,13 @@ def test_a_target_is_answered_at_head_only_on_the_runs_own_terms(
     env = {"SAAS_PASSWORD": str(pg_url.password), "MIGRATION_LOCK_TIMEOUT": "0.2"}
     report = tmp_path / "report.json"
 
-    def imports_of_a_fleet_as_make_runs_it() -> tuple[subprocess.CompletedProcess[str], list[str]]:
-        """The fleet's own process's imports (each run's go to its log): SQLAlchemy's driver once,
-        there, before the runs are forked, never in each of them."""
-        done = subprocess.run(
-            [
-                str(VENV / "bin" / "python"),
-                "-X",
-                "importtime",
-                "-m",
-                "dbtools",
-                "upgrade",
-                f"--fleet={fleet}",
-            ],
-            cwd=project_copy.root,
-            env={**base_env(), **env},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        return done, [
-            line.rsplit("|", 1)[-1].strip() for line in done.stderr.splitlines() if "import time:" in line
-        ]
-
-    done, imported = imports_of_a_fleet_as_make_runs_it()  # named outright: both schemas created
+    done, imported = _imports_of_a_fleet(project_copy, fleet, env)  # named outright: both schemas created
     assert done.stdout.count("upgraded") == 2, done.stdout
-    # (importlib.import_module's own module has no line of its own; what it imports does.)
+    # psycopg once, in the fleet's own process, before the runs are forked, never in each of them
+    # (importlib.import_module's own module has no line of its own; what it imports does).
     assert "psycopg.pq" in imported
     # At head, as make runs it: answered by the look, with libpq alone (no SQLAlchemy, no Alembic).
-    done, imported = imports_of_a_fleet_as_make_runs_it()
+    done, imported = _imports_of_a_fleet(project_copy, fleet, env)
     assert "dbtools.fleet.libpq" in imported
     # libpq itself, through ctypes; psycopg only where no libpq could be loaded.
     heavy = ("sqlalchemy", "alembic", "models") + (("psycopg",) if libpq.available() else ())
@@ -277,19 +281,7 @@ def test_a_fleet_at_head_imports_no_sqlalchemy_and_leaves_every_change_to_the_ru
     assert sorted(path.name for path in tenants.iterdir()) == sorted(names)
     assert {_revision(tenants / name) for name in names} == {head}
 
-    # As make runs it: a new process, every import it makes listed on stderr.
-    python = [str(VENV / "bin" / "python"), "-X", "importtime", "-m", "dbtools"]
-    done = subprocess.run(
-        [*python, "upgrade", f"--fleet={fleet}", f"--report={report}"],
-        cwd=project_copy.root,
-        env={**base_env(), **env},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    lines = done.stderr.splitlines()
-    imported = [line.rsplit("|", 1)[-1].strip() for line in lines if line.startswith("import time:")]
+    _, imported = _imports_of_a_fleet(project_copy, fleet, env, f"--report={report}")  # as make runs it
     assert "dbtools.fleet.current" in imported
     heavy = ("sqlalchemy", "alembic", "models", "rich")
     assert not [name for name in imported if name.split(".")[0] in heavy]

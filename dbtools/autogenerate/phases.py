@@ -358,19 +358,16 @@ def _type_change(
     (``pgsql.using``); else the one-step change with its recipe.
     """
     name = f"{op.table_name}.{op.column_name}"
-    table = metadata.tables.get(op.table_name)
-    if table is None or op.column_name not in table.c:
-        return None, f"{name} is not in the models"
-    column = table.c[op.column_name]
-    key = list(table.primary_key.columns)
+    found = _keyed_column(metadata, op.table_name, op.column_name)
+    if isinstance(found, str):
+        return None, found
+    table, column, key = found
     indexed = any(column.name in index.columns for index in table.indexes) or any(
         isinstance(constraint, sa.UniqueConstraint | sa.ForeignKeyConstraint)
         and column.name in constraint.columns
         for constraint in table.constraints
     )
     others = [other for other in container.ops if other is not op]
-    if len(key) != 1:
-        return None, unkeyed(table)
     if column.primary_key or indexed or column.foreign_keys or others:
         return None, (
             f"the type of {name} changes with its index, key or other changes of its table, which a "
@@ -387,8 +384,8 @@ def _type_change(
     shadow = f"_new_{op.column_name}"
     pair = Pair(
         table=op.table_name,
-        key=key[0].name,
-        key_type=_compiled(key[0].type),
+        key=key.name,
+        key_type=_compiled(key.type),
         type=new,
         nullable=bool(column.nullable),
         default=_default(column),
@@ -400,6 +397,19 @@ def _type_change(
     )
     one_step = ops.ModifyTableOps(op.table_name, [op], schema=getattr(container, "schema", None))
     return Split(op, container, ExpandOp(pair, one_step), ContractOp(pair)), ""
+
+
+def _keyed_column(
+    metadata: sa.MetaData, table_name: str, column_name: str
+) -> tuple[sa.Table, sa.Column[Any], sa.Column[Any]] | str:
+    """The models' table, its column, and the single-column key a backfill walks; else why not."""
+    table = metadata.tables.get(table_name)
+    if table is None or column_name not in table.c:
+        return f"{table_name}.{column_name} is not in the models"
+    key = list(table.primary_key.columns)
+    if len(key) != 1:
+        return unkeyed(table)
+    return table, table.c[column_name], key[0]
 
 
 def unkeyed(table: sa.Table) -> str:
@@ -436,14 +446,12 @@ def _not_null(
     metadata: sa.MetaData, op: ops.AlterColumnOp, container: ops.UpgradeOps | ops.ModifyTableOps
 ) -> tuple[Split | None, str]:
     """The column's NULL writes filled from its default while the old version may still write them."""
-    table = metadata.tables.get(op.table_name)
-    if table is None or op.column_name not in table.c:
-        return None, f"{op.table_name}.{op.column_name} is not in the models"
-    key = list(table.primary_key.columns)
-    if len(key) != 1:
-        return None, unkeyed(table)
-    keyed = Keyed(op.table_name, key[0].name, _compiled(key[0].type))
-    fill = _default(table.c[op.column_name])
+    found = _keyed_column(metadata, op.table_name, op.column_name)
+    if isinstance(found, str):
+        return None, found
+    _, column, key = found
+    keyed = Keyed(op.table_name, key.name, _compiled(key.type))
+    fill = _default(column)
     expand = NotNullOp(op, keyed, fill, phase=Phase.EXPAND)
     return Split(op, container, expand, NotNullOp(op, keyed, fill, phase=Phase.CONTRACT)), ""
 
@@ -504,12 +512,10 @@ def _replace(
 def _pair(metadata: sa.MetaData, rename: RenameOp) -> tuple[Pair | None, str]:
     """The column pair a rename keeps in sync, or None and why it cannot be split."""
     assert rename.table is not None
-    table = metadata.tables.get(rename.table)
-    if table is None or rename.new not in table.c:
-        return None, f"{rename.table}.{rename.new} is not in the models"
-    key = list(table.primary_key.columns)
-    if len(key) != 1:
-        return None, unkeyed(table)
+    found = _keyed_column(metadata, rename.table, rename.new)
+    if isinstance(found, str):
+        return None, found
+    _, column, key = found
     others = [name for name in rename.names if name != rename.table]
     changes = rename.names.get(rename.table, [])
     unsupported = [change.old for change in changes if _index(change) is None]
@@ -518,14 +524,13 @@ def _pair(metadata: sa.MetaData, rename: RenameOp) -> tuple[Pair | None, str]:
             f"what follows the rename ({', '.join(others + unsupported)}) is not an index or a unique "
             "constraint of the table, which expand rebuilds online"
         )
-    column = table.c[rename.new]
     indexes = [(index, change) for index, change in ((_index(change), change) for change in changes) if index]
     olds = tuple(index.on(rename.new, rename.old, change.old) for index, change in indexes)
     news = tuple(index.on(rename.old, rename.new, change.new) for index, change in indexes)
     return Pair(
         table=rename.table,
-        key=key[0].name,
-        key_type=_compiled(key[0].type),
+        key=key.name,
+        key_type=_compiled(key.type),
         type=_compiled(column.type),
         nullable=bool(column.nullable),
         default=_default(column),

@@ -102,10 +102,6 @@ class Connection:
         if lib is None:
             raise LibpqError("no libpq library could be loaded")
         self._lib = lib
-        if any(value == "" for value in keywords.values()):
-            # libpq's keyword form ignores an empty value where psycopg's string form is
-            # refused for some (sslmode=''): the look would reach what the runs never do.
-            raise LibpqError("an empty connection setting; each target's run decides")
         words = {**keywords, "client_encoding": "UTF8"}
         self._conn = lib.PQconnectdbParams(_texts(list(words)), _texts(list(words.values())), 0)
         if not self._conn or lib.PQstatus(self._conn) != CONNECTION_OK:

@@ -156,6 +156,10 @@ def connected(server: ServerUrl, keep: bool = False) -> Iterator[Reader]:
     conn = _kept.pop(server, None)
     if conn is None or conn.closed:
         keywords = {name: str(value) for name, value in server.connect}
+        if any(value == "" for value in keywords.values()):
+            # libpq's keyword form ignores an empty value where the runs' conninfo string is
+            # refused for some (sslmode=''): the look would reach what the runs never do.
+            raise libpq.LibpqError("an empty connection setting; each target's run decides")
         conn = libpq.Connection(keywords) if libpq.available() else _ViaPsycopg(keywords)
     try:
         yield conn
@@ -174,8 +178,6 @@ class _ViaPsycopg:
     def __init__(self, keywords: dict[str, str]) -> None:
         import psycopg
 
-        if any(value == "" for value in keywords.values()):
-            raise libpq.LibpqError("an empty connection setting; each target's run decides")
         try:
             self._conn = psycopg.connect(autocommit=True, client_encoding="UTF8", **keywords)  # type: ignore[arg-type]
         except psycopg.Error as exc:

@@ -14,6 +14,10 @@ As git does with a "racily clean" index entry, a ``.pyc`` written no later
 than the second its source was last changed is dropped before anything imports
 the source; Python compiles it again (and writes a ``.pyc`` it can trust).
 Only the user's own files, which they edit: the models and the migrations.
+``python -m dbtools`` does it before its command, and env.py again before a
+run: a command may rewrite a migration (``make rebase``) and then run one in
+the same process, and a plain ``alembic`` run has only env.py. Each walk is
+about 0.2 ms.
 """
 
 from __future__ import annotations
